@@ -1,0 +1,59 @@
+# worldforge: `make demo` sets up and runs the quickstart; `make test` sets up and runs the tests.
+# Both start from nothing but a clone: they create .venv and install into it.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Where no GPU is present, the CPU build of torch goes in first so that the dependency resolver
+# does not pull a multi-GB CUDA build. Elsewhere set TORCH_CPU_INDEX, e.g.
+#   make demo TORCH_CPU_INDEX="--index-url https://download.pytorch.org/whl/cpu"
+TORCH_CPU_SPEC ?= torch==2.13.0
+TORCH_CPU_INDEX ?=
+PYTEST_ARGS ?=
+
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
+
+.PHONY: install install-dev demo test test-all lint clean-demo
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.torch: | $(PY)
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
+		echo "GPU found: torch comes from the dependency range in pyproject.toml"; \
+	else \
+		echo "no GPU: installing the CPU build of torch first ($(TORCH_CPU_SPEC))"; \
+		$(PY) -m pip install --quiet "$(TORCH_CPU_SPEC)" $(TORCH_CPU_INDEX); \
+	fi
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.torch
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
+	$(PY) -m pip install --quiet -e ".[dev,video,atari]"
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+
+install-dev: $(VENV)/.installed-dev
+
+## demo: the quickstart pipeline on embedded defaults (project root: ./demo-project)
+demo: install
+	WORLDFORGE_ROOT=$(CURDIR)/demo-project $(VENV)/bin/worldforge doctor
+
+## test: the test suite (slow tests excluded; `make test-all` runs them too)
+test: install-dev
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-all: install-dev
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install-dev
+	$(VENV)/bin/ruff check worldforge tests benchmarks
+
+clean-demo:
+	rm -rf demo-project

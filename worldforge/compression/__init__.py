@@ -1,0 +1,1 @@
+"""Compression stages (distill, prune, quantize): model package in, model package out."""

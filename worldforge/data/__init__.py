@@ -1,0 +1,1 @@
+"""World-model datasets: sources (simulator, Atari, video folders), WebDataset shards, clip loader."""

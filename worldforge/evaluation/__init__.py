@@ -1,0 +1,1 @@
+"""Rollout quality and cost metrics, and reports (JSON, plots, videos)."""

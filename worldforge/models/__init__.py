@@ -1,0 +1,1 @@
+"""The world model: tokenizer, world DiT, flow-matching objective, samplers, streaming rollout."""

@@ -1,0 +1,158 @@
+"""Model configs: tokenizer, world DiT, objective, sampler.
+
+`ModelConfig.preset` names an entry of `PRESETS`; any field set explicitly overrides it, and
+`ModelConfig.resolved()` gives the concrete config the network is built from (what a model
+package stores). A pruned model is described by `heads_per_block` / `mlp_hidden_per_block`:
+one entry per block, so blocks may differ in width.
+
+Conventions shared by every config here:
+- frames are float in [-1, 1], `(B, T, C, H, W)`;
+- noise level `t` in [0, 1]: 0 is the clean latent, 1 pure Gaussian noise, `x_t = (1 - t) x_0 + t eps`;
+- frame `t` is conditioned on action `t - 1` (the action that led to it); frame 0 on "no action".
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import Field, field_validator, model_validator
+
+from worldforge.errors import WorldforgeError
+from worldforge.platform.schema import Section
+
+
+class ModelConfigError(WorldforgeError, ValueError):
+    """A model/tokenizer config that cannot describe a network; says which field and why."""
+
+
+class TokenizerConfig(Section):
+    """Frames <-> latents. `patch`: plain patchify (no weights). `vae`: causal 3D conv VAE."""
+
+    kind: Literal["patch", "vae"] = "patch"
+    frame_channels: int = Field(3, ge=1)
+    frame_size: tuple[int, int] = Field((64, 64), description="(H, W) of the frames the model is built for")
+    patch_size: int = Field(8, ge=1, description="patch tokenizer: pixels per latent cell side")
+    spatial_compression: Literal[4, 8] = 8
+    temporal_compression: Literal[1, 2, 4] = Field(
+        1, description="vae: latent frame 0 <- frame 0 alone, each later latent frame <- this many frames"
+    )
+    latent_channels: int = Field(16, ge=1)
+    base_channels: int = Field(64, ge=8, description="vae: channels at full resolution; doubled per level (max 4x)")
+    res_blocks: int = Field(1, ge=1, description="vae: residual blocks per resolution level")
+    kl_weight: float = Field(1e-6, ge=0.0)
+    reconstruction_loss: Literal["l1", "mse"] = "l1"
+
+    @property
+    def frames_per_latent(self) -> int:
+        return 1 if self.kind == "patch" else self.temporal_compression
+
+    @property
+    def compression(self) -> int:
+        return self.patch_size if self.kind == "patch" else self.spatial_compression
+
+    @property
+    def latent_dim(self) -> int:
+        """Channels of one latent cell."""
+        return self.frame_channels * self.patch_size**2 if self.kind == "patch" else self.latent_channels
+
+    @model_validator(mode="after")
+    def _frame_size_divides(self) -> TokenizerConfig:
+        height, width = self.frame_size
+        if height % self.compression or width % self.compression:
+            raise ValueError(
+                f"frame_size {self.frame_size} is not divisible by the {self.kind} tokenizer's spatial "
+                f"compression {self.compression}"
+            )
+        return self
+
+
+# The DiT presets. `tiny` trains on 2 CPU cores in minutes (64 tokens per 64x64 frame with the
+# patch-8 tokenizer); the others are the usual DiT S/B/L shapes.
+PRESETS: dict[str, dict] = {
+    "tiny": dict(depth=4, width=128, heads=4, mlp_ratio=4.0, patch_size=1, context_window=8),
+    "small": dict(depth=12, width=384, heads=6, mlp_ratio=4.0, patch_size=1, context_window=16),
+    "base": dict(depth=12, width=768, heads=12, mlp_ratio=4.0, patch_size=2, context_window=16),
+    "large": dict(depth=24, width=1024, heads=16, mlp_ratio=4.0, patch_size=2, context_window=32),
+}
+ARCHITECTURE = ("depth", "width", "heads", "mlp_ratio", "patch_size", "context_window")
+
+
+class ModelConfig(Section):
+    """The world DiT. Fields left None come from `PRESETS[preset]`."""
+
+    preset: str = "tiny"
+    depth: Optional[int] = Field(None, ge=1, description="number of transformer blocks")
+    width: Optional[int] = Field(None, ge=8, description="token width D")
+    heads: Optional[int] = Field(None, ge=1, description="attention heads per block (unpruned)")
+    head_dim: Optional[int] = Field(None, ge=2, description="default width // heads")
+    mlp_ratio: Optional[float] = Field(None, gt=0)
+    patch_size: Optional[int] = Field(None, ge=1, description="latent cells per token side")
+    context_window: Optional[int] = Field(
+        None, ge=1, description="frames a frame attends to, itself included (latent frames)"
+    )
+    heads_per_block: Optional[list[int]] = Field(None, description="pruned models: heads of each block")
+    mlp_hidden_per_block: Optional[list[int]] = Field(None, description="pruned models: MLP width of each block")
+    action_space: Literal["discrete", "continuous"] = "discrete"
+    num_actions: int = Field(8, ge=1, description="discrete: actions are 0..num_actions-1")
+    action_dim: int = Field(2, ge=1, description="continuous: size of an action vector")
+    qk_norm: bool = True
+    grad_checkpointing: bool = False
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, name: str) -> str:
+        if name not in PRESETS:
+            raise ValueError(f"unknown model preset {name!r}; known: {', '.join(PRESETS)}")
+        return name
+
+    def resolved(self) -> ModelConfig:
+        """Every architecture field concrete; per-block lists filled in. Raises ModelConfigError."""
+        values = self.model_dump()
+        for key in ARCHITECTURE:
+            if values[key] is None:
+                values[key] = PRESETS[self.preset][key]
+        if values["head_dim"] is None:
+            if values["width"] % values["heads"]:
+                raise ModelConfigError(
+                    f"model.width {values['width']} is not divisible by model.heads {values['heads']}; "
+                    "set model.head_dim explicitly"
+                )
+            values["head_dim"] = values["width"] // values["heads"]
+        depth = values["depth"]
+        if values["heads_per_block"] is None:
+            values["heads_per_block"] = [values["heads"]] * depth
+        if values["mlp_hidden_per_block"] is None:
+            values["mlp_hidden_per_block"] = [int(values["width"] * values["mlp_ratio"])] * depth
+        for key in ("heads_per_block", "mlp_hidden_per_block"):
+            if len(values[key]) != depth:
+                raise ModelConfigError(f"model.{key} has {len(values[key])} entries, model.depth is {depth}")
+            if any(n < 1 for n in values[key]):
+                raise ModelConfigError(f"model.{key}: every block needs at least 1, got {values[key]}")
+        return ModelConfig(**values)
+
+
+class ObjectiveConfig(Section):
+    """Flow matching with diffusion forcing: every frame gets its own noise level."""
+
+    prediction: Literal["velocity", "x0"] = Field(
+        "velocity", description="what the network outputs; the loss is on velocity either way"
+    )
+    noise_schedule: Literal["logit_normal", "uniform"] = "logit_normal"
+    logit_mean: float = 0.0
+    logit_std: float = Field(1.0, gt=0)
+    per_frame_noise: bool = Field(True, description="diffusion forcing; False: one level per clip")
+    clean_context_prob: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="chance that a clip's frames before a random split are clean (no loss on them), as in a rollout",
+    )
+    x0_min_level: float = Field(0.05, gt=0, description="x0 prediction: v = (x_t - x0) / max(t, this)")
+
+
+class SamplerConfig(Section):
+    """How a frame is denoised and how a rollout runs."""
+
+    solver: Literal["euler", "heun"] = "euler"
+    steps: int = Field(16, ge=1)
+    shift: float = Field(1.0, gt=0, description="timestep shift s: t -> s t / (1 + (s - 1) t); > 1 spends steps near noise")
+    context_noise: float = Field(0.0, ge=0.0, lt=1.0, description="noise level of committed context frames")
+    decode_chunk: Optional[int] = Field(16, ge=1, description="latent frames per tokenizer decode chunk; None: all")

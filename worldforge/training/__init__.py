@@ -1,0 +1,1 @@
+"""The DeepSpeed trainer shared by pretraining, distillation and pruning recovery."""
