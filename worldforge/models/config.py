@@ -39,6 +39,9 @@ class TokenizerConfig(Section):
     latent_channels: int = Field(16, ge=1)
     base_channels: int = Field(64, ge=8, description="vae: channels at full resolution; doubled per level (max 4x)")
     res_blocks: int = Field(1, ge=1, description="vae: residual blocks per resolution level")
+    latent_scale: float = Field(
+        1.0, gt=0, description="latents = encoding * latent_scale; set it so latents have about unit std"
+    )
     kl_weight: float = Field(1e-6, ge=0.0)
     reconstruction_loss: Literal["l1", "mse"] = "l1"
 

@@ -35,10 +35,12 @@ class PatchTokenizer(nn.Module):
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         check_frames(frames, self.patch, 1)
         # (B, T, C, H, W) -> (B, T, C p p, H/p, W/p)
-        return rearrange(frames, "b t c (h p1) (w p2) -> b t (c p1 p2) h w", p1=self.patch, p2=self.patch)
+        latents = rearrange(frames, "b t c (h p1) (w p2) -> b t (c p1 p2) h w", p1=self.patch, p2=self.patch)
+        return latents * self.config.latent_scale
 
     def decode(self, latents: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
         # (B, T, C p p, h, w) -> (B, T, C, h p, w p)
+        latents = latents / self.config.latent_scale
         return rearrange(latents, "b t (c p1 p2) h w -> b t c (h p1) (w p2)", p1=self.patch, p2=self.patch)
 
 

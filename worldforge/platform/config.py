@@ -17,8 +17,10 @@ from pydantic import Field, ValidationError
 
 from worldforge.data.config import DataConfig
 from worldforge.errors import WorldforgeError
+from worldforge.evaluation.config import EvalConfig, RegistryConfig
 from worldforge.models.config import ModelConfig, ObjectiveConfig, SamplerConfig, TokenizerConfig
 from worldforge.platform.schema import Section
+from worldforge.training.config import TrainConfig
 
 
 class ProjectConfig(Section):
@@ -35,6 +37,9 @@ class WorldforgeConfig(Section):
     model: ModelConfig = ModelConfig()
     objective: ObjectiveConfig = ObjectiveConfig()
     sampler: SamplerConfig = SamplerConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    registry: RegistryConfig = RegistryConfig()
 
     def flat(self) -> dict[str, Any]:
         """The config as `{"model.depth": 8, ...}`: what MLflow logs as params."""

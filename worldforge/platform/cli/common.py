@@ -22,3 +22,14 @@ def exit_on_error() -> Iterator[None]:
     except WorldforgeError as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
+
+
+def prefect_ready():
+    """The project root, with Prefect's home and settings pointed at it (before Prefect is imported)."""
+    from worldforge.platform.project import Project
+    from worldforge.platform.runtime import configure_deepspeed_env, configure_prefect_env
+
+    root = Project.current().root
+    configure_prefect_env(root)
+    configure_deepspeed_env()
+    return root

@@ -1,0 +1,52 @@
+"""Fixtures of the data tests: tiny configs (32x32 frames, a few short episodes) and one dataset
+built once per session, which tests only read (tests that damage shards copy it first)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from worldforge.platform.config import WorldforgeConfig, load_config
+
+TINY = [
+    "data.resolution=32",
+    "data.episodes=16",
+    "data.episode_frames=16",
+    "data.window_frames=8",
+    "data.clip_frames=4",
+    "data.clip_stride=2",
+    "data.shards.maxcount=3",
+    "data.loader.batch_size=4",
+    "data.loader.shuffle_buffer=16",
+]
+
+
+def tiny_config(*overrides: str) -> WorldforgeConfig:
+    """The default config at test scale; later overrides win."""
+    return load_config(None, TINY + list(overrides))
+
+
+@pytest.fixture(name="tiny_config")
+def tiny_config_fixture():
+    """`tiny_config(*overrides)`: the data tests' config factory."""
+    return tiny_config
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """16 simulator episodes of 16 frames at 32x32: 2 windows each, 3 windows per shard.
+    Read-only: copy it (`dataset_copy`) to damage it."""
+    from worldforge.data.shards import build_dataset
+
+    out = tmp_path_factory.mktemp("tiny") / "sim"
+    build_dataset(tiny_config(), out, track=False, progress=False)
+    return out
+
+
+@pytest.fixture
+def dataset_copy(tiny_dataset: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "sim"
+    shutil.copytree(tiny_dataset, copy)
+    return copy

@@ -1,0 +1,107 @@
+"""Rollout: a KV-cached rollout equals recomputing from scratch, memory stays within the window."""
+
+import pytest
+import torch
+
+from worldforge.models.attention import KVCache
+from worldforge.models.config import ModelConfigError, SamplerConfig, TokenizerConfig
+from worldforge.models.flops import flops_per_frame, rollout_flops
+from worldforge.models.streaming import rollout
+
+
+def generate(model, frames, actions, context, horizon, **kwargs):
+    return rollout(model, frames[:, :context], actions, horizon, generator=torch.Generator().manual_seed(0), **kwargs)
+
+
+def test_rollout_returns_frames_in_range_and_timings(make_model, random_weights, make_clips):
+    model = random_weights(make_model())
+    frames, actions = make_clips(2, 7)
+    result = generate(model, frames, actions, context=3, horizon=4)
+    assert result.frames.shape == (2, 4, 3, 32, 32)
+    assert result.frames.min() >= -1 and result.frames.max() <= 1
+    assert result.latents.shape == (2, 4, 192, 4, 4)
+    assert 0 < result.denoise_seconds <= result.total_seconds
+
+
+@pytest.mark.parametrize("window", [16, 3])  # longer than the rollout, and shorter: old frames drop out
+@pytest.mark.parametrize("solver", ["euler", "heun"])
+def test_rollout_with_cache_equals_recompute(make_model, random_weights, make_clips, window, solver):
+    model = random_weights(make_model(context_window=window))
+    frames, actions = make_clips(2, 9)
+    cached = generate(model, frames, actions, context=3, horizon=6, solver=solver)
+    recomputed = generate(model, frames, actions, context=3, horizon=6, solver=solver, use_cache=False)
+    torch.testing.assert_close(cached.latents, recomputed.latents, rtol=1e-4, atol=1e-4)
+    assert recomputed.peak_cache_frames == 0
+
+
+def test_rollout_with_cache_equals_recompute_for_a_video_vae_and_noised_context(make_model, random_weights, make_clips):
+    tokenizer = TokenizerConfig(
+        kind="vae", frame_size=(32, 32), spatial_compression=4, temporal_compression=2, base_channels=8,
+        latent_channels=4,
+    )
+    sampler = SamplerConfig(steps=2, context_noise=0.1, decode_chunk=2)
+    model = random_weights(make_model(tokenizer=tokenizer, sampler=sampler, context_window=3), std=0.05)
+    frames, actions = make_clips(1, 9)
+    cached = generate(model, frames, actions, context=3, horizon=6)
+    recomputed = generate(model, frames, actions, context=3, horizon=6, use_cache=False)
+    assert cached.frames.shape == (1, 6, 3, 32, 32) and cached.latents.shape == (1, 3, 4, 8, 8)
+    torch.testing.assert_close(cached.frames, recomputed.frames, rtol=1e-4, atol=1e-4)
+
+
+def test_kv_cache_never_holds_more_than_the_window(make_model, random_weights, make_clips, monkeypatch):
+    window, tokens_per_frame = 3, 16
+    model = random_weights(make_model(context_window=window))
+    frames, actions = make_clips(1, 24)
+    stored = []
+    original = KVCache.store
+
+    def record(self, index, keys, values, tokens):
+        original(self, index, keys, values, tokens)
+        stored.append(self.keys[index].shape[2])
+
+    monkeypatch.setattr(KVCache, "store", record)
+    result = generate(model, frames, actions, context=4, horizon=20)
+    assert result.frames.shape[1] == 20
+    assert result.peak_cache_frames == window - 1
+    assert max(stored) == (window - 1) * tokens_per_frame
+
+
+def test_rollout_is_reproducible_and_follows_the_steps_setting(make_model, random_weights, make_clips):
+    model = random_weights(make_model())
+    frames, actions = make_clips(1, 5)
+    first = generate(model, frames, actions, context=2, horizon=3)
+    again = generate(model, frames, actions, context=2, horizon=3)
+    fewer = generate(model, frames, actions, context=2, horizon=3, steps=1)
+    assert torch.equal(first.frames, again.frames)
+    assert not torch.allclose(first.frames, fewer.frames)
+
+
+def test_continuous_action_rollout(make_model, random_weights, make_clips):
+    model = random_weights(make_model(action_space="continuous", action_dim=2))
+    frames, _ = make_clips(2, 5)
+    result = generate(model, frames, torch.randn(2, 4, 2), context=2, horizon=3)
+    assert result.frames.shape == (2, 3, 3, 32, 32)
+
+
+def test_too_few_actions_is_an_error_saying_how_many(make_model, make_clips):
+    frames, actions = make_clips(1, 5)
+    with pytest.raises(ModelConfigError, match="at least Tc \\+ horizon - 1 = 6"):
+        generate(make_model(), frames, actions[:, :5], context=2, horizon=5)
+
+
+def test_flops_per_frame_count_every_solver_evaluation(make_model):
+    model = make_model()
+    costs = rollout_flops(model, steps=4)
+    assert costs["denoise"] == 4 * costs["commit"] and costs["decode"] == 0
+    assert flops_per_frame(model, steps=4) == costs["total"] == 5 * costs["commit"]
+    assert rollout_flops(model, steps=4, solver="heun")["denoise"] == 7 * costs["commit"]
+    # A step: 2 FLOPs per multiply-add; token-wise linears on the frame's 16 tokens, per-frame
+    # conditioning linears on 1 row, attention of 16 queries over a full window of 8 x 16 keys.
+    dit, tokens, keys = model.dit, 16, 8 * 16
+    token_linears = [dit.patch_embed, dit.final.linear]
+    token_linears += [layer for b in dit.blocks for layer in (b.attn.qkv, b.attn.proj, b.mlp.fc1, b.mlp.fc2)]
+    row_linears = [dit.t_embed.fc1, dit.t_embed.fc2, dit.final.adaln] + [b.adaln for b in dit.blocks]
+    expected = 2 * tokens * sum(layer.weight.numel() for layer in token_linears)
+    expected += 2 * sum(layer.weight.numel() for layer in row_linears)
+    expected += sum(2 * 2 * tokens * keys * b.attn.head_dim * b.attn.heads for b in dit.blocks)
+    assert costs["commit"] == expected

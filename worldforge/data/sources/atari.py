@@ -1,0 +1,84 @@
+"""Atari games through ale-py + gymnasium (`pip install 'worldforge[atari]'`; ale-py ships the ROMs).
+
+An episode is one game from `reset` until game over or `episode_frames` recorded frames. Each
+recorded frame is followed by the action the behaviour policy chose; the frame that action leads
+to is the next recorded one (the final game-over frame, which has no action, is not recorded).
+Frames are resized (squashed, bilinear) from 210x160 to the configured square resolution.
+Determinism: the emulator, its sticky actions and the policy are seeded from (seed, episode).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from worldforge.data.config import DataConfig
+from worldforge.data.episode import ActionSpace, DatasetError, Episode, resize_frames
+
+
+def env_id(game: str) -> str:
+    """'Pong' -> 'ALE/Pong-v5'; a full id ('ALE/Pong-v5') is kept."""
+    return game if "/" in game or game.endswith(("-v4", "-v5")) else f"ALE/{game}-v5"
+
+
+class AtariSource:
+    name = "atari"
+
+    def __init__(self, config: DataConfig):
+        try:
+            import ale_py
+            import gymnasium
+        except ImportError as error:
+            raise DatasetError(
+                f"data.source=atari needs ale-py and gymnasium ({error}); install them with "
+                "pip install 'worldforge[atari]'"
+            ) from None
+        gymnasium.register_envs(ale_py)
+        self.config = config
+        atari = config.atari
+        try:
+            self.env = gymnasium.make(
+                env_id(atari.game),
+                frameskip=atari.frameskip,
+                repeat_action_probability=atari.sticky_actions,
+                full_action_space=atari.full_action_space,
+                obs_type="rgb",
+            )
+        except Exception as error:  # gymnasium raises several types for unknown ids
+            raise DatasetError(f"data.atari.game: cannot make {env_id(atari.game)!r}: {error}") from None
+        names = [str(name) for name in self.env.unwrapped.get_action_meanings()]
+        self.action_space = ActionSpace(kind="discrete", n=int(self.env.action_space.n), names=names)
+        self.fps = 60.0 / atari.frameskip
+        self.problems: list[str] = []
+
+    def available(self, wanted: int) -> int:
+        return wanted
+
+    def episode(self, index: int) -> Episode | None:
+        data, atari = self.config, self.config.atari
+        rng = np.random.default_rng([data.seed, index, 1])
+        observation, _ = self.env.reset(seed=int(np.random.SeedSequence([data.seed, index, 0]).generate_state(1)[0]))
+        frames, actions = [], []
+        action = int(rng.integers(self.action_space.n))
+        while len(frames) < data.episode_frames:
+            frames.append(observation)  # (210, 160, 3) uint8
+            if atari.policy == "random" or rng.random() >= atari.policy_repeat:
+                action = int(rng.integers(self.action_space.n))
+            actions.append(action)
+            observation, _, terminated, truncated, _ = self.env.step(action)
+            if terminated or truncated:
+                break
+        if len(frames) < data.window_frames:
+            self.problems.append(
+                f"episode {index}: the game ended after {len(frames)} frames, shorter than one window "
+                f"(data.window_frames={data.window_frames})"
+            )
+            return None
+        resized = resize_frames(np.stack(frames), data.resolution, crop=False)  # (L, R, R, 3)
+        return Episode("atari", index, resized, np.asarray(actions, dtype=np.int64), self.fps, self.action_space,
+                       meta={"game": env_id(atari.game)})
+
+    def describe(self) -> dict:
+        return {"game": env_id(self.config.atari.game), "frameskip": self.config.atari.frameskip}
+
+    def close(self) -> None:
+        self.env.close()

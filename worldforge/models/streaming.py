@@ -1,0 +1,132 @@
+"""Autoregressive rollout: context frames + actions -> the frames that follow, one at a time.
+
+Each new latent frame starts as noise and is integrated to a clean frame by the sampler
+(`SamplerConfig`: solver, steps, shift); it then joins the context. With `use_cache=True` the
+keys/values of context frames live in a KV cache of at most `context_window - 1` frames (older
+frames drop out), so a step costs one frame's tokens and memory stays bounded however long the
+rollout. With `use_cache=False` every velocity evaluation recomputes the context from scratch:
+the frames within the model's receptive field, `depth * (context_window - 1)` frames back, which
+gives the same result as the cache up to float rounding.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from worldforge.models.config import ModelConfigError
+from worldforge.models.sampler import sample
+from worldforge.models.world_model import WorldModel
+
+
+@dataclass
+class RolloutResult:
+    frames: torch.Tensor  # (B, horizon, C, H, W) in [-1, 1]
+    latents: torch.Tensor  # (B, horizon / r, c, h, w): the generated latent frames
+    denoise_seconds: float  # the DiT: context prefill, every solver step, committing frames
+    total_seconds: float  # end to end: encode context + denoise + decode
+    peak_cache_frames: int  # most frames the KV cache held (0 without a cache)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _noised(latents: torch.Tensor, level: float, generator) -> torch.Tensor:
+    if level == 0:
+        return latents
+    noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+    return (1 - level) * latents + level * noise
+
+
+@torch.no_grad()
+def rollout(
+    model: WorldModel,
+    context_frames: torch.Tensor,
+    actions: torch.Tensor,
+    horizon: int,
+    steps: int | None = None,
+    solver: str | None = None,
+    use_cache: bool = True,
+    generator: torch.Generator | None = None,
+) -> RolloutResult:
+    """Generate `horizon` frames after `context_frames`.
+
+    context_frames: (B, Tc, C, H, W) in [-1, 1]; Tc = 1 + k r for a tokenizer with temporal
+    compression r (any Tc >= 1 when r = 1).
+    actions: (B, Ta) int64 or (B, Ta, A) float in the data convention (action t is taken after
+    frame t; frame t + 1 is its consequence), indexed from the first context frame, with
+    Ta >= Tc + horizon - 1: actions Tc - 1 .. Tc + horizon - 2 drive the generated frames, earlier
+    ones condition the context, later ones are ignored. A clip of Tc + horizon frames and its
+    Tc + horizon actions can be passed as is.
+    horizon: frames to generate, a multiple of r. steps / solver default to model.sampler_cfg.
+    generator: seeds the initial noise (same generator state, same frames).
+    """
+    config = model.sampler_cfg
+    steps = steps or config.steps
+    solver = solver or config.solver
+    r = model.frames_per_latent
+    b, context_length = context_frames.shape[:2]
+    if horizon < 1 or horizon % r:
+        raise ModelConfigError(f"horizon {horizon}: must be a positive multiple of the temporal compression {r}")
+    if actions.shape[0] != b or actions.shape[1] < context_length + horizon - 1:
+        raise ModelConfigError(
+            f"actions {tuple(actions.shape)}: need (B={b}, at least Tc + horizon - 1 = {context_length + horizon - 1}, ...)"
+        )
+    device = context_frames.device
+    _synchronize(device)
+    start = time.perf_counter()
+
+    context = model.tokenizer.encode(context_frames)  # (B, Tc', c, h, w)
+    known, new = context.shape[1], horizon // r
+    condition = model.action_condition(actions, known + new)  # (B, Tc' + H', r[, A + 1])
+    level = config.context_noise
+    history = [_noised(context, level, generator)]  # committed latents, as the DiT sees them
+    _synchronize(device)
+    denoise_start = time.perf_counter()
+
+    window = model.model_cfg.context_window
+    receptive = model.model_cfg.depth * (window - 1) + 1  # frames that can reach the newest one
+    cache = model.dit.new_cache() if use_cache else None
+    peak = 0
+    if cache is not None:
+        model.velocity(history[0], context.new_full((b, known), level), condition[:, :known], cache, commit=True)
+        peak = cache.frames
+    generated = []
+    for j in range(known, known + new):
+        noise = torch.randn((b, 1, *context.shape[2:]), generator=generator, device=device, dtype=context.dtype)
+        action = condition[:, j : j + 1]
+        if cache is not None:
+
+            def velocity(x: torch.Tensor, t: float) -> torch.Tensor:
+                return model.velocity(x, x.new_full((b, 1), t), action, cache)
+
+        else:
+            first = max(0, j - receptive + 1)
+            past = torch.cat(history, dim=1)[:, first:j]  # (B, j - first, c, h, w)
+            past_levels = context.new_full((b, j - first), level)
+
+            def velocity(x: torch.Tensor, t: float) -> torch.Tensor:
+                levels = torch.cat([past_levels, x.new_full((b, 1), t)], dim=1)
+                out = model.velocity(torch.cat([past, x], dim=1), levels, condition[:, first : j + 1], first_frame=first)
+                return out[:, -1:]
+
+        frame = sample(velocity, noise, steps, config.shift, solver)  # (B, 1, c, h, w)
+        generated.append(frame)
+        if j < known + new - 1:  # the last frame never becomes context
+            history.append(_noised(frame, level, generator))
+            if cache is not None:
+                model.velocity(history[-1], context.new_full((b, 1), level), action, cache, commit=True)
+                peak = max(peak, cache.frames)
+    latents = torch.cat(generated, dim=1)  # (B, H', c, h, w)
+    _synchronize(device)
+    denoise_seconds = time.perf_counter() - denoise_start
+
+    # The decoder is causal too: decode with the context in front, keep the new frames.
+    frames = model.tokenizer.decode(torch.cat([context, latents], dim=1), chunk=config.decode_chunk)
+    frames = frames[:, context_length:].clamp(-1.0, 1.0)
+    _synchronize(device)
+    return RolloutResult(frames, latents, denoise_seconds, time.perf_counter() - start, peak)

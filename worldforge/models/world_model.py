@@ -1,0 +1,110 @@
+"""`WorldModel`: the tokenizer, the world DiT and the configs that say how to train and sample it.
+
+A model package's `config.json` is `package_config(model)`:
+
+    {"kind": "world_model", "tokenizer": {...}, "model": {...}, "objective": {...}, "sampler": {...}}
+
+and `build_world_model(that dict)` rebuilds the same module (weights are loaded separately, from
+safetensors). The "model" section is stored resolved (no preset lookups left), so a package keeps
+describing the same network when presets change and can describe pruned networks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+from torch import nn
+
+from worldforge.models.config import ModelConfig, ModelConfigError, ObjectiveConfig, SamplerConfig, TokenizerConfig
+from worldforge.models.dit import WorldDiT, action_condition
+from worldforge.models.objective import to_velocity
+from worldforge.models.tokenizer import build_tokenizer
+
+KIND = "world_model"
+SECTIONS = {"tokenizer": TokenizerConfig, "model": ModelConfig, "objective": ObjectiveConfig, "sampler": SamplerConfig}
+
+
+class WorldModel(nn.Module):
+    def __init__(
+        self,
+        tokenizer_cfg: TokenizerConfig,
+        model_cfg: ModelConfig,
+        objective_cfg: ObjectiveConfig,
+        sampler_cfg: SamplerConfig,
+    ):
+        super().__init__()
+        self.tokenizer_cfg = tokenizer_cfg
+        self.objective_cfg = objective_cfg
+        self.sampler_cfg = sampler_cfg
+        self.tokenizer = build_tokenizer(tokenizer_cfg)
+        self.dit = WorldDiT(model_cfg, tokenizer_cfg.latent_dim, tokenizer_cfg.frames_per_latent)
+        self.model_cfg = self.dit.config  # resolved
+
+    @classmethod
+    def from_config(
+        cls,
+        tokenizer_cfg: TokenizerConfig | None = None,
+        model_cfg: ModelConfig | None = None,
+        objective_cfg: ObjectiveConfig | None = None,
+        sampler_cfg: SamplerConfig | None = None,
+    ) -> WorldModel:
+        """Sections left None take their defaults."""
+        return cls(
+            tokenizer_cfg or TokenizerConfig(),
+            model_cfg or ModelConfig(),
+            objective_cfg or ObjectiveConfig(),
+            sampler_cfg or SamplerConfig(),
+        )
+
+    @property
+    def frames_per_latent(self) -> int:
+        return self.tokenizer.frames_per_latent
+
+    def action_condition(self, actions: torch.Tensor, latent_frames: int) -> torch.Tensor:
+        """Data-convention actions (B, T[, A]) -> per-latent-frame conditioning; see dit.action_condition."""
+        return action_condition(actions, latent_frames, self.frames_per_latent, self.model_cfg)
+
+    def velocity(
+        self,
+        latents: torch.Tensor,
+        noise_levels: torch.Tensor,
+        condition: torch.Tensor,
+        cache=None,
+        commit: bool = False,
+        first_frame: int = 0,
+    ) -> torch.Tensor:
+        """The velocity field at (latents, noise_levels): (B, T, c, h, w). Arguments as WorldDiT.forward."""
+        output = self.dit(latents, noise_levels, condition, cache=cache, commit=commit, first_frame=first_frame)
+        return to_velocity(output, latents, noise_levels, self.objective_cfg)
+
+
+def _section(package: dict[str, Any], name: str):
+    try:
+        return SECTIONS[name].model_validate(package.get(name, {}))
+    except ValidationError as error:
+        from worldforge.platform.config import describe_errors
+
+        raise ModelConfigError(describe_errors(error, f"{KIND} config section {name!r}")) from None
+
+
+def build_world_model(package: dict[str, Any]) -> WorldModel:
+    """Build the (randomly initialised) model a package config describes, on the current default
+    device (`with torch.device("meta"):` to check shapes without allocating).
+
+    Raises ModelConfigError (a ValueError) naming the section and key at fault."""
+    if package.get("kind") != KIND:
+        raise ModelConfigError(f"config 'kind' is {package.get('kind')!r}, expected {KIND!r}")
+    return WorldModel(*(_section(package, name) for name in SECTIONS))
+
+
+def package_config(model: WorldModel) -> dict[str, Any]:
+    """The `config.json` dict that `build_world_model` turns back into this model's architecture."""
+    return {
+        "kind": KIND,
+        "tokenizer": model.tokenizer_cfg.model_dump(mode="json"),
+        "model": model.model_cfg.model_dump(mode="json"),
+        "objective": model.objective_cfg.model_dump(mode="json"),
+        "sampler": model.sampler_cfg.model_dump(mode="json"),
+    }

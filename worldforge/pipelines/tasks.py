@@ -1,0 +1,111 @@
+"""Prefect tasks: each calls one library function.
+
+Stage tasks are cached on their stage key (`stages.stage_key`): Prefect persists the small JSON
+result (paths and hashes) under the project's Prefect home, and a rerun with the same key returns
+it without running the stage. When the recorded output has disappeared from disk the flow asks for
+a refresh, so a cache hit never points at nothing. Tasks retry transient failures (a tracking
+server that is briefly unreachable) with exponential backoff; other errors fail at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.tasks import exponential_backoff
+
+from worldforge.platform.config import WorldforgeConfig
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_MARKERS = ("Connection refused", "Max retries exceeded", "timed out", "Temporary failure", "503", "502")
+RETRIES = 3
+BACKOFF = exponential_backoff(backoff_factor=2)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Network trouble is worth retrying; bad input, bad config and bugs are not."""
+    if isinstance(error, (ConnectionError, TimeoutError)):
+        return True
+    return any(marker in str(error) for marker in TRANSIENT_MARKERS)
+
+
+def retry_transient(task, task_run, state) -> bool:
+    try:
+        state.result()
+    except Exception as error:  # the state's own exception, re-raised by result()
+        return is_transient(error)
+    return False
+
+
+def stage_cache_key(context, parameters: dict[str, Any]) -> str:
+    return f"{context.task.name}-{parameters['key']}"
+
+
+def stage_task(name: str):
+    """A cached, retried stage task named `name`."""
+    return task(
+        name=name,
+        cache_key_fn=stage_cache_key,
+        persist_result=True,
+        result_serializer="json",
+        retries=RETRIES,
+        retry_delay_seconds=BACKOFF,
+        retry_condition_fn=retry_transient,
+    )
+
+
+@stage_task("build_dataset")
+def build_dataset_task(config: WorldforgeConfig, out: str, key: str) -> dict[str, str]:
+    from worldforge.data.shards import build_dataset
+
+    result = build_dataset(config, Path(out), track=True)
+    return {"path": str(result.path), "md5": result.dvc_md5}
+
+
+@stage_task("pretrain_tokenizer")
+def pretrain_tokenizer_task(config: WorldforgeConfig, dataset: str, out: str, key: str) -> dict[str, str]:
+    from worldforge.platform.packages import package_md5
+    from worldforge.training.pretrain import pretrain_tokenizer
+
+    path = pretrain_tokenizer(config, Path(dataset), out_package=Path(out))
+    return {"path": str(path), "md5": package_md5(path)}
+
+
+@stage_task("pretrain_world")
+def pretrain_world_task(
+    config: WorldforgeConfig, dataset: str, tokenizer: str | None, out: str, key: str
+) -> dict[str, str]:
+    from worldforge.platform.packages import package_md5
+    from worldforge.training.pretrain import pretrain_world
+
+    path = pretrain_world(
+        config, Path(dataset), tokenizer_package=Path(tokenizer) if tokenizer else None, out_package=Path(out)
+    )
+    return {"path": str(path), "md5": package_md5(path)}
+
+
+@stage_task("evaluate")
+def evaluate_task(
+    config: WorldforgeConfig, package: str, dataset: str, reference: str | None, key: str
+) -> dict[str, Any]:
+    from worldforge.evaluation import evaluate_package
+
+    return evaluate_package(package, Path(dataset), config.eval, reference=reference, track=True)
+
+
+@task(name="register", retries=RETRIES, retry_delay_seconds=BACKOFF, retry_condition_fn=retry_transient)
+def register_task(package: str, family: str, stage: str, tags: dict[str, str]) -> str:
+    from worldforge.platform.registry import register_package
+
+    return str(register_package(Path(package), family, stage, tags).version)
+
+
+@task(name="promote", retries=RETRIES, retry_delay_seconds=BACKOFF, retry_condition_fn=retry_transient)
+def promote_task(config: WorldforgeConfig, family: str, version: str) -> dict[str, Any]:
+    from worldforge.platform.registry import promote
+
+    decision = promote(family, version, config.registry)
+    return decision.as_dict()
