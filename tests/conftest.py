@@ -9,7 +9,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import dvc  # noqa: F401  (see below)
 import pytest
+
+# `import dvc` binds DVC's log handlers to the sys.stdout of that moment. Imported here, that is
+# pytest's stream for the whole session; imported first inside a CliRunner invocation, it would be
+# the runner's stream, closed when the invocation ends, and every later DVC call would fail to log.
 
 # Set before any test imports prefect/deepspeed; these only steer where things go and keep
 # everything offline.

@@ -8,10 +8,10 @@ import pytest
 pytest.importorskip("ale_py")
 pytest.importorskip("gymnasium")
 
-from worldforge.data.manifest import read_manifest  # noqa: E402
-from worldforge.data.samples import iter_windows  # noqa: E402
-from worldforge.data.shards import build_dataset  # noqa: E402
-from worldforge.data.sources.atari import AtariSource  # noqa: E402
+from worldforge.data.manifest import read_manifest
+from worldforge.data.samples import iter_windows
+from worldforge.data.shards import build_dataset
+from worldforge.data.sources.atari import AtariSource
 
 ATARI = ["data.source=atari", "data.atari.game=Breakout", "data.episodes=3", "data.episode_frames=24"]
 

@@ -14,7 +14,7 @@ Vocabulary used across `worldforge/data`:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -48,10 +48,10 @@ class VideoConfig(Section):
     """A folder of the user's recordings (`pip install 'worldforge[video]'`): each `NAME.mp4|webm|mkv`
     has a sibling `NAME.npy` or `NAME.jsonl` with one action per video frame."""
 
-    folder: Optional[Path] = Field(None, description="the folder of videos; required when source=video")
+    folder: Path | None = Field(None, description="the folder of videos; required when source=video")
     fps: float = Field(15.0, gt=0, description="videos are resampled to this frame rate")
     crop: bool = Field(True, description="centre-crop to a square before resizing (else squash)")
-    num_actions: Optional[int] = Field(None, ge=1, description="discrete: n; default largest action + 1")
+    num_actions: int | None = Field(None, ge=1, description="discrete: n; default largest action + 1")
 
 
 class ShardConfig(Section):
@@ -64,7 +64,9 @@ class ShardConfig(Section):
 class LoaderConfig(Section):
     batch_size: int = Field(8, ge=1)
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes per rank")
-    shuffle_buffer: int = Field(256, ge=1, description="clips held for shuffling, per worker; 1 = no shuffle")
+    shuffle_buffer: int = Field(
+        256, ge=1, description="clips held for shuffling, per worker; 1 = no shuffle (shards and clips in order)"
+    )
     max_corrupt_fraction: float = Field(
         0.1, ge=0.0, le=1.0, description="above this fraction of a rank's shards corrupt, the loader stops"
     )
@@ -79,7 +81,7 @@ class DataConfig(Section):
 
     source: Literal["simulator", "atari", "video"] = "simulator"
     seed: int = 0
-    name: Optional[str] = Field(None, description="dataset folder name under <root>/datasets; default SOURCE-RESpx")
+    name: str | None = Field(None, description="dataset folder name under <root>/datasets; default SOURCE-RESpx")
     resolution: int = Field(64, ge=32, le=256, description="frames are RESOLUTION x RESOLUTION RGB")
     episodes: int = Field(240, ge=1, description="episodes to record (video: at most this many files)")
     episode_frames: int = Field(48, ge=2, description="frames per episode (atari: at most; video: ignored)")

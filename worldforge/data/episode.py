@@ -7,7 +7,7 @@ is the result of action `t`. The last action of an episode leads to a frame that
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -26,9 +26,9 @@ class ActionSpace(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["discrete", "continuous"]
-    n: Optional[int] = Field(None, ge=1)
-    dim: Optional[int] = Field(None, ge=1)
-    names: Optional[list[str]] = None
+    n: int | None = Field(None, ge=1)
+    dim: int | None = Field(None, ge=1)
+    names: list[str] | None = None
 
     @model_validator(mode="after")
     def _sized(self) -> ActionSpace:
@@ -90,7 +90,7 @@ class Episode:
     actions: np.ndarray
     fps: float
     action_space: ActionSpace
-    state: Optional[np.ndarray] = None
+    state: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:

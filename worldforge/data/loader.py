@@ -31,7 +31,6 @@ import warnings
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -132,16 +131,22 @@ def _drain(reports: list) -> list:
     return drained
 
 
-def collate(clips: list[dict]) -> dict[str, torch.Tensor]:
+def collate(clips: list[dict]) -> dict:
+    """Stack clips into a batch. Only frames become a tensor here: a worker ships each tensor
+    through its own shared-memory segment, which costs more than pickling the small arrays."""
     batch = {
         "frames": torch.from_numpy(np.stack([c["frames"] for c in clips])),  # (B, T, H, W, 3) uint8
-        "actions": torch.from_numpy(np.stack([c["actions"] for c in clips])),  # (B, T) or (B, T, A)
-        "episode": torch.tensor([c["episode"] for c in clips], dtype=torch.int64),
-        "start": torch.tensor([c["start"] for c in clips], dtype=torch.int64),
+        "actions": np.stack([c["actions"] for c in clips]),  # (B, T) int64 or (B, T, A) float32
+        "episode": np.array([c["episode"] for c in clips], dtype=np.int64),  # (B,)
+        "start": np.array([c["start"] for c in clips], dtype=np.int64),  # (B,)
     }
     if all(c["state"] is not None for c in clips):
-        batch["state"] = torch.from_numpy(np.stack([c["state"] for c in clips]))  # (B, T, S)
+        batch["state"] = np.stack([c["state"] for c in clips])  # (B, T, S) float32
     return batch
+
+
+def _as_is(item: dict) -> dict:
+    return item
 
 
 def to_model_frames(frames: torch.Tensor) -> torch.Tensor:
@@ -213,13 +218,13 @@ class ClipLoader:
         loader = self.data.loader
         stream = ClipStream(self.paths, self.samples, self.data, self.rank, self.world_size, self.epoch,
                             batches_per_rank=math.ceil(self.total_clips / self.world_size / loader.batch_size))
-        batches = DataLoader(stream, batch_size=None, num_workers=loader.num_workers)
+        batches = DataLoader(stream, batch_size=None, num_workers=loader.num_workers, collate_fn=_as_is)
         for item in batches:
             for shard, reason in item["corrupt"]:
                 self._record_corrupt(shard, reason)
             if item["batch"] is not None:
-                batch = item["batch"]
-                batch["frames"] = to_model_frames(batch["frames"])  # (B, T, 3, H, W) float in [-1, 1]
+                batch = {key: torch.from_numpy(value) for key, value in item["batch"].items() if key != "frames"}
+                batch["frames"] = to_model_frames(item["batch"]["frames"])  # (B, T, 3, H, W) float in [-1, 1]
                 yield batch
 
     def _record_corrupt(self, shard: str, reason: str) -> None:
@@ -238,8 +243,8 @@ class ClipLoader:
             )
 
 
-def make_loader(path: Path, split: str, config: DataConfig, *, rank: Optional[int] = None,
-                world_size: Optional[int] = None, epoch: int = 0) -> ClipLoader:
+def make_loader(path: Path, split: str, config: DataConfig, *, rank: int | None = None,
+                world_size: int | None = None, epoch: int = 0) -> ClipLoader:
     """A loader of `split` from the dataset at `path`, configured by `config` (`config.data`).
     `rank`/`world_size` default to torch.distributed's when it is initialised, else 0 and 1."""
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_serializer
 
@@ -44,7 +44,7 @@ class Manifest(BaseModel):
 
     format: int = FORMAT
     tool: str
-    created: Optional[str] = None
+    created: str | None = None
     source: str
     config: dict[str, Any]  # the data config that determines the content (not loader settings)
     source_info: dict[str, Any]  # e.g. the simulator's state layout, the Atari game id

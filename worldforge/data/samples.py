@@ -94,6 +94,8 @@ def read_shard_samples(path: Path) -> Iterator[dict]:
     A truncated or damaged tar raises DatasetError naming the shard."""
     from webdataset.tariterators import tarfile_samples
 
+    if not Path(path).is_file():
+        raise DatasetError(f"{path}: shard missing")
     try:
         yield from tarfile_samples([{"url": str(path)}])
     except (tarfile.TarError, OSError, EOFError, ValueError) as error:

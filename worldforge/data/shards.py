@@ -19,7 +19,6 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -32,7 +31,7 @@ from worldforge.data.sources import make_source
 from worldforge.platform.config import WorldforgeConfig
 from worldforge.platform.project import Project
 
-TAR_HEADER = dict(mtime=0, user="worldforge", group="worldforge", mode=0o444)
+TAR_HEADER = {"mtime": 0, "user": "worldforge", "group": "worldforge", "mode": 0o444}
 CONTENT_KEYS = ("source", "seed", "resolution", "episodes", "episode_frames", "splits", "window_frames", "shards")
 
 
@@ -40,7 +39,7 @@ CONTENT_KEYS = ("source", "seed", "resolution", "episodes", "episode_frames", "s
 class BuildResult:
     path: Path
     manifest: Manifest
-    dvc_md5: Optional[str]  # None when the dataset was not tracked
+    dvc_md5: str | None  # None when the dataset was not tracked
 
 
 def assign_splits(episodes: int, fractions: dict[str, float], seed: int) -> list[str]:
@@ -154,7 +153,7 @@ def build_dataset(config: WorldforgeConfig, out: Path, track: bool = True, progr
     return BuildResult(out, manifest, md5)
 
 
-def _reproducible_time() -> Optional[str]:
+def _reproducible_time() -> str | None:
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     if epoch is None:
         return None

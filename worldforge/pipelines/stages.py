@@ -15,15 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import worldforge
+from worldforge.data.shards import content_config
 from worldforge.platform.config import WorldforgeConfig
 from worldforge.platform.packages import CONFIG_FILE, WEIGHTS_FILE
 from worldforge.platform.project import Project
 
-# The config sections each stage reads; a change anywhere else does not rerun it.
+# The config sections each stage reads; a change anywhere else does not rerun it. The dataset is
+# keyed on the part of `data` that decides the shards' bytes, so loader settings do not rebuild it.
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
-    "build_dataset": ("data",),
-    "pretrain_tokenizer": ("tokenizer", "train"),
-    "pretrain_world": ("model", "objective", "sampler", "train"),
+    "pretrain_tokenizer": ("data", "tokenizer", "train"),
+    "pretrain_world": ("data", "model", "objective", "sampler", "train"),
     "evaluate": ("eval",),
 }
 
@@ -36,6 +37,7 @@ def stage_key(stage: str, config: WorldforgeConfig, inputs: dict[str, str] | Non
         "version": worldforge.__version__,
         "seed": dumped["project"]["seed"],
         "sections": {name: dumped[name] for name in STAGE_SECTIONS.get(stage, ())},
+        "data": content_config(config.data) if stage == "build_dataset" else None,
         "inputs": dict(sorted((inputs or {}).items())),
     }
     encoded = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()

@@ -43,7 +43,7 @@ class AtariSource:
                 full_action_space=atari.full_action_space,
                 obs_type="rgb",
             )
-        except Exception as error:  # gymnasium raises several types for unknown ids
+        except Exception as error:  # noqa: BLE001 - gymnasium raises several types for unknown ids
             raise DatasetError(f"data.atari.game: cannot make {env_id(atari.game)!r}: {error}") from None
         names = [str(name) for name in self.env.unwrapped.get_action_meanings()]
         self.action_space = ActionSpace(kind="discrete", n=int(self.env.action_space.n), names=names)

@@ -23,7 +23,6 @@ Ground-truth state per frame, float32 `(S,)` with `S = 4 + 4 * objects`, laid ou
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import numpy as np
 
@@ -196,7 +195,7 @@ def record_episode(
     length: int,
     seed: int,
     index: int,
-    actions: Optional[np.ndarray] = None,
+    actions: np.ndarray | None = None,
 ) -> Episode:
     """Episode `index` of the simulator at `seed`: deterministic. The world is drawn from
     (seed, index) alone, so replaying it with other `actions` ((length,) int) changes only what the

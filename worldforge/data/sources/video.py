@@ -143,7 +143,7 @@ class VideoSource:
         data = self.config
         try:
             frames, chosen, count = decode_video(video, self.fps, data.resolution, data.video.crop)
-        except Exception as error:  # PyAV raises its own error tree for damaged files
+        except Exception as error:  # noqa: BLE001 - PyAV raises its own error tree for damaged files
             self.problems.append(f"{video.name}: cannot decode ({error})")
             return None
         actions = self.actions[video]

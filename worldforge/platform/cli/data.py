@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -56,8 +55,8 @@ def _summary(folder: Path) -> None:
 @app.command("build")
 def build(
     config: str = typer.Argument(..., help="Preset name (configs/NAME.yaml) or a YAML path."),
-    overrides: Optional[list[str]] = OVERRIDES,
-    out: Optional[Path] = typer.Option(None, "--out", help="Dataset folder (default: <root>/datasets/<data.name>)."),
+    overrides: list[str] | None = OVERRIDES,
+    out: Path | None = typer.Option(None, "--out", help="Dataset folder (default: <root>/datasets/<data.name>)."),
     no_dvc: bool = typer.Option(False, "--no-dvc", help="Do not track the dataset with DVC nor push it."),
 ) -> None:
     """Record episodes into {split}-NNNNNN.tar shards + manifest.json, then `dvc add` and push."""
@@ -76,7 +75,7 @@ def build(
 @app.command("inspect")
 def inspect(
     path: Path = typer.Argument(..., help="A dataset folder (with manifest.json)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Where the pictures go (default: <root>/reports/data/NAME)."),
+    out: Path | None = typer.Option(None, "--out", help="Where the pictures go (default: <root>/reports/data/NAME)."),
     episodes: int = typer.Option(4, "--episodes", min=1, help="Episodes to show."),
 ) -> None:
     """Print the manifest summary; write a contact sheet (PNG) and a GIF of a few episodes with their actions."""
