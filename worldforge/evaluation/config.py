@@ -1,11 +1,59 @@
-"""Evaluation and promotion-gate configs (placeholder until the evaluation issue lands)."""
+"""Evaluation and promotion-gate configs: the `eval` and `registry` sections."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
 
 from worldforge.platform.schema import Section
 
 
 class EvalConfig(Section):
-    episodes: int = 8
+    """How a model is judged: rollouts on held-out episodes, then cost on the current device.
+
+    Each evaluated episode contributes one clip from its start: `context_frames` ground-truth
+    frames, then `horizon` generated frames driven by the recorded actions."""
+
+    split: str = Field("test", description="dataset split of the held-out episodes")
+    episodes: int = Field(8, ge=1, description="held-out episodes to roll out (fewer if the split has fewer)")
+    context_frames: int = Field(
+        5, ge=1, description="ground-truth frames given to the model; 1 + k * temporal_compression"
+    )
+    horizon: int = Field(
+        8, ge=1, description="frames generated per episode; a multiple of temporal_compression"
+    )
+    denoise_steps: int | None = Field(
+        None, ge=1, description="solver steps per frame; None: the package's sampler.steps"
+    )
+    batch_size: int = Field(8, ge=1, description="episodes rolled out together for the quality metrics")
+    videos: int = Field(
+        2, ge=0, description="episodes written as side-by-side videos (ground truth | prediction)"
+    )
+    latency_repeats: int = Field(
+        5, ge=1, description="timed batch-1 rollouts (after one warm-up) for speed and latency"
+    )
+    device: str = Field("auto", description="auto (cuda if present), cpu, cuda, cuda:N")
+    seed: int = Field(0, description="seeds the rollouts' noise: model and reference see the same noise")
 
 
 class RegistryConfig(Section):
-    max_psnr_drop_db: float = 0.5
+    """Promotion gates: a version becomes `champion` only if every check passes.
+
+    Gates relative to the champion are skipped (and recorded as skipped) while there is none;
+    the absolute gate (beats copy-last-frame) always applies."""
+
+    max_psnr_drop_db: float = Field(
+        0.5, ge=0.0, description="candidate psnr_mean >= champion psnr_mean - this"
+    )
+    min_fps_ratio: float = Field(1.0, ge=0.0, description="candidate fps / champion fps >= this (0 disables)")
+    fps_metric: Literal["fps_e2e", "fps_denoise"] = Field(
+        "fps_e2e",
+        description="which throughput the fps gate compares: end to end (with decode) or denoising only",
+    )
+    require_beats_baseline: bool = Field(
+        True, description="candidate psnr_mean must exceed its copy-last-frame baseline"
+    )
+    lock_timeout_s: float = Field(
+        120.0, gt=0, description="embedded store: wait this long for the promotion lock"
+    )

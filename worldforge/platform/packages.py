@@ -58,10 +58,16 @@ class ModelPackage:
         return self.config["kind"]
 
     def build(self, device: str | torch.device = "cpu") -> torch.nn.Module:
-        """Instantiate the model from `config.json` and load the (already validated) weights."""
+        """Instantiate the model from `config.json` and load the (already validated) weights.
+        A quantized package (config.json "quantization") comes back quantized for `device`."""
         model = _builders()[self.kind](self.config)
         model.load_state_dict(self.state, strict=True)
-        return model.to(device).eval()
+        model = model.to(device).eval()
+        if "quantization" in self.config:
+            from worldforge.compression.quantize import restore_quantization
+
+            model = restore_quantization(model, self)
+        return model
 
     def extra(self, name: str) -> Path:
         path = self.path / name

@@ -1,0 +1,99 @@
+"""Fixtures of the compression tests: a small simulator dataset (built once per session) and a
+tiny world-model package with random weights on its 32x32 frames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+QUANT_DATA = [
+    "data.resolution=32",
+    "data.episodes=8",
+    "data.episode_frames=16",
+    "data.window_frames=8",
+    "data.clip_frames=4",
+    "data.clip_stride=2",
+    "data.shards.maxcount=4",
+    "data.loader.batch_size=4",
+    "data.loader.shuffle_buffer=1",
+]
+
+
+@pytest.fixture
+def single_thread():
+    """One intra-op thread: on a busy 2-core machine two threads contend and a rollout of the tiny
+    model takes seconds instead of a tenth of one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def quant_config():
+    """`quant_config(*overrides)`: the root config at the scale of the quantization tests."""
+    from worldforge.platform.config import load_config
+
+    return lambda *overrides: load_config(None, QUANT_DATA + list(overrides))
+
+
+@pytest.fixture(scope="session")
+def quant_dataset(tmp_path_factory: pytest.TempPathFactory, quant_config) -> Path:
+    """8 simulator episodes of 16 frames at 32x32 (train: 6 episodes, 36 clips of 4 frames)."""
+    from worldforge.data.shards import build_dataset
+
+    out = tmp_path_factory.mktemp("quant-data") / "sim"
+    build_dataset(quant_config(), out, track=False, progress=False)
+    return out
+
+
+def tiny_world_model(seed: int = 0, **model_fields):
+    """The tiny DiT (width 128, 4 blocks; `model_fields` override) with noise weights: a fresh DiT
+    has shut AdaLN gates and a zero output layer, so quantizing it would change nothing."""
+    from worldforge.models.config import ModelConfig, ObjectiveConfig, SamplerConfig, TokenizerConfig
+    from worldforge.models.world_model import WorldModel
+
+    torch.manual_seed(seed)
+    model = WorldModel.from_config(
+        TokenizerConfig(frame_size=(32, 32)),
+        ModelConfig(preset="tiny", num_actions=6, **model_fields),
+        ObjectiveConfig(),
+        SamplerConfig(steps=2),
+    )
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
+    return model.eval()
+
+
+@pytest.fixture
+def make_world_model():
+    return tiny_world_model
+
+
+@pytest.fixture
+def source_package(tmp_path: Path) -> Path:
+    """A saved (unquantized) tiny world-model package."""
+    from worldforge.models.world_model import package_config
+    from worldforge.platform.packages import save_package
+
+    model = tiny_world_model()
+    return save_package(tmp_path / "source", package_config(model), model, lineage={"stage": "pretrain"})
+
+
+@pytest.fixture
+def tracked_quant_project(project, tmp_path_factory: pytest.TempPathFactory):
+    """`project` (a fresh root) whose MLflow store is a copy of one migrated once per session:
+    creating a SQLite store runs migrations for seconds."""
+    import shutil
+
+    import mlflow
+
+    template = tmp_path_factory.getbasetemp() / "quant-mlflow-template.db"
+    if not template.exists():
+        mlflow.MlflowClient(f"sqlite:///{template}").search_experiments()
+    shutil.copy(template, project.mlflow_db)
+    return project

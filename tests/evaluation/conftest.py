@@ -1,0 +1,116 @@
+"""Fixtures of the evaluation tests: a small simulator dataset (built once per session), real
+tiny world-model packages, and a project whose MLflow store is a real SQLite file.
+
+Creating an MLflow SQLite store runs its schema migrations (~6 s); the store is created once per
+session and copied into each test's project root, so every test still gets a store of its own."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+FRAME_SIZE = 32
+SIM_ACTIONS = 6  # the simulator's action space: noop, up, down, left, right, push
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """The models here are tiny: with several threads per process on a loaded 2-core machine,
+    OpenMP spin-waiting makes a rollout ~10x slower than with one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated, empty MLflow SQLite store, shared by the session as a template."""
+    import mlflow
+
+    path = tmp_path_factory.getbasetemp() / "mlflow-template.db"
+    if not path.exists():
+        mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def tracked_project(project, mlflow_template: Path):
+    """`project` with its own copy of the template MLflow store."""
+    shutil.copy(mlflow_template, project.mlflow_db)
+    return project
+
+
+@pytest.fixture(scope="session")
+def sim_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """6 simulator episodes of 16 frames at 32x32 with ground-truth state; 3 held out (test)."""
+    from worldforge.data.shards import build_dataset
+    from worldforge.platform.config import load_config
+
+    config = load_config(
+        None,
+        [
+            "data.resolution=32",
+            "data.episodes=6",
+            "data.episode_frames=16",
+            "data.window_frames=8",
+            "data.clip_frames=4",
+            "data.clip_stride=2",
+            "data.splits={train: 0.5, test: 0.5}",
+        ],
+    )
+    out = tmp_path_factory.mktemp("eval-data") / "sim"
+    build_dataset(config, out, track=False, progress=False)
+    return out
+
+
+def tiny_world_model(seed: int = 0, steps: int = 2):
+    """A real world model, small enough to roll out on 2 CPU cores in a fraction of a second."""
+    from worldforge.models.config import ModelConfig, ObjectiveConfig, SamplerConfig, TokenizerConfig
+    from worldforge.models.world_model import WorldModel
+
+    torch.manual_seed(seed)
+    model = WorldModel.from_config(
+        TokenizerConfig(frame_size=(FRAME_SIZE, FRAME_SIZE), patch_size=8),
+        ModelConfig(preset="tiny", depth=2, width=64, heads=2, context_window=4, num_actions=SIM_ACTIONS),
+        ObjectiveConfig(),
+        SamplerConfig(steps=steps),
+    )
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # a fresh DiT outputs zeros (AdaLN-zero); noise weights make it do something
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
+    return model.eval()
+
+
+@pytest.fixture
+def make_package(tmp_path: Path):
+    """`make_package(name, seed=0, metrics=None)` -> the folder of a saved tiny world-model package."""
+    from worldforge.models.world_model import package_config
+    from worldforge.platform.packages import save_package
+
+    def make(
+        name: str = "model", seed: int = 0, metrics: dict | None = None, lineage: dict | None = None
+    ) -> Path:
+        model = tiny_world_model(seed)
+        return save_package(
+            tmp_path / "packages" / name, package_config(model), model, lineage=lineage, metrics=metrics
+        )
+
+    return make
+
+
+@pytest.fixture
+def small_eval():
+    """An eval config sized for tests: 2 episodes, 2 context frames, horizon 4."""
+    from worldforge.evaluation.config import EvalConfig
+
+    return EvalConfig(
+        episodes=2, context_frames=2, horizon=4, batch_size=2, videos=1, latency_repeats=2, device="cpu"
+    )

@@ -1,0 +1,164 @@
+"""The evaluation stage end to end: a real tiny world-model package, a real simulator dataset, a
+real MLflow SQLite store; metrics.json, report files and the MLflow run checked."""
+
+import json
+
+import mlflow
+import numpy as np
+import pytest
+from PIL import Image
+
+from worldforge.data.samples import iter_episodes
+from worldforge.evaluation import evaluate_package
+from worldforge.evaluation.rollout_eval import EvaluationError
+from worldforge.platform import tracking
+
+REPORTED = {
+    "psnr_mean",
+    "psnr_per_step",
+    "ssim_mean",
+    "ssim_per_step",
+    "baseline_psnr_mean",
+    "baseline_psnr_per_step",
+    "agent_position_error",
+    "agent_found_fraction",
+    "baseline_agent_position_error",
+    "psnr_gain_over_baseline",
+    "beats_baseline",
+    "parameters",
+    "flops_per_frame",
+    "fps_denoise",
+    "fps_e2e",
+    "latency_ms_median",
+    "latency_ms_p95",
+    "peak_memory_mb",
+    "device",
+    "package_md5",
+}
+
+
+def copy_last_psnr_by_hand(dataset, context: int, horizon: int, episodes: int) -> list[float]:
+    """Mean over episodes of 10 log10(255^2 / MSE) between each target frame and the last context
+    frame, straight from the uint8 frames: the baseline, computed without worldforge's metrics."""
+    values = []
+    for episode in list(iter_episodes(dataset, "test"))[:episodes]:
+        frames = episode.frames.astype(np.float64)
+        last = frames[context - 1]
+        mse = ((frames[context : context + horizon] - last) ** 2).mean(axis=(1, 2, 3))
+        values.append(10 * np.log10(255.0**2 / mse))
+    return list(np.mean(values, axis=0))
+
+
+def test_evaluation_writes_metrics_report_and_mlflow_run(
+    tracked_project, sim_dataset, make_package, small_eval
+):
+    package = make_package("model")
+    result = evaluate_package(package, sim_dataset, small_eval, experiment="eval-test")
+
+    assert REPORTED <= set(result)
+    assert len(result["psnr_per_step"]) == small_eval.horizon
+    assert result["episodes"] == 2
+    assert result["agent_found_fraction"] >= 0  # simulator data: action-following measured
+    # the baseline is the copy-last-frame PSNR computed by hand from the dataset's uint8 frames
+    assert result["baseline_psnr_per_step"] == pytest.approx(
+        copy_last_psnr_by_hand(sim_dataset, small_eval.context_frames, small_eval.horizon, 2), rel=1e-5
+    )
+    assert result["psnr_gain_over_baseline"] == pytest.approx(
+        result["psnr_mean"] - result["baseline_psnr_mean"]
+    )
+    assert result["beats_baseline"] is False  # random weights have learned nothing
+    assert result["fps_e2e"] > 0 and result["latency_ms_p95"] >= result["latency_ms_median"] > 0
+    assert result["parameters"] > 0 and result["flops_per_frame"] > 0 and result["peak_memory_mb"] > 0
+
+    written = json.loads((package / "metrics.json").read_text())
+    assert written["psnr_mean"] == result["psnr_mean"]
+    assert "report_dir" not in written
+
+    report = tracked_project.reports / "eval" / "model"
+    assert result["report_dir"] == str(report)
+    summary = json.loads((report / "report.json").read_text())
+    assert summary["model"]["metrics"]["psnr_per_step"] == result["psnr_per_step"]
+    assert Image.open(report / "psnr_vs_horizon.png").format == "PNG"
+    gifs = sorted((report / "videos").glob("*.gif"))
+    assert len(gifs) == 1  # eval.videos = 1
+    with Image.open(gifs[0]) as gif:
+        assert gif.n_frames == small_eval.context_frames + small_eval.horizon
+        assert gif.width > 2 * gif.height  # ground truth | prediction, side by side
+
+    client = mlflow.MlflowClient(tracking.tracking_uri(tracked_project))
+    experiment = client.get_experiment_by_name("eval-test")
+    [run] = client.search_runs([experiment.experiment_id])
+    assert run.data.tags["stage"] == "evaluate"
+    assert run.data.tags["package.md5"] == result["package_md5"]
+    assert run.data.metrics["psnr_mean"] == pytest.approx(result["psnr_mean"])
+    assert run.data.metrics["baseline_psnr_mean"] == pytest.approx(result["baseline_psnr_mean"])
+    history = client.get_metric_history(run.info.run_id, "psnr_by_step")
+    assert [m.step for m in history] == [1, 2, 3, 4]
+    assert [m.value for m in history] == pytest.approx(result["psnr_per_step"])
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert {
+        "evaluation/report.json",
+        "evaluation/psnr_vs_horizon.png",
+        "evaluation/metrics.json",
+    } <= artifacts
+
+
+def test_reference_is_measured_in_the_same_run_with_the_same_noise(
+    project, sim_dataset, make_package, small_eval
+):
+    model = make_package("model", seed=0)
+    twin = make_package("twin", seed=0)  # the same weights in another folder
+    other = make_package("other", seed=1)
+
+    same = evaluate_package(model, sim_dataset, small_eval, reference=twin, track=False)
+    assert same["comparison"]["psnr_mean"]["delta"] == 0.0  # same noise, same frames
+    assert same["comparison"]["parameters"]["ratio"] == 1.0
+
+    result = evaluate_package(model, sim_dataset, small_eval, reference=other, track=False)
+    row = result["comparison"]["psnr_mean"]
+    assert row["delta"] == pytest.approx(result["psnr_mean"] - result["reference"]["psnr_mean"])
+    assert row["delta"] != 0.0
+    speed = result["comparison"]["fps_e2e"]
+    assert speed["ratio"] == pytest.approx(result["fps_e2e"] / result["reference"]["fps_e2e"])
+    report = project.reports / "eval" / "model-vs-other"
+    assert json.loads((report / "report.json").read_text())["reference"]["name"] == "other"
+    [gif] = (report / "videos").glob("*.gif")
+    assert "truth-model-reference" in gif.name
+
+
+def test_a_model_built_for_other_frames_is_refused_naming_the_field(
+    project, sim_dataset, tmp_path, small_eval
+):
+    from worldforge.models.config import ModelConfig, TokenizerConfig
+    from worldforge.models.world_model import WorldModel, package_config
+    from worldforge.platform.packages import save_package
+
+    model = WorldModel.from_config(TokenizerConfig(frame_size=(64, 64)), ModelConfig(num_actions=6))
+    package = save_package(tmp_path / "big", package_config(model), model)
+    with pytest.raises(
+        EvaluationError, match=r"big/config.json: tokenizer.frame_size \(64, 64\).*manifest.json"
+    ):
+        evaluate_package(package, sim_dataset, small_eval, track=False)
+    assert json.loads((package / "metrics.json").read_text()) == {}  # nothing written
+
+
+def test_episodes_shorter_than_context_plus_horizon_are_refused(
+    project, sim_dataset, make_package, small_eval
+):
+    config = small_eval.model_copy(update={"horizon": 20})
+    with pytest.raises(EvaluationError, match="eval.context_frames \\+ eval.horizon = 22"):
+        evaluate_package(make_package(), sim_dataset, config, track=False)
+
+
+def test_a_registered_version_is_evaluated_by_its_models_uri(
+    tracked_project, sim_dataset, make_package, small_eval
+):
+    from worldforge.platform import registry
+
+    package = make_package("registered")
+    version = registry.register_package(package, "wf-eval", "pretrain").version
+    result = evaluate_package(f"models:/wf-eval/{version}", sim_dataset, small_eval, track=False)
+    assert result["report_dir"].endswith(f"wf-eval-v{version}")
+    cached = tracked_project.packages / ".registry-cache" / "wf-eval" / str(version)
+    assert json.loads((cached / "metrics.json").read_text())["psnr_mean"] == result["psnr_mean"]
+    assert result["package_md5"] == registry.get_version("wf-eval", str(version)).tags["package.md5"]

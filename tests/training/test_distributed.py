@@ -1,0 +1,130 @@
+"""Data parallelism is only a way to split the work: two processes under ZeRO-2 or ZeRO-3 give the
+loss curve and the weights of one process with two micro-batches of gradient accumulation, and a
+ZeRO-3 run's consolidated package holds exactly the weights in its ZeRO checkpoint.
+
+The two-process runs are real: `torchrun --nproc_per_node 2` on CPU (gloo, DS_ACCELERATOR=cpu),
+each rank a separate Python process; only rank 0 writes to MLflow, whose experiment the test
+creates first (several processes creating one SQLite store race).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from training_runs import equivalence_run
+
+HERE = Path(__file__).resolve().parent
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+pytestmark = pytest.mark.distributed
+
+# Every run: 6 optimizer steps of 4 clips each, no EMA (the package holds the raw weights).
+COMMON = ["train.steps=6", "train.ema_decay=0", "train.checkpoint_every=3", "train.validation.every=0"]
+ONE_PROCESS = ["train.batch_size=2", "train.grad_accumulation=2", "train.deepspeed=zero0"]
+TWO_PROCESSES = ["train.batch_size=2", "train.grad_accumulation=1"]
+
+
+def zero3_partitioning_everything(folder: Path) -> Path:
+    """zero3.json with no parameter kept whole (the tiny model's would all be below the default)."""
+    from worldforge.training.deepspeed_config import resolve_deepspeed_file
+
+    tree = json.loads(resolve_deepspeed_file("zero3").read_text())
+    tree["zero_optimization"]["stage3_param_persistence_threshold"] = 0
+    path = folder / "zero3-partition-all.json"
+    path.write_text(json.dumps(tree))
+    return path
+
+
+def torchrun(out: Path, dataset: Path, overrides: list[str]) -> None:
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
+    command = [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", str(HERE / "training_runs.py"), str(out), str(dataset)]
+    for override in overrides:
+        command += ["-o", override]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"torchrun failed:\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
+
+
+def loss_curve(experiment: str) -> list[float]:
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    (run,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    history = sorted(client.get_metric_history(run.info.run_id, "train/loss"), key=lambda m: m.step)
+    assert [m.step for m in history] == list(range(1, 7))
+    return [m.value for m in history]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path):
+    """The same training as 1 process x 2 accumulation, 2 processes ZeRO-2, 2 processes ZeRO-3."""
+    from worldforge.platform.project import Project
+    from worldforge.platform.tracking import ensure_experiment
+
+    root = tmp_path_factory.mktemp("distributed") / "project"
+    root.mkdir()
+    saved = os.environ.get("WORLDFORGE_ROOT")
+    os.environ["WORLDFORGE_ROOT"] = str(root)
+    try:
+        zero3 = zero3_partitioning_everything(root)
+        layouts = {
+            "accumulation": (None, ONE_PROCESS),
+            "zero2": ("zero2", TWO_PROCESSES),
+            "zero3": (str(zero3), TWO_PROCESSES),
+        }
+        for name, (deepspeed, layout) in layouts.items():
+            overrides = [*COMMON, *layout, f"project.experiment=runs-{name}"]
+            if deepspeed:
+                overrides.append(f"train.deepspeed={deepspeed}")
+            ensure_experiment(f"runs-{name}", Project.current(root))
+            if name == "accumulation":
+                equivalence_run(root / name, tiny_dataset, overrides)
+            else:
+                torchrun(root / name, tiny_dataset, overrides)
+        yield root
+    finally:
+        if saved is None:
+            os.environ.pop("WORLDFORGE_ROOT", None)
+        else:
+            os.environ["WORLDFORGE_ROOT"] = saved
+
+
+@pytest.mark.parametrize("layout", ["zero2", "zero3"])
+def test_two_processes_follow_the_loss_curve_of_one_process_with_accumulation(runs: Path, layout: str):
+    reference = loss_curve("runs-accumulation")
+    curve = loss_curve(f"runs-{layout}")
+    assert len(set(reference)) == len(reference)  # a real curve, every step its own loss
+    assert curve == pytest.approx(reference, rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["zero2", "zero3"])
+def test_two_processes_end_with_the_weights_of_one_process_with_accumulation(runs: Path, layout: str):
+    from worldforge.platform.packages import load_package
+
+    reference = load_package(runs / "accumulation" / "package").state
+    weights = load_package(runs / layout / "package").state
+    assert weights.keys() == reference.keys()
+    for name in reference:
+        torch.testing.assert_close(weights[name], reference[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_zero3_package_matches_the_weights_in_its_zero_checkpoint(runs: Path):
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    from worldforge.platform.packages import load_package
+
+    package = load_package(runs / "zero3" / "package")
+    record = json.loads((runs / "zero3" / "checkpoints" / "step00000006" / "worldforge.json").read_text())
+    assert record["deepspeed"]["zero_optimization"]["stage"] == 3
+    engine_weights = get_fp32_state_dict_from_zero_checkpoint(str(runs / "zero3" / "checkpoints"))
+    engine_weights = {k.removeprefix("model."): v for k, v in engine_weights.items()}
+    trained = {k: v for k, v in package.state.items() if k in engine_weights}
+    assert trained, "the checkpoint holds the trained weights"
+    for name, value in trained.items():
+        torch.testing.assert_close(value, engine_weights[name].float(), rtol=0, atol=0, msg=name)
+    package.build()  # and it loads into a model, strictly

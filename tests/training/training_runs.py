@@ -1,0 +1,132 @@
+"""Training runs that the distributed tests compare, in-process or under torchrun:
+
+    torchrun --standalone --nproc_per_node 2 tests/training/training_runs.py OUT -o train.deepspeed=zero3 ...
+
+The tiny world model is trained through the real stage (`run_stage`: MLflow on rank 0, DeepSpeed,
+package, DVC) on clips indexed globally: micro-batch g of a run is the same clips whatever the
+number of processes (rank r's n-th draw is g = n * world_size + r), so one process with gradient
+accumulation k and k processes without it see the same clips in every optimizer step.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from worldforge.platform.config import WorldforgeConfig, load_config
+
+TINY = [
+    "data.resolution=32",
+    "data.episodes=24",
+    "data.episode_frames=16",
+    "data.window_frames=8",
+    "data.clip_frames=4",
+    "data.clip_stride=2",
+    "data.shards.maxcount=6",
+    "data.loader.shuffle_buffer=8",
+    "tokenizer.frame_size=[32,32]",
+    "tokenizer.patch_size=8",
+    "model.depth=2",
+    "model.width=32",
+    "model.heads=2",
+    "model.mlp_ratio=2",
+    "model.context_window=4",
+    "model.num_actions=6",
+    "sampler.steps=2",
+    "eval.context_frames=4",
+    "eval.horizon=4",
+    "train.steps=6",
+    "train.batch_size=2",
+    "train.lr=1e-3",
+    "train.warmup_steps=2",
+    "train.log_every=1",
+    "train.checkpoint_every=0",
+    "train.validation.every=0",
+    "train.validation.episodes=2",
+    "train.system_metrics=false",
+]
+
+
+def tiny_config(*overrides: str) -> WorldforgeConfig:
+    """The quickstart preset at test scale; later overrides win."""
+    return load_config("quickstart", TINY + list(overrides))
+
+
+class GlobalClips:
+    """Micro-batches cut from a bank of clips by their global index g (cyclic over the bank)."""
+
+    def __init__(self, bank: dict[str, torch.Tensor], batch_size: int, rank: int, world_size: int):
+        self.bank, self.batch_size, self.rank, self.world_size = bank, batch_size, rank, world_size
+        self.size = len(bank["frames"])
+        self.drawn = 0
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        g = self.drawn * self.world_size + self.rank
+        self.drawn += 1
+        index = torch.tensor([(g * self.batch_size + i) % self.size for i in range(self.batch_size)])
+        return {key: value[index] for key, value in self.bank.items()}
+
+    def state(self) -> dict[str, int]:
+        return {"drawn": self.drawn}
+
+    def restore(self, state: dict[str, int]) -> None:
+        self.drawn = state["drawn"]
+
+
+def load_bank(dataset: Path, config) -> dict[str, torch.Tensor]:
+    """Every training clip of the dataset, in the loader's unshuffled order."""
+    from worldforge.data.loader import make_loader
+
+    loader_cfg = config.data.loader.model_copy(update={"shuffle_buffer": 1, "batch_size": 16})
+    loader = make_loader(dataset, "train", config.data.model_copy(update={"loader": loader_cfg}), rank=0, world_size=1)
+    batches = list(loader)
+    return {key: torch.cat([b[key] for b in batches]) for key in ("frames", "actions", "episode", "start")}
+
+
+def equivalence_run(out: Path, dataset: Path, overrides: list[str]) -> Path:
+    """Train with the global-index clips through `run_stage`; returns the package path."""
+    from worldforge.models.world_model import package_config
+    from worldforge.training.pretrain import build_model, run_stage
+    from worldforge.training.tasks import WorldObjective, tokens_per_clip
+    from worldforge.training.trainer import Task
+
+    config = tiny_config(f"train.checkpoint_dir={out / 'checkpoints'}", *overrides)
+    model = build_model(config)
+    bank = load_bank(dataset, config)
+
+    def make_task(rank: int, world_size: int) -> Task:
+        return Task(
+            name="world",
+            objective=WorldObjective(model),
+            batches=GlobalClips(bank, config.train.batch_size, rank, world_size),
+            package_prefix="model.",
+            package_config=package_config(model),
+            tokens_per_sample=tokens_per_clip(model, config.data.clip_frames),
+        )
+
+    return run_stage(
+        "pretrain_world",
+        config,
+        dataset,
+        make_task,
+        steps=config.train.steps,
+        lr=config.train.lr,
+        out_package=out / "package",
+        resume=False,
+        progress=False,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out", type=Path)
+    parser.add_argument("dataset", type=Path)
+    parser.add_argument("-o", dest="overrides", action="append", default=[])
+    args = parser.parse_args()
+    equivalence_run(args.out, args.dataset, args.overrides)
+
+
+if __name__ == "__main__":
+    main()

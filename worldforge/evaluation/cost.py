@@ -1,0 +1,113 @@
+"""What a model costs to run, on the current device: parameters, FLOPs, throughput, latency, memory.
+
+Speed is measured on batch-1 rollouts of the first held-out clip (one warm-up, then
+`latency_repeats` timed runs), as a user streaming one world would see it:
+- `fps_denoise`: generated frames per second of the denoising loop alone (the DiT);
+- `fps_e2e`: frames per second end to end (encode context + denoise + decode);
+- `latency_ms_median`, `latency_ms_p95`: end-to-end milliseconds per generated frame, over the runs.
+Both fps use the median run. FLOPs are counted on the meta device (`worldforge.models.flops`).
+
+Peak memory: on CUDA, the allocator's peak during the timed runs (`torch.cuda.max_memory_allocated`,
+weights included). On CPU there is no allocator counter, so it is the model's weight bytes plus
+the growth of the process's resident memory over the timed runs, sampled every millisecond: an
+approximation, recorded as such in `memory_measure`.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+import torch
+
+from worldforge.evaluation.config import EvalConfig
+from worldforge.evaluation.rollout_eval import EvalClips
+
+MB = 2**20
+
+
+class PeakMemory:
+    """Peak memory of the code inside `with`, in bytes (`.peak`); see the module docstring."""
+
+    def __init__(self, device: torch.device, resident_bytes: int):
+        self.device = device
+        self.resident_bytes = resident_bytes  # weights: already allocated before the timed runs
+        self.peak = 0
+        self.measure = "cuda_max_memory_allocated" if device.type == "cuda" else "cpu_weights_plus_rss_growth"
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return self
+        import psutil
+
+        self._process = psutil.Process()
+        self._start = self._highest = self._process.memory_info().rss
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._sampler.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.001):
+            self._highest = max(self._highest, self._process.memory_info().rss)
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak = torch.cuda.max_memory_allocated(self.device)
+            return
+        self._stop.set()
+        self._sampler.join()
+        self._highest = max(self._highest, self._process.memory_info().rss)
+        self.peak = self.resident_bytes + self._highest - self._start
+
+
+def model_bytes(model: torch.nn.Module) -> int:
+    tensors = list(model.parameters()) + list(model.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+@torch.no_grad()
+def measure_cost(model, clips: EvalClips, config: EvalConfig, device: torch.device) -> dict[str, Any]:
+    """Cost of `model` (already on `device`) generating `clips.horizon` frames after the first
+    clip's context, batch 1."""
+    from worldforge.models.flops import count_parameters, rollout_flops
+    from worldforge.models.streaming import rollout
+
+    steps = config.denoise_steps or model.sampler_cfg.steps
+    flops = rollout_flops(model, steps=steps)
+    context, actions = clips.context[:1].to(device), clips.actions[:1].to(device)
+    generator = torch.Generator(device).manual_seed(config.seed)
+
+    def run():
+        return rollout(model, context, actions, clips.horizon, steps=steps, generator=generator)
+
+    run()  # warm-up: first-call allocations and kernel selection are not what a stream pays per frame
+    denoise, total = [], []
+    with PeakMemory(device, model_bytes(model)) as memory:
+        for _ in range(config.latency_repeats):
+            result = run()
+            denoise.append(result.denoise_seconds)
+            total.append(result.total_seconds)
+    per_frame_ms = np.asarray(total) * 1000.0 / clips.horizon
+    return {
+        "parameters": count_parameters(model),
+        "parameters_dit": count_parameters(model.dit),
+        "flops_per_frame": flops["total"],
+        "flops_per_frame_denoise": flops["denoise"],
+        "fps_denoise": clips.horizon / float(np.median(denoise)),
+        "fps_e2e": clips.horizon / float(np.median(total)),
+        "latency_ms_median": float(np.median(per_frame_ms)),
+        "latency_ms_p95": float(np.percentile(per_frame_ms, 95)),
+        "peak_memory_mb": memory.peak / MB,
+        "memory_measure": memory.measure,
+        "denoise_steps": steps,
+        "device": str(device) if device.type == "cpu" else _gpu_name(device),
+    }
+
+
+def _gpu_name(device: torch.device) -> str:
+    return f"{device} ({torch.cuda.get_device_name(device)})"

@@ -1,0 +1,188 @@
+"""Rollout quality on held-out episodes: clips from the dataset, the model's rollouts, the scores.
+
+One clip per episode, from the episode's first frame: `context_frames` ground-truth frames go in,
+the recorded actions drive `horizon` generated frames, which are compared with the recorded ones.
+The copy-last-frame baseline is scored on the very same clips. On simulator data the agent is
+found in each generated frame and compared with the ground-truth state (action-following).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from worldforge.errors import WorldforgeError
+from worldforge.evaluation import metrics
+from worldforge.evaluation.config import EvalConfig
+
+
+class EvaluationError(WorldforgeError, ValueError):
+    """A model and a dataset that cannot be evaluated together; the message names both and the field."""
+
+
+@dataclass
+class EvalClips:
+    dataset: Path
+    split: str
+    source: str
+    episodes: list[int]
+    context: torch.Tensor  # (N, Tc, C, H, W) in [-1, 1]
+    target: torch.Tensor  # (N, horizon, C, H, W) in [-1, 1]
+    actions: torch.Tensor  # (N, Tc + horizon) int64 or (N, Tc + horizon, A) float32
+    action_space: dict[str, Any]
+    positions: np.ndarray | None  # (N, horizon, 2) true agent (x, y) in the target frames; simulator only
+    fps: float
+
+    @property
+    def horizon(self) -> int:
+        return self.target.shape[1]
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return tuple(self.target.shape[-2:])
+
+
+def to_model_frames(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> float (T, 3, H, W) in [-1, 1]."""
+    return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def load_clips(dataset: str | Path, config: EvalConfig) -> EvalClips:
+    """The first `config.episodes` episodes of `config.split`, cut to context + horizon frames.
+
+    Raises EvaluationError naming the dataset and the eval field when episodes are too short or
+    the split is empty."""
+    from worldforge.data.manifest import read_manifest
+    from worldforge.data.samples import iter_episodes
+
+    dataset = Path(dataset)
+    manifest = read_manifest(dataset)
+    length = config.context_frames + config.horizon
+    episodes = []
+    for episode in iter_episodes(dataset, config.split):
+        if len(episode) < length:
+            raise EvaluationError(
+                f"{dataset}: episode {episode.episode} of split {config.split!r} has {len(episode)} "
+                f"frames, but eval.context_frames + eval.horizon = {length}; "
+                "lower them or build longer episodes"
+            )
+        episodes.append(episode)
+        if len(episodes) == config.episodes:
+            break
+    if not episodes:
+        raise EvaluationError(f"{dataset}: split {config.split!r} has no episodes (eval.split)")
+    frames = torch.stack([to_model_frames(e.frames[:length]) for e in episodes])  # (N, L, 3, H, W)
+    actions = torch.from_numpy(np.stack([e.actions[:length] for e in episodes]))
+    positions = None
+    if manifest.source == "simulator" and all(e.state is not None for e in episodes):
+        # The state starts with the agent's (x, y): simulator.STATE_LAYOUT.
+        positions = np.stack([e.state[config.context_frames : length, :2] for e in episodes]).astype(
+            np.float64
+        )
+    return EvalClips(
+        dataset=dataset,
+        split=config.split,
+        source=manifest.source,
+        episodes=[e.episode for e in episodes],
+        context=frames[:, : config.context_frames],
+        target=frames[:, config.context_frames :],
+        actions=actions,
+        action_space=manifest.action_space.model_dump(exclude_none=True),
+        positions=positions,
+        fps=manifest.fps,
+    )
+
+
+def check_compatible(model, clips: EvalClips, config: EvalConfig, package: str) -> None:
+    """Refuse, with the package and dataset fields named, a model that cannot roll out these clips."""
+    tokenizer, dit = model.tokenizer_cfg, model.model_cfg
+    where = f"{package}/config.json"
+    if tuple(tokenizer.frame_size) != clips.frame_size or tokenizer.frame_channels != clips.target.shape[2]:
+        raise EvaluationError(
+            f"{where}: tokenizer.frame_size {tuple(tokenizer.frame_size)} x "
+            f"{tokenizer.frame_channels} channels, "
+            f"but {clips.dataset}/manifest.json frames are {clips.frame_size} x {clips.target.shape[2]}"
+        )
+    space = clips.action_space
+    if space["kind"] != dit.action_space:
+        raise EvaluationError(
+            f"{where}: model.action_space is {dit.action_space!r}, "
+            f"{clips.dataset} has {space['kind']!r} actions"
+        )
+    if space["kind"] == "discrete" and space["n"] > dit.num_actions:
+        raise EvaluationError(
+            f"{where}: model.num_actions {dit.num_actions} < {space['n']} actions of {clips.dataset}"
+        )
+    if space["kind"] == "continuous" and space["dim"] != dit.action_dim:
+        raise EvaluationError(
+            f"{where}: model.action_dim {dit.action_dim} != action dim {space['dim']} of {clips.dataset}"
+        )
+    r = model.frames_per_latent
+    if (config.context_frames - 1) % r or config.horizon % r:
+        raise EvaluationError(
+            f"eval.context_frames {config.context_frames} must be 1 + k * {r} and "
+            f"eval.horizon {config.horizon} a "
+            f"multiple of {r}: the tokenizer of {package} compresses {r} frames into one latent frame"
+        )
+
+
+@torch.no_grad()
+def predict(model, clips: EvalClips, config: EvalConfig, device: torch.device) -> torch.Tensor:
+    """The model's rollouts of every clip, in batches: (N, horizon, C, H, W) on the CPU.
+
+    The noise is seeded by `config.seed`, so two models with the same latent shape see the same noise."""
+    from worldforge.models.streaming import rollout
+
+    generator = torch.Generator(device).manual_seed(config.seed)
+    outputs = []
+    for start in range(0, len(clips.episodes), config.batch_size):
+        batch = slice(start, start + config.batch_size)
+        result = rollout(
+            model,
+            clips.context[batch].to(device),
+            clips.actions[batch].to(device),
+            clips.horizon,
+            steps=config.denoise_steps,
+            generator=generator,
+        )
+        outputs.append(result.frames.float().cpu())
+    return torch.cat(outputs)
+
+
+def score(prediction: torch.Tensor, clips: EvalClips) -> dict[str, Any]:
+    """Quality of predicted frames (N, horizon, C, H, W) against the clips' targets:
+    `psnr_mean`, `psnr_per_step`, `ssim_mean`, `ssim_per_step` and, with ground-truth positions,
+    `agent_position_error` (mean over frames where the agent is found, normalised units),
+    its `_per_step` curve and `agent_found_fraction`."""
+    psnr = metrics.psnr(prediction, clips.target)  # (N, horizon)
+    ssim = metrics.ssim(prediction, clips.target)
+    scores: dict[str, Any] = {
+        "psnr_mean": metrics.overall(psnr),
+        "psnr_per_step": metrics.per_step(psnr),
+        "ssim_mean": metrics.overall(ssim),
+        "ssim_per_step": metrics.per_step(ssim),
+    }
+    if clips.positions is not None:
+        error = metrics.agent_position_error(prediction, clips.positions)  # (N, horizon), NaN: not found
+        scores["agent_position_error"] = metrics.overall(error)
+        scores["agent_position_error_per_step"] = metrics.per_step(error)
+        scores["agent_found_fraction"] = float(np.isfinite(error).mean())
+    return scores
+
+
+def baseline_scores(clips: EvalClips) -> dict[str, Any]:
+    """The copy-last-frame baseline on the same clips, keys prefixed `baseline_`."""
+    prediction = metrics.copy_last_frame(clips.context, clips.horizon)
+    return {f"baseline_{key}": value for key, value in score(prediction, clips).items()}
+
+
+def detector_floor(clips: EvalClips) -> dict[str, float]:
+    """The agent detector's own error on the recorded frames: the best action-following can score."""
+    if clips.positions is None:
+        return {}
+    error = metrics.agent_position_error(clips.target, clips.positions)
+    return {"agent_position_error_ground_truth": metrics.overall(error)}

@@ -1,0 +1,117 @@
+"""`worldforge train`: pretrain the tokenizer and the world model with DeepSpeed.
+
+One process:          worldforge train world quickstart
+Several (one node):   torchrun --standalone --nproc_per_node 8 --no-python worldforge train world h100-base
+Several nodes:        see infra/README.md (deepspeed launcher + hostfile, or infra/k8s)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from worldforge.platform.cli.common import OVERRIDES, exit_on_error
+
+app = typer.Typer(
+    help="Pretrain the tokenizer and the world model on a dataset's shards with DeepSpeed ZeRO "
+    "(one process, or several under torchrun / the deepspeed launcher).",
+    no_args_is_help=True,
+)
+
+CONFIG = typer.Argument(..., help="Preset name (configs/NAME.yaml) or a YAML path.")
+DATASET = typer.Option(
+    None, "--dataset", help="Dataset folder (default: <root>/datasets/<data.name>, built first if missing)."
+)
+OUT = typer.Option(None, "--out", help="Model package folder (default: <root>/packages/<family>-<stage>).")
+RESUME = typer.Option(False, "--resume", help="Continue from the newest checkpoint of this package's run.")
+DEEPSPEED = typer.Option(
+    None,
+    "--deepspeed-config",
+    help="DeepSpeed config: a name in infra/deepspeed (zero0..zero3, zero2-offload, zero3-offload) or a JSON "
+    "path; the same as -o train.deepspeed=...",
+)
+# Exit statuses of a run stopped by a signal, as a shell reports them (128 + signal number).
+SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}
+
+
+def _config(config: str, overrides: list[str] | None, deepspeed: str | None):
+    from worldforge.platform.config import load_config
+
+    extra = [f"train.deepspeed={deepspeed}"] if deepspeed else []
+    return load_config(config, [*(overrides or []), *extra])
+
+
+def _dataset(resolved, dataset: Path | None) -> Path:
+    """The given dataset, or the config's default one, built (and tracked) by rank 0 if missing."""
+    from worldforge.data.shards import build_dataset, default_output
+    from worldforge.training.launch import barrier, setup_distributed
+
+    folder = Path(dataset or default_output(resolved.data))
+    if (folder / "manifest.json").is_file():
+        return folder
+    if dataset is not None:
+        raise typer.BadParameter(f"{folder}: not a dataset (no manifest.json)", param_hint="--dataset")
+    info, _ = setup_distributed(resolved.train.device)
+    if info.is_main:
+        typer.echo(f"building the dataset {folder} first (worldforge data build)")
+        build_dataset(resolved, folder, track=True)
+    barrier()
+    return folder
+
+
+def _run(stage, **kwargs) -> Path | None:
+    from worldforge.platform.runtime import setup_logging
+    from worldforge.training.trainer import TrainingInterrupted
+
+    setup_logging("INFO")
+    try:
+        return stage(**kwargs, progress=True)
+    except TrainingInterrupted as stopped:
+        typer.secho(str(stopped), fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(SIGNAL_EXIT.get(stopped.signal, 1)) from None
+
+
+@app.command("tokenizer")
+def tokenizer(
+    config: str = CONFIG,
+    overrides: Optional[list[str]] = OVERRIDES,
+    dataset: Optional[Path] = DATASET,
+    out: Optional[Path] = OUT,
+    resume: bool = RESUME,
+    deepspeed: Optional[str] = DEEPSPEED,
+) -> None:
+    """Pretrain the VAE tokenizer (train.tokenizer_steps); nothing to do for the patch tokenizer."""
+    from worldforge.training.pretrain import pretrain_tokenizer
+
+    with exit_on_error():
+        resolved = _config(config, overrides, deepspeed)
+        if resolved.tokenizer.kind == "patch":
+            typer.echo("tokenizer.kind=patch has no weights: nothing to pretrain")
+            return
+        path = _run(pretrain_tokenizer, config=resolved, dataset_path=_dataset(resolved, dataset), out_package=out,
+                    resume=resume)
+    typer.echo(f"package: {path}")
+
+
+@app.command("world")
+def world(
+    config: str = CONFIG,
+    overrides: Optional[list[str]] = OVERRIDES,
+    dataset: Optional[Path] = DATASET,
+    tokenizer_package: Optional[Path] = typer.Option(
+        None, "--tokenizer", help="Package of the pretrained tokenizer (required for tokenizer.kind=vae)."
+    ),
+    out: Optional[Path] = OUT,
+    resume: bool = RESUME,
+    deepspeed: Optional[str] = DEEPSPEED,
+) -> None:
+    """Pretrain the world model (train.steps) on the frozen tokenizer."""
+    from worldforge.training.pretrain import pretrain_world
+
+    with exit_on_error():
+        resolved = _config(config, overrides, deepspeed)
+        path = _run(pretrain_world, config=resolved, dataset_path=_dataset(resolved, dataset),
+                    tokenizer_package=tokenizer_package, out_package=out, resume=resume)
+    typer.echo(f"package: {path}")

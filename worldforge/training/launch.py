@@ -1,0 +1,64 @@
+"""Process setup for the trainer: the device, the process group DeepSpeed needs, and precision.
+
+Three ways to start, one code path:
+- one process, no launcher: a world of one is set up on a free local port (DeepSpeed always wants
+  a process group and LOCAL_RANK, and would otherwise look for MPI);
+- `torchrun --nproc_per_node N ...` or `deepspeed --num_gpus N ...`: the launcher's RANK,
+  WORLD_SIZE, MASTER_ADDR/PORT and LOCAL_RANK are used as given;
+- several nodes: the same, with the launcher's hostfile (infra/deepspeed) or a Kubernetes
+  job (infra/k8s).
+Backend: NCCL on GPU, gloo on CPU (with `DS_ACCELERATOR=cpu`, set here when there is no GPU).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import torch
+
+from worldforge.platform.runtime import DistInfo, configure_deepspeed_env, launched_distributed, select_device
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def setup_distributed(device_preference: str = "auto") -> tuple[DistInfo, torch.device]:
+    """Initialise (once per process) the process group DeepSpeed runs on; returns it and this
+    process's device (`cuda:LOCAL_RANK` on GPU)."""
+    configure_deepspeed_env()
+    import deepspeed
+    import torch.distributed as dist
+
+    device = select_device(device_preference)
+    if not launched_distributed():
+        # A world of one: what a launcher would have set, on a port nobody else uses.
+        for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
+            os.environ.setdefault(key, value)
+        if not dist.is_initialized():
+            os.environ["MASTER_PORT"] = str(free_port())
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if not dist.is_initialized():
+        deepspeed.init_distributed(dist_backend=backend, verbose=False)
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, backend), device
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto` -> bf16 on GPU, fp32 on CPU; an explicit choice is kept."""
+    if precision != "auto":
+        return precision
+    return "bf16" if device.type == "cuda" else "fp32"
+
+
+def barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()

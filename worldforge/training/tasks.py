@@ -1,0 +1,206 @@
+"""The pretraining tasks: what the trainer trains for the tokenizer and for the world model.
+
+Both train a `WorldModel` (so both stages write a `world_model` package): the tokenizer stage
+trains only its tokenizer (the DiT stays at its initialisation and frozen), the world stage only
+its DiT (the pretrained tokenizer frozen). Validation scores what the evaluation stage scores,
+with `worldforge.evaluation`'s functions, on the held-out split of `train.validation`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from worldforge.models.objective import flow_matching_loss
+from worldforge.models.tokenizer_objective import reconstruction_psnr, tokenizer_loss
+from worldforge.models.world_model import WorldModel, build_world_model, package_config
+from worldforge.platform.config import WorldforgeConfig
+from worldforge.training.stream import BatchStream
+from worldforge.training.trainer import Task
+
+
+class WorldObjective(nn.Module):
+    """Flow-matching loss of the world DiT on a batch of clips; the tokenizer encodes without grad."""
+
+    def __init__(self, model: WorldModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        # frames (B, T, C, H, W) in [-1, 1]; actions (B, T) or (B, T, A)
+        return flow_matching_loss(self.model, batch["frames"], batch["actions"])
+
+
+class TokenizerObjective(nn.Module):
+    """Reconstruction + KL loss of the tokenizer on a batch of clips."""
+
+    def __init__(self, model: WorldModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return tokenizer_loss(self.model.tokenizer, batch["frames"])
+
+
+def train_batches(config: WorldforgeConfig, dataset: Path, rank: int, world_size: int) -> BatchStream:
+    """This rank's training clips: full micro-batches of `train.batch_size` (the loader's batch size
+    is the trainer's micro-batch), endless over epochs."""
+    from worldforge.data.loader import make_loader
+
+    loader_cfg = config.data.loader.model_copy(update={"batch_size": config.train.batch_size, "drop_last": True})
+    data = config.data.model_copy(update={"loader": loader_cfg})
+    loader = make_loader(dataset, "train", data, rank=rank, world_size=world_size)
+    return BatchStream(loader, f"{dataset} split 'train' (rank {rank} of {world_size})")
+
+
+def check_dataset(model: WorldModel, dataset: Path) -> None:
+    """Refuse a dataset whose frames or actions the model cannot take, naming both fields."""
+    from worldforge.data.manifest import read_manifest
+    from worldforge.errors import WorldforgeError
+
+    manifest = read_manifest(dataset)
+    height, width, channels = manifest.frame_shape
+    tokenizer, dit = model.tokenizer_cfg, model.model_cfg
+    if (height, width) != tuple(tokenizer.frame_size) or channels != tokenizer.frame_channels:
+        raise WorldforgeError(
+            f"{dataset}/manifest.json: frames are {height}x{width}x{channels}, but tokenizer.frame_size is "
+            f"{tuple(tokenizer.frame_size)} with {tokenizer.frame_channels} channels; set tokenizer.frame_size "
+            f"to [{height}, {width}] (or build the dataset at data.resolution={tokenizer.frame_size[0]})"
+        )
+    space = manifest.action_space
+    if space.kind != dit.action_space:
+        raise WorldforgeError(f"{dataset}: {space.kind} actions, but model.action_space is {dit.action_space!r}")
+    if space.kind == "discrete" and space.n > dit.num_actions:
+        raise WorldforgeError(f"{dataset}: {space.n} discrete actions, but model.num_actions is {dit.num_actions}")
+    if space.kind == "continuous" and space.dim != dit.action_dim:
+        raise WorldforgeError(f"{dataset}: actions of dimension {space.dim}, but model.action_dim is {dit.action_dim}")
+
+
+def tokens_per_clip(model: WorldModel, frames: int) -> int:
+    """DiT tokens of one clip of `frames` frames: latent frames x (h / p) x (w / p)."""
+    config = model.tokenizer_cfg
+    p = model.model_cfg.patch_size
+    latent_frames = model.tokenizer.latent_frames(frames)
+    return latent_frames * (config.frame_size[0] // config.compression // p) * (config.frame_size[1] // config.compression // p)
+
+
+def _validation_clips(config: WorldforgeConfig, dataset: Path):
+    from worldforge.evaluation.rollout_eval import load_clips
+
+    eval_cfg = config.eval.model_copy(
+        update={"split": config.train.validation.split, "episodes": config.train.validation.episodes}
+    )
+    return eval_cfg, load_clips(dataset, eval_cfg)
+
+
+def _device(config: WorldforgeConfig) -> torch.device:
+    from worldforge.platform.runtime import select_device
+
+    device = select_device(config.train.device)
+    return torch.device("cuda", torch.cuda.current_device()) if device.type == "cuda" else device
+
+
+def world_validation(config: WorldforgeConfig, dataset: Path, package: dict[str, Any]):
+    """validate(state, step, folder): rollout PSNR/SSIM per horizon step on held-out episodes,
+    next to copy-last-frame, and a GIF of the first rollouts next to ground truth."""
+    cache: dict[str, Any] = {}
+
+    def validate(state: dict[str, torch.Tensor], step: int, folder: Path) -> dict[str, float]:
+        from worldforge.evaluation import report
+        from worldforge.evaluation.rollout_eval import baseline_scores, check_compatible, predict, score
+
+        if not cache:  # loaded on first use, on rank 0 only
+            cache["eval"], cache["clips"] = _validation_clips(config, dataset)
+            cache["baseline"] = baseline_scores(cache["clips"])
+        eval_cfg, clips, baseline = cache["eval"], cache["clips"], cache["baseline"]
+        device = _device(config)
+        model = build_world_model(package)
+        model.load_state_dict(state)
+        model.to(device).eval()
+        check_compatible(model, clips, eval_cfg, "the model in training")
+        prediction = predict(model, clips, eval_cfg, device)
+        scores = score(prediction, clips)
+        metrics = {
+            "val/psnr_mean": scores["psnr_mean"],
+            "val/ssim_mean": scores["ssim_mean"],
+            "val/baseline_psnr_mean": baseline["baseline_psnr_mean"],
+            "val/psnr_gain_over_baseline": scores["psnr_mean"] - baseline["baseline_psnr_mean"],
+        }
+        for h, (model_psnr, base_psnr, ssim) in enumerate(
+            zip(scores["psnr_per_step"], baseline["baseline_psnr_per_step"], scores["ssim_per_step"]), start=1
+        ):
+            metrics[f"val/psnr_h{h}"] = model_psnr
+            metrics[f"val/baseline_psnr_h{h}"] = base_psnr
+            metrics[f"val/ssim_h{h}"] = ssim
+        if "agent_position_error" in scores:
+            metrics["val/agent_position_error"] = scores["agent_position_error"]
+        if config.train.validation.gif:
+            report.write_videos(folder, clips, {"model": prediction}, count=2)
+        return metrics
+
+    return validate
+
+
+def tokenizer_validation(config: WorldforgeConfig, dataset: Path, package: dict[str, Any]):
+    """validate(state, step, folder): reconstruction PSNR of held-out clips (and a GIF of them)."""
+    cache: dict[str, Any] = {}
+
+    def validate(state: dict[str, torch.Tensor], step: int, folder: Path) -> dict[str, float]:
+        from worldforge.evaluation import report
+
+        if not cache:
+            cache["eval"], cache["clips"] = _validation_clips(config, dataset)
+        clips = cache["clips"]
+        device = _device(config)
+        model = build_world_model(package)
+        model.load_state_dict(state)
+        tokenizer = model.tokenizer.to(device).eval()
+        frames = torch.cat([clips.context, clips.target], dim=1).to(device)  # (N, T, C, H, W)
+        metrics = {"val/reconstruction_psnr": reconstruction_psnr(tokenizer, frames)}
+        if config.train.validation.gif:
+            with torch.no_grad():
+                rebuilt = tokenizer.decode(tokenizer.encode(frames[:1])).clamp(-1, 1).cpu()
+            video = report.side_by_side([frames[0].cpu(), rebuilt[0]], context_frames=0)
+            report.write_gif(folder / "reconstruction.gif", video, clips.fps)
+        return metrics
+
+    return validate
+
+
+def world_task(config: WorldforgeConfig, model: WorldModel, dataset: Path, rank: int, world_size: int) -> Task:
+    """Train the DiT of `model`; its tokenizer (pretrained, or the patch tokenizer) stays frozen."""
+    check_dataset(model, dataset)
+    model.tokenizer.requires_grad_(False)
+    model.dit.requires_grad_(True)
+    package = package_config(model)
+    return Task(
+        name="world",
+        objective=WorldObjective(model),
+        batches=train_batches(config, dataset, rank, world_size),
+        package_prefix="model.",
+        package_config=package,
+        tokens_per_sample=tokens_per_clip(model, config.data.clip_frames),
+        validate=world_validation(config, dataset, package),
+    )
+
+
+def tokenizer_task(config: WorldforgeConfig, model: WorldModel, dataset: Path, rank: int, world_size: int) -> Task:
+    """Train the tokenizer of `model` (a `vae`); the DiT is left as initialised and frozen."""
+    check_dataset(model, dataset)
+    model.dit.requires_grad_(False)
+    model.tokenizer.requires_grad_(True)
+    package = package_config(model)
+    c = model.tokenizer_cfg
+    latent_cells = (c.frame_size[0] // c.compression) * (c.frame_size[1] // c.compression)
+    return Task(
+        name="tokenizer",
+        objective=TokenizerObjective(model),
+        batches=train_batches(config, dataset, rank, world_size),
+        package_prefix="model.",
+        package_config=package,
+        tokens_per_sample=model.tokenizer.latent_frames(config.data.clip_frames) * latent_cells,
+        validate=tokenizer_validation(config, dataset, package),
+    )
