@@ -81,7 +81,11 @@ def synthetic_model(preset: str, frame_size: int | None, steps: int | None) -> W
     """The preset with random weights in every layer (a fresh DiT's AdaLN and output are zeros)."""
     if preset in PRESETS:
         size = (frame_size, frame_size) if frame_size else TokenizerConfig().frame_size
-        tokenizer, model, sampler = TokenizerConfig(frame_size=size), ModelConfig(preset=preset), SamplerConfig()
+        tokenizer, model, sampler = (
+            TokenizerConfig(frame_size=size),
+            ModelConfig(preset=preset),
+            SamplerConfig(),
+        )
     else:
         config = load_config(preset)
         tokenizer, model, sampler = config.tokenizer, config.model, config.sampler
@@ -102,11 +106,18 @@ def data_config(size: int, dataset: Path | None, frames: int) -> WorldforgeConfi
         from worldforge.data.manifest import read_manifest
 
         frames = read_manifest(dataset).window_frames
-    return load_config(None, [
-        f"data.resolution={size}", "data.episodes=24", f"data.episode_frames={frames}",
-        f"data.window_frames={frames}", f"data.clip_frames={min(8, frames)}", "data.clip_stride=4",
-        "data.loader.batch_size=4",
-    ])
+    return load_config(
+        None,
+        [
+            f"data.resolution={size}",
+            "data.episodes=24",
+            f"data.episode_frames={frames}",
+            f"data.window_frames={frames}",
+            f"data.clip_frames={min(8, frames)}",
+            "data.clip_stride=4",
+            "data.loader.batch_size=4",
+        ],
+    )
 
 
 def test_clips(dataset: Path, batch: int, length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,13 +146,17 @@ def weight_bytes(model: torch.nn.Module) -> int:
     return total
 
 
-def measure(name: str, how: str, model, work: Workload, reference: torch.Tensor | None) -> tuple[Row, torch.Tensor]:
-    """One warm-up rollout (torch.compile compiles here), then `work.repeats` timed ones from the same noise."""
+def measure(
+    name: str, how: str, model, work: Workload, reference: torch.Tensor | None
+) -> tuple[Row, torch.Tensor]:
+    """A warm-up rollout (torch.compile compiles here), then `work.repeats` timed ones, same noise."""
     device, batch = work.frames.device, work.frames.shape[0]
     context = work.frames[:, : work.context]
 
     def generate():
-        return rollout(model, context, work.actions, work.horizon, generator=torch.Generator(device).manual_seed(0))
+        return rollout(
+            model, context, work.actions, work.horizon, generator=torch.Generator(device).manual_seed(0)
+        )
 
     generate()
     if device.type == "cuda":
@@ -162,8 +177,14 @@ def measure(name: str, how: str, model, work: Workload, reference: torch.Tensor 
     return row, frames
 
 
-def quantized(source: Path, qcfg: QuantizeConfig, config: WorldforgeConfig, dataset: Path, scratch: Path,
-              dtype: torch.dtype) -> tuple[torch.nn.Module, str]:
+def quantized(
+    source: Path,
+    qcfg: QuantizeConfig,
+    config: WorldforgeConfig,
+    dataset: Path,
+    scratch: Path,
+    dtype: torch.dtype,
+) -> tuple[torch.nn.Module, str]:
     """Quantize `source` through the stage, then reload the package into `dtype` on `qcfg.device`
     (cast before the quantization is restored, as per-row FP8 needs). Returns it and how it runs."""
     device = torch.device(qcfg.device)
@@ -177,7 +198,9 @@ def quantized(source: Path, qcfg: QuantizeConfig, config: WorldforgeConfig, data
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", QuantizationFallbackWarning)  # summarised in the `how` column
         model = restore_quantization(model, package)
-    how = f"{execution.recipe} {execution.granularity}, {'FP8' if execution.fp8_matmuls else 'no FP8'} matmuls"
+    how = (
+        f"{execution.recipe} {execution.granularity}, {'FP8' if execution.fp8_matmuls else 'no FP8'} matmuls"
+    )
     if execution.fallback:
         same = (execution.recipe, execution.granularity) == (record.recipe, record.granularity)
         how += " (simulated)" if same else f" (fallback from {record.recipe} {record.granularity})"
@@ -185,25 +208,39 @@ def quantized(source: Path, qcfg: QuantizeConfig, config: WorldforgeConfig, data
 
 
 def print_table(rows: list[Row]) -> None:
-    header = (f"{'variant':<9} | {'denoise fps':>11} | {'x bf16':>6} | {'e2e fps':>8} | {'peak MiB':>8} | "
-              f"{'weights MiB':>11} | {'PSNR dB':>7} | {'dPSNR':>6} | {'vs ref dB':>9} | how")
+    header = (
+        f"{'variant':<9} | {'denoise fps':>11} | {'x bf16':>6} | {'e2e fps':>8} | {'peak MiB':>8} | "
+        f"{'weights MiB':>11} | {'PSNR dB':>7} | {'dPSNR':>6} | {'vs ref dB':>9} | how"
+    )
     print(header)
     print("-" * len(header))
     base = rows[0]
     for row in rows:
         peak = f"{row.peak_mib:8.0f}" if row.peak_mib is not None else f"{'n/a':>8}"
         vs_ref = f"{row.psnr_vs_ref:9.2f}" if row.psnr_vs_ref is not None else f"{'-':>9}"
-        print(f"{row.name:<9} | {row.denoise_fps:11.2f} | {row.denoise_fps / base.denoise_fps:6.2f} | "
-              f"{row.e2e_fps:8.2f} | {peak} | {row.weights_mib:11.1f} | {row.psnr:7.2f} | "
-              f"{row.psnr - base.psnr:+6.2f} | {vs_ref} | {row.how}")
+        print(
+            f"{row.name:<9} | {row.denoise_fps:11.2f} | {row.denoise_fps / base.denoise_fps:6.2f} | "
+            f"{row.e2e_fps:8.2f} | {peak} | {row.weights_mib:11.1f} | {row.psnr:7.2f} | "
+            f"{row.psnr - base.psnr:+6.2f} | {vs_ref} | {row.how}"
+        )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="tiny", help="model preset (tiny/small/base/large) or config preset / YAML")
-    parser.add_argument("--model", type=Path, default=None, help="a trained package, instead of random weights")
-    parser.add_argument("--dataset", type=Path, default=None, help="dataset (train + test) at the model's frame size")
-    parser.add_argument("--frame-size", type=int, default=None, help="model presets: square frames (default 64)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--preset", default="tiny", help="model preset (tiny/small/base/large) or config preset / YAML"
+    )
+    parser.add_argument(
+        "--model", type=Path, default=None, help="a trained package, instead of random weights"
+    )
+    parser.add_argument(
+        "--dataset", type=Path, default=None, help="dataset (train + test) at the model's frame size"
+    )
+    parser.add_argument(
+        "--frame-size", type=int, default=None, help="model presets: square frames (default 64)"
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     parser.add_argument("--backends", default="modelopt,torchao")
@@ -213,8 +250,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="solver steps (default: the sampler config)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--calibration-clips", type=int, default=16)
-    parser.add_argument("--no-compile", action="store_true", help="torchao: no torch.compile of the FP8 layers")
-    parser.add_argument("--threads", type=int, default=None, help="CPU intra-op threads (torch.set_num_threads)")
+    parser.add_argument(
+        "--no-compile", action="store_true", help="torchao: no torch.compile of the FP8 layers"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="CPU intra-op threads (torch.set_num_threads)"
+    )
     args = parser.parse_args()
 
     if args.threads:
@@ -229,7 +270,9 @@ def main() -> None:
             source = save_package(scratch / "source", package_config(model), model)
         height, width = model.tokenizer_cfg.frame_size
         if height != width and args.dataset is None:
-            raise SystemExit(f"frames are {height}x{width}; the simulator records square frames: pass --dataset")
+            raise SystemExit(
+                f"frames are {height}x{width}; the simulator records square frames: pass --dataset"
+            )
         config = data_config(height, args.dataset, max(16, args.context + args.horizon))
         dataset = args.dataset
         if dataset is None:
@@ -239,11 +282,18 @@ def main() -> None:
         frames, actions = test_clips(dataset, args.batch, args.context + args.horizon, device)
         work = Workload(frames.to(dtype), actions, args.context, args.horizon, args.repeats)
         steps = args.steps or model.sampler_cfg.steps
-        hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
-        print(f"preset {args.preset} | {f'package {args.model}' if args.model else 'random weights'} | "
-              f"{device} ({hardware}) | {args.dtype} | DiT depth {model.model_cfg.depth} width "
-              f"{model.model_cfg.width} | {height}x{width} frames | batch {args.batch} | context {args.context} | "
-              f"horizon {args.horizon} | {model.sampler_cfg.solver} {steps} steps | median of {args.repeats}")
+        hardware = (
+            torch.cuda.get_device_name(device)
+            if device.type == "cuda"
+            else f"{torch.get_num_threads()} threads"
+        )
+        print(
+            f"preset {args.preset} | {f'package {args.model}' if args.model else 'random weights'} | "
+            f"{device} ({hardware}) | {args.dtype} | DiT depth {model.model_cfg.depth} width "
+            f"{model.model_cfg.width} | {height}x{width} frames | batch {args.batch} | "
+            f"context {args.context} | horizon {args.horizon} | {model.sampler_cfg.solver} {steps} steps | "
+            f"median of {args.repeats}"
+        )
 
         def with_steps(m):
             if args.steps:
@@ -251,14 +301,20 @@ def main() -> None:
             return m
 
         name = {"bfloat16": "bf16", "float32": "fp32"}[args.dtype]
-        row, reference = measure(name, "unquantized", with_steps(model.to(device=device, dtype=dtype)), work, None)
+        row, reference = measure(
+            name, "unquantized", with_steps(model.to(device=device, dtype=dtype)), work, None
+        )
         rows = [row]
         del model
         for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-            qcfg = QuantizeConfig(backend=backend, calibration_clips=args.calibration_clips, device=str(device),
-                                  compile=not args.no_compile)
+            qcfg = QuantizeConfig(
+                backend=backend,
+                calibration_clips=args.calibration_clips,
+                device=str(device),
+                compile=not args.no_compile,
+            )
             fp8, how = quantized(Path(source), qcfg, config, dataset, scratch, dtype)
             rows.append(measure(backend, how, with_steps(fp8), work, reference)[0])
             del fp8

@@ -84,6 +84,26 @@ def test_modelopt_quantizers_sit_in_the_configured_layers_only(quant_dataset, qu
     assert amax is not None and float(amax) > 0  # calibrated
 
 
+def test_modelopt_quantizes_a_vae_tokenizer_but_its_first_and_last_convolution(quant_dataset, quant_config):
+    from worldforge.models.config import ModelConfig, ObjectiveConfig, SamplerConfig, TokenizerConfig
+    from worldforge.models.world_model import WorldModel
+
+    vae = TokenizerConfig(
+        kind="vae", frame_size=(32, 32), base_channels=8, spatial_compression=4, temporal_compression=2
+    )
+    dit = ModelConfig(preset="tiny", num_actions=6)
+    model = WorldModel.from_config(vae, dit, ObjectiveConfig(), SamplerConfig(steps=1))
+    config = quant_config("data.clip_frames=5")  # 1 + 2 k frames for a 2x temporal compression
+    convs = {name for name, module in model.named_modules() if isinstance(module, torch.nn.Conv3d)}
+    model, record = quantize_model(model.eval(), fast(), calibration_batches(quant_dataset, config, fast()))
+
+    first_and_last = {"tokenizer.encoder.conv_in.conv", "tokenizer.decoder.conv_out.conv"}
+    assert {name for name in record.layers if name.startswith("tokenizer.")} == convs - first_and_last
+    assert first_and_last <= set(record.excluded_layers)
+    assert "tokenizer.decoder.conv_in.conv.input_quantizer" in enabled_quantizers(model)
+    assert "tokenizer.encoder.conv_in.conv.input_quantizer" not in enabled_quantizers(model)
+
+
 def test_torchao_quantizes_the_configured_linears_only(make_world_model):
     qcfg = fast("torchao", exclude=[*DEFAULT_EXCLUDE, "dit.blocks.0"])
     model, record = quantize_model(make_world_model(), qcfg)

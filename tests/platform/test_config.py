@@ -74,3 +74,17 @@ def test_top_level_must_be_a_mapping(tmp_path):
 def test_round_trip_through_dict():
     config = load_config(None, ["project.seed=5"])
     assert config_from_dict(config.model_dump()) == config
+
+
+def test_preset_extends_a_base_preset(tmp_path):
+    (tmp_path / "parent.yaml").write_text("project:\n  seed: 3\n  name: parent\n")
+    (tmp_path / "child.yaml").write_text("base: parent.yaml\nproject:\n  name: child\n")
+    config = load_config(tmp_path / "child.yaml")
+    assert (config.project.name, config.project.seed) == ("child", 3)
+
+
+def test_base_loop_is_an_error(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match="loops"):
+        load_config(tmp_path / "a.yaml")

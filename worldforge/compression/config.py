@@ -47,7 +47,8 @@ class QuantizeConfig(Section):
     backend: Literal["modelopt", "torchao"] = "modelopt"
     recipe: Literal["auto", "fp8_static", "fp8_dynamic", "fp8_weight_only"] = Field(
         "auto",
-        description="auto: modelopt -> fp8_static; torchao -> fp8_dynamic on CUDA >= 8.9, else fp8_weight_only",
+        description="auto: modelopt -> fp8_static; torchao -> fp8_dynamic on CUDA >= 8.9, "
+        "else fp8_weight_only",
     )
     granularity: Literal["per_row", "per_tensor"] = Field(
         "per_row",

@@ -61,7 +61,9 @@ def calibration_batches(dataset: Path, config: WorldforgeConfig, qcfg: QuantizeC
     )
 
 
-def calibration_loop(batches: list[Batch], steps: int, seed: int, seen: list[int]) -> Callable[[nn.Module], None]:
+def calibration_loop(
+    batches: list[Batch], steps: int, seed: int, seen: list[int]
+) -> Callable[[nn.Module], None]:
     """A forward loop that rolls the model out on every batch. A clip of L latent frames keeps
     1 + (i mod (L - 1)) of them as context (batch i) and generates the rest in `steps` solver
     steps, so the quantizers see every context length and noise level, prefill and cached steps.
@@ -72,11 +74,12 @@ def calibration_loop(batches: list[Batch], steps: int, seed: int, seen: list[int
         r = model.frames_per_latent
         generator = torch.Generator(device).manual_seed(seed)
         for index, batch in enumerate(batches):
-            frames, actions = batch["frames"].to(device), batch["actions"].to(device)  # (B, T, C, H, W), (B, T[, A])
+            frames = batch["frames"].to(device)  # (B, T, C, H, W)
+            actions = batch["actions"].to(device)  # (B, T) or (B, T, A)
             latent = 1 + (frames.shape[1] - 1) // r  # whole latent frames in the clip
             if latent < 2:
                 raise QuantizeError(
-                    f"data.clip_frames={frames.shape[1]}: calibration rollouts need clips of at least {1 + r} frames"
+                    f"data.clip_frames={frames.shape[1]}: calibration rollouts need >= {1 + r} frames"
                 )
             known = 1 + index % (latent - 1)
             context = frames[:, : 1 + (known - 1) * r]

@@ -151,7 +151,8 @@ def encode_state(value: Any, path: str = "modelopt_state") -> Any:
     if value is None or isinstance(value, (str, bool, int, float)):
         return value
     raise ModeloptStateError(
-        f"{path}: a {type(value).__name__} ({value!r:.80}) in modelopt's state cannot be stored without pickle"
+        f"{path}: a {type(value).__name__} ({value!r:.80}) in modelopt's state cannot be stored "
+        "without pickle"
     )
 
 

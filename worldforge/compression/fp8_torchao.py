@@ -49,7 +49,9 @@ def torchao_config(recipe: str, granularity: str, tune_inductor: bool):
     raise ValueError(f"unknown torchao recipe {recipe!r}")
 
 
-def quantize(model: nn.Module, layers: list[str], recipe: str, granularity: str, compile_layers: bool) -> nn.Module:
+def quantize(
+    model: nn.Module, layers: list[str], recipe: str, granularity: str, compile_layers: bool
+) -> nn.Module:
     """Quantize the `nn.Linear` layers named in `layers` in place; with `compile_layers`, compile
     each of them (dynamic shapes: the token count changes between prefill and generation)."""
     with _quiet():

@@ -78,7 +78,9 @@ def excluded(name: str, patterns: list[str]) -> bool:
 def fp8_shaped(module: nn.Module) -> bool:
     """FP8 matmuls (`torch._scaled_mm`) need both dimensions of a linear divisible by 16; a pruned
     width may not be."""
-    return not isinstance(module, nn.Linear) or (module.in_features % 16 == 0 and module.out_features % 16 == 0)
+    if not isinstance(module, nn.Linear):
+        return True
+    return module.in_features % 16 == 0 and module.out_features % 16 == 0
 
 
 def select_layers(model: nn.Module, exclude: list[str], backend: str) -> tuple[list[str], list[str]]:
@@ -88,7 +90,8 @@ def select_layers(model: nn.Module, exclude: list[str], backend: str) -> tuple[l
     modules = {name: m for name, m in model.named_modules() if isinstance(m, LAYER_TYPES[backend])}
     candidates = list(modules)
     kept = [name for name in candidates if excluded(name, exclude) or not fp8_shaped(modules[name])]
-    unused = [p for p in exclude if p not in DEFAULT_EXCLUDE and not any(excluded(n, [p]) for n in candidates)]
+    mine = [p for p in exclude if p not in DEFAULT_EXCLUDE]
+    unused = [p for p in mine if not any(excluded(name, [p]) for name in candidates)]
     if unused:
         warnings.warn(f"quantize.exclude: {unused} match no {backend}-quantizable layer", stacklevel=3)
     return [name for name in candidates if name not in kept], kept
@@ -117,11 +120,13 @@ def quantize_model(
     )
     if qcfg.backend == "modelopt":
         if not batches:
-            raise QuantizeError("modelopt FP8 calibrates on clips: quantize.calibration_clips must be >= 1")
+            raise QuantizeError("modelopt FP8 calibrates activation scales: pass calibration batches")
         seen: list[int] = []
         steps = qcfg.calibration_steps or model.sampler_cfg.steps
         fp8_modelopt.quantize(model, layers, calibration_loop(batches, steps, seed, seen))
-        record.calibration = {"clips": sum(seen), "rollouts": len(seen), "split": qcfg.calibration_split, "steps": steps}
+        record.calibration = {
+            "clips": sum(seen), "rollouts": len(seen), "split": qcfg.calibration_split, "steps": steps
+        }
         return model, record
     execution = plan_execution(qcfg.backend, recipe, record.granularity, parameter.device, parameter.dtype)
     if execution.fallback:
@@ -139,26 +144,33 @@ def restore_quantization(model: WorldModel, package: ModelPackage) -> WorldModel
     record; raises PackageError naming config.json or the extra file at fault."""
     record = read_record(package)
     parameter = next(model.parameters())
-    execution = plan_execution(record.backend, record.recipe, record.granularity, parameter.device, parameter.dtype)
+    device, dtype = parameter.device, parameter.dtype
+    execution = plan_execution(record.backend, record.recipe, record.granularity, device, dtype)
     if execution.fallback:
         warnings.warn(f"{package.path}: {execution.fallback}", QuantizationFallbackWarning, stacklevel=3)
     if record.backend == "torchao":
-        compile_layers = record.compile and parameter.device.type == "cuda"
-        return fp8_torchao.quantize(model, record.layers, execution.recipe, execution.granularity, compile_layers)
+        compile_layers = record.compile and device.type == "cuda"
+        recipe, granularity = execution.recipe, execution.granularity
+        return fp8_torchao.quantize(model, record.layers, recipe, granularity, compile_layers)
     state, tensors = package.extra(fp8_modelopt.STATE_FILE), package.extra(fp8_modelopt.TENSORS_FILE)
     try:
         model = fp8_modelopt.restore(model, state, tensors)
     except fp8_modelopt.ModeloptStateError as error:
         raise PackageError(str(error)) from None
     if execution.fp8_matmuls:
-        fp8_modelopt.enable_fp8_matmuls(model)
+        try:
+            fp8_modelopt.enable_fp8_matmuls(model)
+        except (RuntimeError, AssertionError, ValueError, TypeError) as error:  # an accelerator only
+            reason = f"{type(error).__name__}: {error}"
+            message = f"{package.path}: enabling modelopt's FP8 matmuls failed ({reason}); FP8 is simulated"
+            warnings.warn(message, QuantizationFallbackWarning, stacklevel=3)
     return model
 
 
 def read_record(package: ModelPackage) -> QuantizationRecord:
     """The validated `quantization` section of a package's config.json; raises PackageError."""
     if SECTION not in package.config:
-        raise PackageError(f"{package.path}/config.json: no {SECTION!r} section; the package is not quantized")
+        raise PackageError(f"{package.path}/config.json: no {SECTION!r} section; the model is not quantized")
     try:
         return QuantizationRecord.model_validate(package.config[SECTION])
     except ValidationError as error:

@@ -105,10 +105,10 @@ def register_and_promote(
     config: WorldforgeConfig, package: dict[str, str], stage: str, dataset_md5: str, parent: str = "", promote: bool = True
 ) -> dict[str, Any]:
     tags = {"dataset.dvc_md5": dataset_md5, "parent.model": parent}
-    version = register_task(package["path"], config.project.family, stage, tags)
+    version = register_task(config, package["path"], stage, tags)
     outcome: dict[str, Any] = {"version": version}
     if promote:
-        outcome["decision"] = promote_task(config, config.project.family, version)
+        outcome["decision"] = promote_task(config, version)
     return outcome
 
 
@@ -153,11 +153,12 @@ def evaluate_flow(
 
 @flow(name="promote", log_prints=True)
 def promote_flow(
-    family: str, version: str, preset: str = "quickstart", overrides: list[str] | None = None, root: str | None = None
+    version: str, preset: str = "quickstart", overrides: list[str] | None = None, root: str | None = None
 ) -> dict:
-    """Check the config's gates for `family` version `version` and move `champion` if they pass."""
+    """Check the config's gates for version `version` of the config's family and move `champion`
+    if they pass."""
     _, config = setup(preset, overrides, root)
-    return promote_task(config, family, version)
+    return promote_task(config, version)
 
 
 @flow(name="train_and_compress", log_prints=True)

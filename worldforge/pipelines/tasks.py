@@ -9,6 +9,7 @@ server that is briefly unreachable) with exponential backoff; other errors fail 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from prefect import task
 from prefect.tasks import exponential_backoff
 
 from worldforge.platform.config import WorldforgeConfig
+from worldforge.platform.project import Project
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,10 @@ def retry_transient(task, task_run, state) -> bool:
 
 
 def stage_cache_key(context, parameters: dict[str, Any]) -> str:
-    return f"{context.task.name}-{parameters['key']}"
+    """The stage key, scoped to the project: Prefect's result store may be shared by several
+    projects (one PREFECT_HOME), and a result names paths and runs of one project only."""
+    root = hashlib.sha256(str(Project.current().root).encode()).hexdigest()[:8]
+    return f"{context.task.name}-{root}-{parameters['key']}"
 
 
 def stage_task(name: str):
@@ -93,19 +98,32 @@ def evaluate_task(
 ) -> dict[str, Any]:
     from worldforge.evaluation import evaluate_package
 
-    return evaluate_package(package, Path(dataset), config.eval, reference=reference, track=True)
+    return evaluate_package(
+        package, Path(dataset), config.eval, reference=reference, track=True, experiment=config.project.experiment
+    )
 
 
 @task(name="register", retries=RETRIES, retry_delay_seconds=BACKOFF, retry_condition_fn=retry_transient)
-def register_task(package: str, family: str, stage: str, tags: dict[str, str]) -> str:
-    from worldforge.platform.registry import register_package
+def register_task(config: WorldforgeConfig, package: str, stage: str, tags: dict[str, str]) -> str:
+    """Register the package, or return the version that already holds it (same package md5 and
+    stage), so rerunning an unchanged pipeline does not pile up identical versions."""
+    from worldforge.platform.packages import package_md5
+    from worldforge.platform.registry import RegistryError, register_package, versions
 
-    return str(register_package(Path(package), family, stage, tags).version)
+    md5 = package_md5(package)
+    try:
+        for existing, _ in versions(config.project.family):
+            if existing.tags.get("package.md5") == md5 and existing.tags.get("stage") == stage:
+                log.info("package %s is already version %s of %s", package, existing.version, config.project.family)
+                return str(existing.version)
+    except RegistryError:  # no registered model of this family yet
+        pass
+    version = register_package(Path(package), config.project.family, stage, tags, experiment=config.project.experiment)
+    return str(version.version)
 
 
 @task(name="promote", retries=RETRIES, retry_delay_seconds=BACKOFF, retry_condition_fn=retry_transient)
-def promote_task(config: WorldforgeConfig, family: str, version: str) -> dict[str, Any]:
+def promote_task(config: WorldforgeConfig, version: str) -> dict[str, Any]:
     from worldforge.platform.registry import promote
 
-    decision = promote(family, version, config.registry)
-    return decision.as_dict()
+    return promote(config.project.family, version, config.registry).as_dict()

@@ -159,14 +159,43 @@ def validate(tree: dict[str, Any], source: str) -> WorldforgeConfig:
         raise ConfigError(describe_errors(error, source)) from None
 
 
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """`update` over `base`, section by section (mappings merge, everything else replaces)."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_preset(preset: str | Path, seen: tuple[Path, ...] = ()) -> tuple[dict[str, Any], str]:
+    """A preset's tree with its `base:` chain resolved (a preset may extend another by name or path)."""
+    path = resolve_preset(preset).resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: 'base' chain loops back to itself ({' -> '.join(map(str, seen))})")
+    tree = read_yaml(path)
+    base = tree.pop("base", None)
+    if base is None:
+        return tree, str(path)
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: 'base' must be a preset name or YAML path, got {base!r}")
+    if not Path(base).is_absolute() and Path(base).suffix in (".yaml", ".yml"):
+        base = str(path.parent / base)
+    base_tree, base_source = read_preset(base, seen + (path,))
+    return merge(base_tree, tree), f"{path} (base {base_source})"
+
+
 def load_config(preset: str | Path | None = None, overrides: list[str] | None = None) -> WorldforgeConfig:
-    """Load a preset name or YAML path (or the defaults when None) and apply dotted overrides."""
+    """Load a preset name or YAML path (or the defaults when None) and apply dotted overrides.
+
+    A preset may start with `base: OTHER` to extend another preset: its sections merge over it."""
     overrides = list(overrides or [])
     if preset is None:
         tree, source = {}, "defaults"
     else:
-        path = resolve_preset(preset)
-        tree, source = read_yaml(path), str(path)
+        tree, source = read_preset(preset)
     if overrides:
         source += " with overrides " + " ".join(overrides)
     return validate(apply_overrides(tree, overrides), source)

@@ -92,6 +92,7 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)  # the final validation
     checkpoint: Path | None = None
     nonfinite_skipped: int = 0
+    rates: dict[str, float] = field(default_factory=dict)  # throughput of the last log window
 
 
 def micro_seed(seed: int, index: int) -> int:
@@ -147,6 +148,7 @@ class Trainer:
         self.trained_micro = 0  # micro-batches this rank has trained on
         self.skipped = 0
         self.losses: list[float] = []
+        self.rates: dict[str, float] = {}
         self.progress = ProgressLine(task.name, steps, enabled=progress and self.rank == 0)
 
     # ---- state ---------------------------------------------------------------------------------
@@ -307,8 +309,9 @@ class Trainer:
             "train/lr": float(self.engine.get_lr()[0]),
             "train/peak_memory_mb": peak_memory_mb(self.device),
             "train/epoch": float(self.task.batches.state().get("epoch", 0)),
-            **{f"train/{k}": v for k, v in self.throughput.report().items()},
         }
+        self.rates = self.throughput.report()
+        metrics.update({f"train/{k}": v for k, v in self.rates.items()})
         if norms:
             metrics["train/grad_norm"] = sum(norms) / len(norms)
         for key in window[-1][2]:  # the objective's own logs (rank 0's), unless the trainer has the global value
@@ -380,7 +383,7 @@ class Trainer:
                 self._log(window)
             checkpoint = self.save_checkpoint() if saved_at != self.step else self.checkpoints.latest()
             metrics = self.validate()
-        return TrainResult(self.step, stopped, list(self.losses), metrics, checkpoint, self.skipped)
+        return TrainResult(self.step, stopped, list(self.losses), metrics, checkpoint, self.skipped, self.rates)
 
 
 def _short(metrics: dict[str, float]) -> str:

@@ -13,10 +13,16 @@ from typing import Optional
 
 import typer
 
+from worldforge.platform.cli import compress as compress_cli
 from worldforge.platform.cli import config as config_cli
 from worldforge.platform.cli import data as data_cli
 from worldforge.platform.cli import model as model_cli
+from worldforge.platform.cli import pipeline as pipeline_cli
+from worldforge.platform.cli import registry as registry_cli
+from worldforge.platform.cli import train as train_cli
 from worldforge.platform.cli.doctor import doctor
+from worldforge.platform.cli.evaluate import eval_command
+from worldforge.platform.cli.prune import prune_command
 
 app = typer.Typer(
     name="worldforge",
@@ -40,7 +46,13 @@ def main(
         os.environ["WORLDFORGE_ROOT"] = str(root.resolve())
 
 
-app.add_typer(config_cli.app, name="config")
 app.add_typer(data_cli.app, name="data")
 app.add_typer(model_cli.app, name="model")
+app.add_typer(train_cli.app, name="train")
+compress_cli.app.command("prune")(prune_command)
+app.add_typer(compress_cli.app, name="compress", help="Compress a model package: distill, prune, quantize.")
+app.command("eval")(eval_command)
+app.add_typer(registry_cli.app, name="registry")
+app.add_typer(pipeline_cli.app, name="pipeline")
+app.add_typer(config_cli.app, name="config")
 app.command()(doctor)

@@ -37,7 +37,8 @@ def quantize(
     out: Path | None = typer.Option(
         None,
         "--out",
-        help="Where the quantized package goes (default: <root>/packages/<family>-quantize-<backend>-<time>).",
+        help="Where the quantized package goes "
+        "(default: <root>/packages/<family>-quantize-<backend>-<time>).",
     ),
     track: bool = typer.Option(True, "--track/--no-track", help="Record an MLflow stage run `quantize`."),
     overrides: list[str] | None = OVERRIDES,
@@ -55,19 +56,16 @@ def quantize(
 
     with exit_on_error():
         resolved = load_config(config, list(overrides or []))
-        qcfg = (
-            getattr(resolved, "quantize", None) or QuantizeConfig()
-        )  # until the root config has the section
+        # The `quantize` section of the root config; its defaults while the root config has none.
+        qcfg = getattr(resolved, "quantize", None) or QuantizeConfig()
         if backend is not None:
             try:
                 qcfg = QuantizeConfig.model_validate({**qcfg.model_dump(), "backend": backend})
             except ValidationError as error:
                 raise QuantizeError(describe_errors(error, "--backend")) from None
         folder = dataset or default_output(resolved.data)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        destination = (
-            out or Project.current().packages / f"{resolved.project.family}-quantize-{qcfg.backend}-{stamp}"
-        )
+        name = f"{resolved.project.family}-quantize-{qcfg.backend}-{time.strftime('%Y%m%d-%H%M%S')}"
+        destination = out or Project.current().packages / name
         path = quantize_package(model, resolved, qcfg, folder, destination, track=track)
         _summary(load_package(path).config["quantization"])
     typer.echo(f"quantized package: {path}")
@@ -77,21 +75,18 @@ def _summary(record: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(show_header=False, title="FP8 quantization")
     calibration = record.get("calibration")
+    if calibration:
+        clips, split, steps = calibration["clips"], calibration["split"], calibration["steps"]
+        calibrated = f"{clips} clips of {split}, {steps} solver steps"
+    else:
+        calibrated = "none (weight scales from the weights, activation scales at run time)"
+    table = Table(show_header=False, title="FP8 quantization")
     for field, value in (
-        (
-            "backend / recipe",
-            f"{record['backend']} {record['recipe']} ({record['granularity']} scales, {record['format']})",
-        ),
+        ("backend / recipe", f"{record['backend']} {record['recipe']} ({record['granularity']} scales)"),
         ("quantized layers", str(len(record["layers"]))),
         ("kept in high precision", ", ".join(record["excluded_layers"]) or "none"),
-        (
-            "calibration",
-            f"{calibration['clips']} clips of {calibration['split']}, {calibration['steps']} solver steps"
-            if calibration
-            else "none (scales computed from the weights and at run time)",
-        ),
+        ("calibration", calibrated),
         ("quantized on", record["quantized_on"]),
     ):
         table.add_row(field, value)

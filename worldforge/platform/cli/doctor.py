@@ -150,10 +150,10 @@ def run_checks() -> list[Check]:
 
 
 def doctor() -> None:
-    """Check each real component live: packages, torch device, DeepSpeed accelerator, MLflow
-    tracking (creates and deletes a run), DVC (tracks and pushes a probe), Prefect (runs a flow).
+    """Check each real component live and print a pass/fail table with the fix for each failure.
 
-    Exits 1 if any check fails; each failing row says what to do."""
+    Checks: packages, torch device, DeepSpeed accelerator, MLflow tracking (creates and deletes a
+    run), DVC (tracks and pushes a probe), Prefect (runs a flow on its API). Exits 1 on any failure."""
     from rich.console import Console
     from rich.table import Table
 
