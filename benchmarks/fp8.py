@@ -100,24 +100,21 @@ def synthetic_model(preset: str, frame_size: int | None, steps: int | None) -> W
     return world.eval()
 
 
-def data_config(size: int, dataset: Path | None, frames: int) -> WorldforgeConfig:
-    """The `data` section of the calibration clips (and of the dataset built when there is none)."""
+def data_config(size: int, dataset: Path | None, frames: int, test_episodes: int, calibration_clips: int):
+    """The `data` section of the calibration clips, and of the dataset built when there is none:
+    half train, half test, with enough of each for the calibration and the test batch."""
     if dataset is not None:
         from worldforge.data.manifest import read_manifest
 
         frames = read_manifest(dataset).window_frames
-    return load_config(
-        None,
-        [
-            f"data.resolution={size}",
-            "data.episodes=24",
-            f"data.episode_frames={frames}",
-            f"data.window_frames={frames}",
-            f"data.clip_frames={min(8, frames)}",
-            "data.clip_stride=4",
-            "data.loader.batch_size=4",
-        ],
-    )
+    clip = min(8, frames)
+    clips_per_episode = (frames - clip) // 4 + 1
+    half = max(test_episodes, -(-calibration_clips // clips_per_episode), 12)
+    return load_config(None, [
+        f"data.resolution={size}", f"data.episodes={2 * half}", "data.splits={train: 0.5, test: 0.5}",
+        f"data.episode_frames={frames}", f"data.window_frames={frames}", f"data.clip_frames={clip}",
+        "data.clip_stride=4", "data.loader.batch_size=4",
+    ])  # fmt: skip
 
 
 def test_clips(dataset: Path, batch: int, length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -209,7 +206,7 @@ def quantized(
 
 def print_table(rows: list[Row]) -> None:
     header = (
-        f"{'variant':<9} | {'denoise fps':>11} | {'x bf16':>6} | {'e2e fps':>8} | {'peak MiB':>8} | "
+        f"{'variant':<9} | {'denoise fps':>11} | {'speedup':>7} | {'e2e fps':>8} | {'peak MiB':>8} | "
         f"{'weights MiB':>11} | {'PSNR dB':>7} | {'dPSNR':>6} | {'vs ref dB':>9} | how"
     )
     print(header)
@@ -219,7 +216,7 @@ def print_table(rows: list[Row]) -> None:
         peak = f"{row.peak_mib:8.0f}" if row.peak_mib is not None else f"{'n/a':>8}"
         vs_ref = f"{row.psnr_vs_ref:9.2f}" if row.psnr_vs_ref is not None else f"{'-':>9}"
         print(
-            f"{row.name:<9} | {row.denoise_fps:11.2f} | {row.denoise_fps / base.denoise_fps:6.2f} | "
+            f"{row.name:<9} | {row.denoise_fps:11.2f} | {row.denoise_fps / base.denoise_fps:7.2f} | "
             f"{row.e2e_fps:8.2f} | {peak} | {row.weights_mib:11.1f} | {row.psnr:7.2f} | "
             f"{row.psnr - base.psnr:+6.2f} | {vs_ref} | {row.how}"
         )
@@ -273,13 +270,14 @@ def main() -> None:
             raise SystemExit(
                 f"frames are {height}x{width}; the simulator records square frames: pass --dataset"
             )
-        config = data_config(height, args.dataset, max(16, args.context + args.horizon))
+        length = args.context + args.horizon
+        config = data_config(height, args.dataset, max(16, length), args.batch, args.calibration_clips)
         dataset = args.dataset
         if dataset is None:
             from worldforge.data.shards import build_dataset
 
             dataset = build_dataset(config, scratch / "sim", track=False, progress=False).path
-        frames, actions = test_clips(dataset, args.batch, args.context + args.horizon, device)
+        frames, actions = test_clips(dataset, args.batch, length, device)
         work = Workload(frames.to(dtype), actions, args.context, args.horizon, args.repeats)
         steps = args.steps or model.sampler_cfg.steps
         hardware = (

@@ -113,3 +113,19 @@ def test_throughput_reports_rates_over_the_clock_and_mfu_against_the_peak():
     assert rates["tflops"] == pytest.approx(16e6 / 1e12)
     assert rates["mfu"] == pytest.approx(16e6 / (2 * 1e9))
     assert math.isclose(Throughput(8, 64, 1, None).report()["samples_per_s"], 0.0)
+
+
+@pytest.mark.parametrize("preset", ["quickstart", "h100-base"])
+def test_presets_describe_a_trainable_run(preset: str):
+    from worldforge.models.world_model import WorldModel
+    from worldforge.platform.config import load_config
+
+    config = load_config(preset)
+    with torch.device("meta"):
+        model = WorldModel(config.tokenizer, config.model, config.objective, config.sampler)
+    r = model.frames_per_latent
+    assert (config.data.clip_frames - 1) % r == 0  # clips are whole latent frames
+    assert model.tokenizer.latent_frames(config.data.clip_frames) <= model.model_cfg.context_window
+    assert config.data.resolution == config.tokenizer.frame_size[0]
+    assert config.eval.context_frames + config.eval.horizon <= config.data.episode_frames
+    build_deepspeed_config(config.train, lr=config.train.lr, world_size=1, precision="fp32")

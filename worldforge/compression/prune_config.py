@@ -56,8 +56,8 @@ class PruneConfig(Section):
         description="what the pruned DiT keeps: params|flops (fraction) and/or depth|heads|mlp_hidden (counts)",
     )
     units: list[Literal["heads", "mlp", "blocks"]] = Field(
-        default_factory=lambda: ["heads", "mlp"],
-        description="what a params/flops budget may remove; blocks (depth) only when listed",
+        default_factory=lambda: ["blocks", "heads", "mlp"],
+        description="what a params/flops budget may remove (a block goes only when it is the cheapest loss per cost)",
     )
     mlp_multiple: int = Field(
         8, ge=1, description="MLP channels are removed in groups of this many (GPU-friendly widths)"

@@ -135,17 +135,23 @@ class ModelConfig(Section):
 
 
 class ObjectiveConfig(Section):
-    """Flow matching with diffusion forcing: every frame gets its own noise level."""
+    """Flow matching with diffusion forcing: every frame gets its own noise level.
+
+    Defaults are chosen for the patch tokenizer, whose tokens are raw pixel patches (192 values):
+    predicting x0 (trained through the velocity loss, as in JiT, "Back to Basics", 2025) learned far
+    faster than predicting velocity on 64x64 moving-square clips (rollout PSNR 17 vs 11 dB after the
+    same ~5 CPU-minutes), and half of the clips are trained as a rollout sees them (clean context,
+    noisy later frames): with independent noise levels alone, an all-clean context is rare."""
 
     prediction: Literal["velocity", "x0"] = Field(
-        "velocity", description="what the network outputs; the loss is on velocity either way"
+        "x0", description="what the network outputs; the loss is on velocity either way"
     )
     noise_schedule: Literal["logit_normal", "uniform"] = "logit_normal"
     logit_mean: float = 0.0
     logit_std: float = Field(1.0, gt=0)
     per_frame_noise: bool = Field(True, description="diffusion forcing; False: one level per clip")
     clean_context_prob: float = Field(
-        0.0, ge=0.0, le=1.0,
+        0.5, ge=0.0, le=1.0,
         description="chance that a clip's frames before a random split are clean (no loss on them), as in a rollout",
     )
     x0_min_level: float = Field(0.05, gt=0, description="x0 prediction: v = (x_t - x0) / max(t, this)")

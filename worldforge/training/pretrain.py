@@ -145,7 +145,8 @@ def run_stage(
             "checkpoint": str(result.checkpoint) if result.checkpoint else None,
         }
         metrics = {k.removeprefix("val/"): v for k, v in result.metrics.items()}
-        metrics["train_loss"] = sum(result.losses[-10:]) / max(1, len(result.losses[-10:]))
+        if result.losses:
+            metrics["train_loss"] = sum(result.losses[-10:]) / len(result.losses[-10:])
         trainer.export_package(out, lineage, metrics)
         if info.is_main:
             _track_package(out, result, stage)

@@ -334,7 +334,8 @@ class Trainer:
             self.checkpoints.clear()
         budget = self.train.max_minutes
         deadline = time.monotonic() + budget * 60 if budget else math.inf
-        stopped, saved_at, window, metrics = "steps", -1, [], {}
+        stopped, window, metrics = "steps", [], {}
+        saved_at = self.step if self.checkpoints.latest() is not None else -1  # resumed: that step is saved
         self.engine.train()
         with StopRequest() as stop, self.progress:
             self.progress.advance(self.step)
