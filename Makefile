@@ -10,6 +10,7 @@ PY := $(VENV)/bin/python
 TORCH_CPU_SPEC ?= torch==2.13.0
 TORCH_CPU_INDEX ?=
 PYTEST_ARGS ?=
+DEMO_CONFIG ?= quickstart
 
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
@@ -43,7 +44,7 @@ install-dev: $(VENV)/.installed-dev
 
 ## demo: the quickstart pipeline on embedded defaults (project root: ./demo-project)
 demo: install
-	WORLDFORGE_ROOT=$(CURDIR)/demo-project $(VENV)/bin/worldforge doctor
+	WORLDFORGE_ROOT=$(CURDIR)/demo-project $(VENV)/bin/worldforge pipeline run $(DEMO_CONFIG)
 
 ## test: the test suite (slow tests excluded; `make test-all` runs them too)
 test: install-dev

@@ -28,6 +28,16 @@ HEAD_PARAMS = 3 * HEAD_DIM * (WIDTH + 1) + WIDTH * HEAD_DIM  # qkv rows + biases
 CHANNEL_PARAMS = (WIDTH + 1) + WIDTH  # fc1 row + bias, fc2 column
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: the tiny model's matmuls are too small to share, and on a busy
+    2-core machine two threads mostly wait for each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_model(seed: int = 0) -> WorldModel:
     torch.manual_seed(seed)
     model = WorldModel.from_config(
@@ -230,8 +240,9 @@ def test_pruned_package_round_trips_with_its_config_and_lineage(project, tiny_da
     assert torch.equal(dit_output(loaded), dit_output(apply_plan(model, plan)))
 
 
-def test_cli_prunes_a_package_and_records_a_stage_run(project, tiny_dataset, tmp_path):
-    """`worldforge compress prune` (registered by the compress group; a one-command app here)."""
+def test_cli_prunes_a_package_and_records_a_stage_run(tracked_quant_project, tiny_dataset, tmp_path):
+    """`worldforge compress prune` (registered by the compress group; a one-command app here).
+    `tracked_quant_project` (conftest.py): a fresh project whose MLflow store is already migrated."""
     import mlflow
     import typer
     import yaml
@@ -259,7 +270,7 @@ def test_cli_prunes_a_package_and_records_a_stage_run(project, tiny_dataset, tmp
     assert f"pruned package: {tmp_path / 'pruned'}" in result.output
     package = load_package(tmp_path / "pruned")
     assert count_parameters(package.build().dit) <= 0.7 * count_parameters(model.dit)
-    configure(project)
+    configure(tracked_quant_project)
     run = mlflow.get_run(package.lineage["mlflow_run_id"])
     assert run.data.tags["stage"] == "prune"
     assert run.data.tags["parent.model"] == str(source)

@@ -1,0 +1,119 @@
+"""A real Prefect server and process worker on loopback: `worldforge pipeline deploy` registers the
+deployments of infra/prefect/prefect.yaml with their cron schedules, and a triggered run of
+train_and_compress (tiny preset) is picked up by the worker and completes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url: str, process: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(1)
+    raise TimeoutError(f"{url} not up after {timeout}s")
+
+
+@pytest.fixture
+def prefect_server(tmp_path):
+    port = free_port()
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect-server"),
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{tmp_path / 'prefect.db'}",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+    }
+    log = open(tmp_path / "server.log", "w")
+    server = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for(f"http://127.0.0.1:{port}/api/health", server)
+        yield f"http://127.0.0.1:{port}/api"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+def test_deploy_schedule_trigger_and_complete_on_a_worker(prefect_server, project, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    env = {**os.environ, "PREFECT_API_URL": prefect_server, "WORLDFORGE_ROOT": str(project.root)}
+    subprocess.run(
+        [str(BIN / "prefect"), "work-pool", "create", "worldforge-process", "--type", "process"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    deployed = subprocess.run(
+        [str(BIN / "worldforge"), "pipeline", "deploy", "-n", "nightly-train-and-compress"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+
+    worker_log = open(tmp_path / "worker.log", "w")
+    worker = subprocess.Popen(
+        [str(BIN / "prefect"), "worker", "start", "--pool", "worldforge-process", "--type", "process"],
+        env={**env, "PREFECT_WORKER_QUERY_SECONDS": "2"},
+        stdout=worker_log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        with temporary_settings({PREFECT_API_URL: prefect_server}):
+            flow_run = run_deployment(
+                "train_and_compress/nightly-train-and-compress",
+                parameters={"preset": "tiny"},
+                timeout=600,
+            )
+
+            async def read_schedules():
+                async with get_client() as client:
+                    deployment = await client.read_deployment_by_name("train_and_compress/nightly-train-and-compress")
+                    return [schedule.schedule.cron for schedule in deployment.schedules]
+
+            import asyncio
+
+            crons = asyncio.run(read_schedules())
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+        worker_log.close()
+    assert flow_run.state.is_completed(), (tmp_path / "worker.log").read_text()[-4000:]
+    assert crons == ["0 2 * * *"]
+    packages = [p for p in (project.root / "packages").glob("worldforge-sim-tiny-ci-pretrain_world-*") if p.is_dir()]
+    assert packages and (packages[0] / "metrics.json").is_file()
