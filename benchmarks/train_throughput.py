@@ -40,7 +40,12 @@ class SyntheticClips:
                 if model.action_space == "discrete"
                 else torch.randn(b, t, model.action_dim)
             )
-            self.batches.append({"frames": torch.rand(b, t, config.tokenizer.frame_channels, h, w) * 2 - 1, "actions": actions})
+            self.batches.append(
+                {
+                    "frames": torch.rand(b, t, config.tokenizer.frame_channels, h, w) * 2 - 1,
+                    "actions": actions,
+                }
+            )
         self.drawn = 0
 
     def __next__(self) -> dict[str, torch.Tensor]:
@@ -92,12 +97,16 @@ def measure(config: WorldforgeConfig, stage: str, warmup: int, steps: int, folde
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("preset", nargs="?", default="quickstart")
     parser.add_argument("-o", "--override", dest="overrides", action="append", default=[])
     parser.add_argument("--stages", nargs="+", default=["zero0", "zero1", "zero2", "zero3"])
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
-    parser.add_argument("--steps", type=int, default=6, help="timed steps (rounded to a multiple of --warmup)")
+    parser.add_argument(
+        "--steps", type=int, default=6, help="timed steps (rounded to a multiple of --warmup)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     config = load_config(args.preset, args.overrides)
@@ -121,8 +130,14 @@ def main() -> None:
     for stage, rates in rows:
         mfu = f"{rates['mfu']:.1%}" if "mfu" in rates else "n/a (peak unknown)"
         tflops = f"{rates['tflops']:.3f}" if "tflops" in rates else "-"
-        table.add_row(stage, str(rates["zero_stage"]), f"{rates['samples_per_s']:.2f}", f"{rates['tokens_per_s']:.0f}",
-                      tflops, mfu)
+        table.add_row(
+            stage,
+            str(rates["zero_stage"]),
+            f"{rates['samples_per_s']:.2f}",
+            f"{rates['tokens_per_s']:.0f}",
+            tflops,
+            mfu,
+        )
     Console().print(table)
 
 

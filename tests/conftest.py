@@ -7,14 +7,12 @@ remotes are temp folders, Prefect runs its ephemeral API with a home of its own.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
-import dvc  # noqa: F401  (see below)
-import pytest
+import tempfile
 
-# `import dvc` binds DVC's log handlers to the sys.stdout of that moment. Imported here, that is
-# pytest's stream for the whole session; imported first inside a CliRunner invocation, it would be
-# the runner's stream, closed when the invocation ends, and every later DVC call would fail to log.
+import pytest
 
 # Set before any test imports prefect/deepspeed; these only steer where things go and keep
 # everything offline.
@@ -23,13 +21,28 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+# One Prefect home (profiles, result cache, ephemeral database) for the session, never ~/.prefect.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="worldforge-tests-prefect-")
+
+# DVC and Prefect bind their log handlers to the sys.stdout/sys.stderr of the moment they are
+# imported. Imported here, that is pytest's stream for the whole session; imported first inside a
+# CliRunner invocation, it would be the runner's stream, closed when the invocation ends, and every
+# later log call in the session would fail.
+import dvc  # noqa: E402, F401
+from prefect.logging.handlers import PrefectConsoleHandler  # noqa: E402
+
+# Prefect's console handler is rebuilt (bound to the sys.stderr of that moment) whenever an
+# ephemeral server starts, which in a CLI test is CliRunner's stream, closed after the invocation.
+# Tests write its records to whatever sys.stderr is current instead.
+_console_emit = PrefectConsoleHandler.emit
 
 
-@pytest.fixture(scope="session", autouse=True)
-def prefect_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("prefect-home")
-    os.environ["PREFECT_HOME"] = str(home)
-    return home
+def _emit_to_current_stderr(self, record):
+    self.stream = self.console.file = sys.stderr
+    _console_emit(self, record)
+
+
+PrefectConsoleHandler.emit = _emit_to_current_stderr
 
 
 @pytest.fixture

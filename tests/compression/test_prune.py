@@ -14,8 +14,8 @@ import torch
 from worldforge.compression.prune import PRUNING_FILE, model_cost, prune_model, prune_package
 from worldforge.compression.prune_config import PruneConfig, RecoveryConfig, parse_target
 from worldforge.compression.prune_importance import importance_scores
+from worldforge.compression.prune_plan import BlockPlan, PrunePlan, PrunePlanError
 from worldforge.compression.prune_recovery import RecoveryObjective
-from worldforge.compression.prune_plan import BlockPlan, PrunePlan, PrunePlanError, plan_pruning
 from worldforge.compression.prune_surgery import apply_plan
 from worldforge.models.config import ModelConfig, ObjectiveConfig, SamplerConfig, TokenizerConfig
 from worldforge.models.flops import count_parameters
@@ -41,7 +41,10 @@ def one_thread():
 def tiny_model(seed: int = 0) -> WorldModel:
     torch.manual_seed(seed)
     model = WorldModel.from_config(
-        TokenizerConfig(frame_size=(32, 32)), ModelConfig(preset="tiny", num_actions=6), ObjectiveConfig(), SamplerConfig(steps=2)
+        TokenizerConfig(frame_size=(32, 32)),
+        ModelConfig(preset="tiny", num_actions=6),
+        ObjectiveConfig(),
+        SamplerConfig(steps=2),
     ).eval()
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -98,7 +101,9 @@ def test_pruned_model_rolls_out_with_the_kv_cache_as_without():
     context, actions = batch["frames"][:, :2], batch["actions"]
 
     cached = rollout(pruned, context, actions, horizon=3, generator=torch.Generator().manual_seed(0))
-    recomputed = rollout(pruned, context, actions, horizon=3, use_cache=False, generator=torch.Generator().manual_seed(0))
+    recomputed = rollout(
+        pruned, context, actions, horizon=3, use_cache=False, generator=torch.Generator().manual_seed(0)
+    )
 
     assert cached.frames.shape == (2, 3, 3, 32, 32)
     assert cached.peak_cache_frames > 0
@@ -147,7 +152,9 @@ def test_removing_units_that_write_nothing_leaves_the_output_unchanged():
 def test_importance_ranks_a_zeroed_head_least_important(method):
     model = tiny_model()
     with torch.no_grad():
-        model.dit.blocks[1].attn.proj.weight[:, 2 * HEAD_DIM : 3 * HEAD_DIM] = 0  # block 1, head 2 writes nothing
+        model.dit.blocks[1].attn.proj.weight[:, 2 * HEAD_DIM : 3 * HEAD_DIM] = (
+            0  # block 1, head 2 writes nothing
+        )
 
     scores = importance_scores(model, [clips()], method, clips=4)
 
@@ -169,7 +176,9 @@ def test_scores_are_deterministic_and_use_only_the_requested_clips():
 
 
 def test_an_unreachable_budget_names_the_target_and_what_is_reachable():
-    with pytest.raises(PrunePlanError, match=r"prune.target params=0.05: removing heads reaches at best 0\.\d+"):
+    with pytest.raises(
+        PrunePlanError, match=r"prune.target params=0.05: removing heads reaches at best 0\.\d+"
+    ):
         prune(tiny_model(), target={"params": 0.05}, units=["heads"])
     with pytest.raises(PrunePlanError, match="prune.target heads=5: block 0 has only 4"):
         prune(tiny_model(), target={"heads": 5})
@@ -209,14 +218,33 @@ def dataset_config(*overrides: str):
     """The tiny dataset's config, and a recovery that trains in seconds on the CPU."""
     from worldforge.platform.config import load_config
 
-    return load_config(None, [
-        "data.resolution=32", "data.episodes=16", "data.episode_frames=16", "data.window_frames=8",
-        "data.clip_frames=4", "data.clip_stride=2", "data.shards.maxcount=3", "data.loader.batch_size=4",
-        "data.loader.shuffle_buffer=16", "tokenizer.frame_size=[32,32]", "model.num_actions=6",
-        "train.batch_size=2", "train.deepspeed=zero0", "train.warmup_steps=1", "train.ema_decay=0",
-        "train.checkpoint_every=0", "train.validation.every=0", "train.validation.episodes=2",
-        "train.system_metrics=false", "eval.context_frames=2", "eval.horizon=2", *overrides,
-    ])
+    return load_config(
+        None,
+        [
+            "data.resolution=32",
+            "data.episodes=16",
+            "data.episode_frames=16",
+            "data.window_frames=8",
+            "data.clip_frames=4",
+            "data.clip_stride=2",
+            "data.shards.maxcount=3",
+            "data.loader.batch_size=4",
+            "data.loader.shuffle_buffer=16",
+            "tokenizer.frame_size=[32,32]",
+            "model.num_actions=6",
+            "train.batch_size=2",
+            "train.deepspeed=zero0",
+            "train.warmup_steps=1",
+            "train.ema_decay=0",
+            "train.checkpoint_every=0",
+            "train.validation.every=0",
+            "train.validation.episodes=2",
+            "train.system_metrics=false",
+            "eval.context_frames=2",
+            "eval.horizon=2",
+            *overrides,
+        ],
+    )
 
 
 def test_pruned_package_round_trips_with_its_config_and_lineage(project, tiny_dataset, tmp_path):
@@ -236,7 +264,9 @@ def test_pruned_package_round_trips_with_its_config_and_lineage(project, tiny_da
     assert package.lineage["parent_md5"] and package.lineage["dataset_md5"] is None  # dataset not DVC-tracked
     assert record["scores"]["clips"] == 8
     loaded = package.build()
-    assert package.metrics["parameters_dit"] == count_parameters(loaded.dit) <= 0.7 * count_parameters(model.dit)
+    assert (
+        package.metrics["parameters_dit"] == count_parameters(loaded.dit) <= 0.7 * count_parameters(model.dit)
+    )
     assert torch.equal(dit_output(loaded), dit_output(apply_plan(model, plan)))
 
 
@@ -257,7 +287,11 @@ def test_cli_prunes_a_package_and_records_a_stage_run(tracked_quant_project, tin
     model = tiny_model()
     source = save_package(tmp_path / "source", package_config(model), model)
     preset = tmp_path / "tiny.yaml"
-    preset.write_text(yaml.safe_dump({"data": dataset_config().data.model_dump(mode="json")}))
+    preset.write_text(
+        yaml.safe_dump(
+            {"data": dataset_config().data.model_dump(mode="json"), "prune": {"calibration_clips": 4}}
+        )
+    )
     common = ["prune", str(preset), "--model", str(source), "--dataset", str(tiny_dataset), "--no-recover"]
 
     bad = CliRunner().invoke(app, [*common, "--target", "params=1.5", "--out", str(tmp_path / "bad")])
@@ -276,6 +310,7 @@ def test_cli_prunes_a_package_and_records_a_stage_run(tracked_quant_project, tin
     assert run.data.tags["parent.model"] == str(source)
     assert run.data.metrics["kept.parameters_dit"] <= 0.7
     assert run.data.params["prune.method"] == "taylor"
+    assert run.data.params["prune.calibration_clips"] == "4"
 
 
 def test_recovery_loss_has_no_distillation_term_for_an_identical_student():
@@ -295,9 +330,13 @@ def test_recovery_loss_has_no_distillation_term_for_an_identical_student():
 def test_recovery_fine_tunes_the_pruned_model_on_the_shared_trainer(project, tiny_dataset, tmp_path):
     model = tiny_model()
     source = save_package(tmp_path / "source", package_config(model), model)
-    prune_cfg = PruneConfig(target={"params": 0.7}, calibration_clips=4, recovery=RecoveryConfig(steps=3, lr=1e-3))
+    prune_cfg = PruneConfig(
+        target={"params": 0.7}, calibration_clips=4, recovery=RecoveryConfig(steps=3, lr=1e-3)
+    )
 
-    out = prune_package(source, dataset_config(), prune_cfg, tiny_dataset, project.packages / "pruned", recover=True)
+    out = prune_package(
+        source, dataset_config(), prune_cfg, tiny_dataset, project.packages / "pruned", recover=True
+    )
 
     package = load_package(out)
     record = json.loads((out / PRUNING_FILE).read_text())

@@ -11,7 +11,7 @@ import pytest
 # The torchrun worker (training_runs.py) beside this file is imported by the tests too.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from training_runs import tiny_config  # noqa: E402
+from training_runs import tiny_config
 
 
 @pytest.fixture(name="tiny_config")

@@ -26,10 +26,16 @@ from worldforge.training.throughput import Throughput
 def test_infra_holds_a_config_per_zero_stage_and_offload_variants():
     assert {"zero0", "zero1", "zero2", "zero3", "zero2-offload", "zero3-offload"} <= set(known_configs())
     for stage in range(4):
-        config = build_deepspeed_config(TrainConfig(deepspeed=f"zero{stage}"), lr=1e-3, world_size=1, precision="fp32")
+        config = build_deepspeed_config(
+            TrainConfig(deepspeed=f"zero{stage}"), lr=1e-3, world_size=1, precision="fp32"
+        )
         assert zero_stage(config) == stage and not offloads_optimizer(config)
-    offload = build_deepspeed_config(TrainConfig(deepspeed="zero3-offload"), lr=1e-3, world_size=1, precision="bf16")
-    assert offloads_optimizer(offload) and "torch_adam" not in offload["optimizer"]["params"]  # DeepSpeed's CPU Adam
+    offload = build_deepspeed_config(
+        TrainConfig(deepspeed="zero3-offload"), lr=1e-3, world_size=1, precision="bf16"
+    )
+    assert (
+        offloads_optimizer(offload) and "torch_adam" not in offload["optimizer"]["params"]
+    )  # DeepSpeed's CPU Adam
 
 
 def test_batch_optimizer_clipping_and_precision_come_from_the_train_section():
@@ -39,16 +45,27 @@ def test_batch_optimizer_clipping_and_precision_come_from_the_train_section():
     assert config["gradient_accumulation_steps"] == 4
     assert config["train_batch_size"] == 3 * 4 * 8
     assert config["gradient_clipping"] == 0.5 and config["bf16"] == {"enabled": True}
-    assert config["optimizer"]["params"]["lr"] == 2e-4 and config["optimizer"]["params"]["weight_decay"] == 0.1
+    assert (
+        config["optimizer"]["params"]["lr"] == 2e-4 and config["optimizer"]["params"]["weight_decay"] == 0.1
+    )
 
 
 def test_a_deepspeed_json_may_not_set_what_the_train_section_owns(tmp_path: Path):
     path = tmp_path / "mine.json"
-    path.write_text(json.dumps({"zero_optimization": {"stage": 2}, "train_micro_batch_size_per_gpu": 4, "bf16": "auto"}))
-    with pytest.raises(DeepSpeedConfigError, match=r"mine.json: sets train_micro_batch_size_per_gpu.*train.batch_size"):
+    path.write_text(
+        json.dumps({"zero_optimization": {"stage": 2}, "train_micro_batch_size_per_gpu": 4, "bf16": "auto"})
+    )
+    with pytest.raises(
+        DeepSpeedConfigError, match=r"mine.json: sets train_micro_batch_size_per_gpu.*train.batch_size"
+    ):
         build_deepspeed_config(TrainConfig(deepspeed=str(path)), lr=1e-3, world_size=1, precision="fp32")
     path.write_text(json.dumps({"zero_optimization": {"stage": 2}, "bf16": "auto"}))  # "auto" is fine
-    assert zero_stage(build_deepspeed_config(TrainConfig(deepspeed=str(path)), lr=1e-3, world_size=1, precision="fp32")) == 2
+    assert (
+        zero_stage(
+            build_deepspeed_config(TrainConfig(deepspeed=str(path)), lr=1e-3, world_size=1, precision="fp32")
+        )
+        == 2
+    )
     with pytest.raises(DeepSpeedConfigError, match="zero7.*known: .*zero3"):
         build_deepspeed_config(TrainConfig(deepspeed="zero7"), lr=1e-3, world_size=1, precision="fp32")
 
@@ -96,8 +113,8 @@ def test_ema_shards_gather_to_the_average_of_whole_parameters():
             p.add_(1.0)
     ema.update()  # warm-up decay min(0.5, 1/10) = 0.1: 10% old, 90% new
     assert ema.current_decay == pytest.approx(2 / 11)
-    for name in start:
-        torch.testing.assert_close(ema.full(name), start[name] + 0.9)
+    for name, value in start.items():
+        torch.testing.assert_close(ema.full(name), value + 0.9)
     restored = ShardedEMA(layer, decay=0.5)
     restored.load_state_dict(ema.state_dict())
     torch.testing.assert_close(restored.full("weight"), ema.full("weight"))

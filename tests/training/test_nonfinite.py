@@ -38,16 +38,26 @@ class Corrupting:
         self.batches.restore(state)
 
 
-def trainer(config, dataset: Path, checkpoints: Path, at: set[int] | None, mode: str, track: bool = False) -> Trainer:
+def trainer(
+    config, dataset: Path, checkpoints: Path, at: set[int] | None, mode: str, track: bool = False
+) -> Trainer:
     task = world_task(config, build_model(config), dataset, rank=0, world_size=1)
     task.validate = None
     task.batches = Corrupting(task.batches, at, mode)
     return Trainer(
-        task, config.train, steps=config.train.steps, lr=config.train.lr, seed=0, checkpoint_dir=checkpoints, track=track
+        task,
+        config.train,
+        steps=config.train.steps,
+        lr=config.train.lr,
+        seed=0,
+        checkpoint_dir=checkpoints,
+        track=track,
     )
 
 
-def test_nan_batch_is_skipped_reported_and_not_trained_on(project, tiny_config, tiny_dataset: Path, tmp_path: Path):
+def test_nan_batch_is_skipped_reported_and_not_trained_on(
+    project, tiny_config, tiny_dataset: Path, tmp_path: Path
+):
     import mlflow
 
     from worldforge.platform import tracking
@@ -74,7 +84,9 @@ def test_nan_batch_is_skipped_reported_and_not_trained_on(project, tiny_config, 
     assert "non-finite loss" in note and "step 3" in note and "episode" in note
 
 
-def test_loss_that_stays_nan_stops_the_run_with_weights_untouched(project, tiny_config, tiny_dataset: Path, tmp_path: Path):
+def test_loss_that_stays_nan_stops_the_run_with_weights_untouched(
+    project, tiny_config, tiny_dataset: Path, tmp_path: Path
+):
     config = tiny_config("train.steps=4", "train.ema_decay=0", "train.max_nonfinite=2")
     run = trainer(config, tiny_dataset, tmp_path / "nan", at=None, mode="nan")
     before = consolidated_state(run.engine.module, "model.")

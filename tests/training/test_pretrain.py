@@ -41,9 +41,14 @@ def stage_run(experiment: str, stage: str):
     return client, runs[0]
 
 
-def test_pretrain_world_tracks_metrics_artifacts_and_a_dvc_package(project, tiny_config, tracked_dataset: Path):
+def test_pretrain_world_tracks_metrics_artifacts_and_a_dvc_package(
+    project, tiny_config, tracked_dataset: Path
+):
     config = tiny_config(
-        "train.steps=4", "train.validation.every=2", "train.checkpoint_every=2", "train.peak_tflops=0.5",
+        "train.steps=4",
+        "train.validation.every=2",
+        "train.checkpoint_every=2",
+        "train.peak_tflops=0.5",
         "project.experiment=pretrain-test",
     )
     path = pretrain_world(config, tracked_dataset)
@@ -64,7 +69,13 @@ def test_pretrain_world_tracks_metrics_artifacts_and_a_dvc_package(project, tiny
         return sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
 
     assert [step for step, _ in history("train/loss")] == [1, 2, 3, 4]
-    for key in ("train/lr", "train/grad_norm", "train/samples_per_s", "train/tokens_per_s", "train/peak_memory_mb"):
+    for key in (
+        "train/lr",
+        "train/grad_norm",
+        "train/samples_per_s",
+        "train/tokens_per_s",
+        "train/peak_memory_mb",
+    ):
         assert all(value > 0 for _, value in history(key)), key
     tokens = dict(history("train/tokens_per_s"))
     samples = dict(history("train/samples_per_s"))
@@ -78,13 +89,15 @@ def test_pretrain_world_tracks_metrics_artifacts_and_a_dvc_package(project, tiny
     assert {"package", "validation", "deepspeed-pretrain_world.json"} <= artifacts
     package_files = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "package")}
     assert {"config.json", "model.safetensors", "lineage.json", "metrics.json"} <= package_files
-    gifs = [a.path for a in client.list_artifacts(run.info.run_id, "validation/step00000004") if a.path.endswith(".gif")]
+    gifs = [
+        a.path
+        for a in client.list_artifacts(run.info.run_id, "validation/step00000004")
+        if a.path.endswith(".gif")
+    ]
     assert gifs, "a rollout next to ground truth"
 
 
 def test_tokenizer_stage_feeds_the_world_stage(project, tiny_config, tracked_dataset: Path):
-    import mlflow
-
     from worldforge.platform import tracking
 
     config = tiny_config(*VAE, "train.steps=2", "train.tokenizer_steps=2", "project.experiment=chain")
@@ -98,7 +111,6 @@ def test_tokenizer_stage_feeds_the_world_stage(project, tiny_config, tracked_dat
         if name.startswith("tokenizer."):  # the world stage kept the pretrained tokenizer frozen
             assert torch.equal(second.state[name], value), name
     assert second.lineage["parent_package"] == str(tokenizer)
-    client = mlflow.MlflowClient()
     for stage in ("pretrain_tokenizer", "pretrain_world"):
         _, run = stage_run("chain", stage)
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
@@ -108,20 +120,34 @@ def test_patch_tokenizer_has_no_tokenizer_stage(project, tiny_config, tracked_da
     assert pretrain_tokenizer(tiny_config(), tracked_dataset) is None
 
 
-def test_cli_trains_with_overrides_and_a_deepspeed_config(project, tiny_config, tracked_dataset: Path, tmp_path: Path):
+def test_cli_trains_with_overrides_and_a_deepspeed_config(
+    project, tiny_config, tracked_dataset: Path, tmp_path: Path
+):
     from training_runs import TINY
 
     overrides = [arg for item in TINY + ["train.steps=2", "project.experiment=cli"] for arg in ("-o", item)]
     out = project.packages / "cli-world"
     result = CliRunner().invoke(
-        app, ["world", "quickstart", *overrides, "--dataset", str(tracked_dataset), "--out", str(out),
-              "--deepspeed-config", "zero1"],
+        app,
+        [
+            "world",
+            "quickstart",
+            *overrides,
+            "--dataset",
+            str(tracked_dataset),
+            "--out",
+            str(out),
+            "--deepspeed-config",
+            "zero1",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert f"package: {out}" in result.output
     _, run = stage_run("cli", "pretrain_world")
     assert run.data.params["train.deepspeed"] == "zero1" and run.data.params["engine.zero_stage"] == "1"
 
-    bad = CliRunner().invoke(app, ["world", "quickstart", *overrides, "--deepspeed-config", "zero9", "--dataset",
-                                   str(tracked_dataset)])
+    bad = CliRunner().invoke(
+        app,
+        ["world", "quickstart", *overrides, "--deepspeed-config", "zero9", "--dataset", str(tracked_dataset)],
+    )
     assert bad.exit_code == 2 and "zero9" in bad.output and "known: " in bad.output

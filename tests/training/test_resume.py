@@ -1,5 +1,6 @@
 """An interrupted run continues as if it had not been interrupted: SIGTERM at step k checkpoints
-and stops; resuming reaches step n with the uninterrupted run's weights, EMA and loss curve."""
+and stops; resuming reaches step n with the uninterrupted run's weights, EMA and loss curve. A
+checkpoint also becomes a package on demand, offline, with the live engine's weights."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from worldforge.platform.packages import load_package
 from worldforge.training.consolidate import consolidated_state
+from worldforge.training.export import export_checkpoint
 from worldforge.training.pretrain import build_model
 from worldforge.training.tasks import world_task
 from worldforge.training.trainer import Trainer, TrainingInterrupted
@@ -45,7 +48,9 @@ def trainer(config, dataset: Path, checkpoints: Path, interrupt_at: int | None =
     task.validate = None
     if interrupt_at:
         task.batches = SignalAt(task.batches, interrupt_at, config.train.grad_accumulation)
-    return Trainer(task, config.train, steps=config.train.steps, lr=config.train.lr, seed=0, checkpoint_dir=checkpoints)
+    return Trainer(
+        task, config.train, steps=config.train.steps, lr=config.train.lr, seed=0, checkpoint_dir=checkpoints
+    )
 
 
 def weights(run: Trainer) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -62,6 +67,13 @@ def test_resume_after_sigterm_reproduces_the_uninterrupted_run(
     reference = straight.fit()
     assert reference.step == STEPS
     reference_raw, reference_ema = weights(straight)
+    exported = load_package(export_checkpoint(reference.checkpoint, project.packages / "on-demand")).state
+    raw_export = load_package(
+        export_checkpoint(reference.checkpoint, project.packages / "raw", weights="raw")
+    ).state
+    for name in reference_raw:  # offline consolidation (no engine) gives the live engine's weights
+        torch.testing.assert_close(exported[name], reference_ema[name], rtol=0, atol=0, msg=name)
+        torch.testing.assert_close(raw_export[name], reference_raw[name], rtol=0, atol=0, msg=name)
 
     interrupted = trainer(config, tiny_dataset, tmp_path / "interrupted", interrupt_at=INTERRUPT_AT)
     with pytest.raises(TrainingInterrupted, match=f"SIGTERM at step {INTERRUPT_AT}/{STEPS}") as stopped:
@@ -82,9 +94,15 @@ def test_resume_after_sigterm_reproduces_the_uninterrupted_run(
     assert kept == ["step00000004", "step00000006"]  # the newest 2
 
 
-def test_starting_fresh_over_old_checkpoints_removes_them(project, tiny_config, tiny_dataset: Path, tmp_path: Path):
+def test_starting_fresh_over_old_checkpoints_removes_them(
+    project, tiny_config, tiny_dataset: Path, tmp_path: Path
+):
     config = tiny_config("train.steps=2", "train.checkpoint_every=1", "train.ema_decay=0")
     trainer(config, tiny_dataset, tmp_path / "run").fit()
-    again = trainer(config.model_copy(update={"train": config.train.model_copy(update={"steps": 1})}), tiny_dataset, tmp_path / "run")
+    again = trainer(
+        config.model_copy(update={"train": config.train.model_copy(update={"steps": 1})}),
+        tiny_dataset,
+        tmp_path / "run",
+    )
     again.fit()  # not resume: a new run
     assert sorted(p.name for p in (tmp_path / "run").glob("step*")) == ["step00000001"]

@@ -80,7 +80,9 @@ def load_bank(dataset: Path, config) -> dict[str, torch.Tensor]:
     from worldforge.data.loader import make_loader
 
     loader_cfg = config.data.loader.model_copy(update={"shuffle_buffer": 1, "batch_size": 16})
-    loader = make_loader(dataset, "train", config.data.model_copy(update={"loader": loader_cfg}), rank=0, world_size=1)
+    loader = make_loader(
+        dataset, "train", config.data.model_copy(update={"loader": loader_cfg}), rank=0, world_size=1
+    )
     batches = list(loader)
     return {key: torch.cat([b[key] for b in batches]) for key in ("frames", "actions", "episode", "start")}
 

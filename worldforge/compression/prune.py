@@ -166,12 +166,16 @@ def _log(out: Path, record: dict[str, Any]) -> None:
         tracking.log_metrics({f"{section}.{key}": value for key, value in record[section].items()})
     if record["recovery"]:
         recovery = record["recovery"]
-        tracking.log_metrics({"recovery.loss_first": recovery["loss_first"], "recovery.loss_last": recovery["loss_last"]})
+        tracking.log_metrics(
+            {"recovery.loss_first": recovery["loss_first"], "recovery.loss_last": recovery["loss_last"]}
+        )
     tracking.log_artifacts(out, "package")
 
 
 @contextlib.contextmanager
-def _stage_run(track: bool, config: WorldforgeConfig, prune_cfg: PruneConfig, lineage: dict[str, Any]) -> Iterator[str | None]:
+def _stage_run(
+    track: bool, config: WorldforgeConfig, prune_cfg: PruneConfig, lineage: dict[str, Any]
+) -> Iterator[str | None]:
     """The MLflow stage run `prune` (its id), or nothing (None) without tracking."""
     if not track:
         yield None
@@ -190,4 +194,6 @@ def _write(out: Path, model: WorldModel, lineage: dict[str, Any], record: dict[s
     with tempfile.TemporaryDirectory() as scratch:
         details = Path(scratch) / PRUNING_FILE
         details.write_text(json.dumps(record, indent=2, sort_keys=True))
-        return save_package(out, package_config(model), model, lineage, record["after"], extras={PRUNING_FILE: details})
+        return save_package(
+            out, package_config(model), model, lineage, record["after"], extras={PRUNING_FILE: details}
+        )

@@ -53,11 +53,11 @@ class PruneConfig(Section):
     )
     target: dict[str, float] = Field(
         default_factory=lambda: {"params": 0.7},
-        description="what the pruned DiT keeps: params|flops (fraction) and/or depth|heads|mlp_hidden (counts)",
+        description="what the pruned DiT keeps: params|flops (fractions), depth|heads|mlp_hidden (counts)",
     )
     units: list[Literal["heads", "mlp", "blocks"]] = Field(
         default_factory=lambda: ["blocks", "heads", "mlp"],
-        description="what a params/flops budget may remove (a block goes only when it is the cheapest loss per cost)",
+        description="what a params/flops budget may remove (a block goes when it is the cheapest per cost)",
     )
     mlp_multiple: int = Field(
         8, ge=1, description="MLP channels are removed in groups of this many (GPU-friendly widths)"
@@ -73,7 +73,9 @@ class PruneConfig(Section):
         if unknown:
             raise ValueError(f"unknown target key(s) {unknown}; known: {', '.join(TARGET_KEYS)}")
         if not target:
-            raise ValueError(f"empty target; give at least one of {', '.join(TARGET_KEYS)}, e.g. {{params: 0.7}}")
+            raise ValueError(
+                f"empty target; give at least one of {', '.join(TARGET_KEYS)}, e.g. {{params: 0.7}}"
+            )
         if all(key in target for key in BUDGETS):
             raise ValueError("give params or flops, not both")
         for key in BUDGETS:

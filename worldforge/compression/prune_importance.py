@@ -68,7 +68,9 @@ class _Recorder:
         device = next(model.dit.parameters()).device
         self.head_dim = model.model_cfg.head_dim
         self.heads = [torch.zeros(b.attn.heads, dtype=torch.float64, device=device) for b in blocks]
-        self.channels = [torch.zeros(b.mlp.fc1.out_features, dtype=torch.float64, device=device) for b in blocks]
+        self.channels = [
+            torch.zeros(b.mlp.fc1.out_features, dtype=torch.float64, device=device) for b in blocks
+        ]
         self.blocks = torch.zeros(len(blocks), dtype=torch.float64, device=device)
         self.gates: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(blocks)
         self.masks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
@@ -183,7 +185,9 @@ def importance_scores(
                 if seen >= clips:
                     break
                 if "frames" not in batch or "actions" not in batch:
-                    raise CalibrationError(f"calibration batch has keys {sorted(batch)}; expected frames and actions")
+                    raise CalibrationError(
+                        f"calibration batch has keys {sorted(batch)}; expected frames and actions"
+                    )
                 take = min(clips - seen, batch["frames"].shape[0])
                 frames = batch["frames"][:take].to(device)
                 actions = batch["actions"][:take].to(device)
@@ -206,4 +210,3 @@ def importance_scores(
         blocks=(recorder.blocks / batches_seen).float().cpu(),
         clips=seen,
     )
-

@@ -17,7 +17,7 @@ fixed part (AdaLN, biases, norms) is measured once by building variants on the m
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -110,12 +110,31 @@ def unit_costs(model: WorldModel, measure: str) -> UnitCosts:
     base = _variant_cost(config, measure)
     head = _variant_cost(config, measure, heads_per_block=[heads[0] + 1] + heads[1:]) - base
     channel = _variant_cost(config, measure, mlp_hidden_per_block=[channels[0] + 1] + channels[1:]) - base
-    block = _variant_cost(
-        config, measure, depth=fields.depth + 1, heads_per_block=heads + heads[:1], mlp_hidden_per_block=channels + channels[:1]
-    ) - base
+    block = (
+        _variant_cost(
+            config,
+            measure,
+            depth=fields.depth + 1,
+            heads_per_block=heads + heads[:1],
+            mlp_hidden_per_block=channels + channels[:1],
+        )
+        - base
+    )
     fixed = block - heads[0] * head - channels[0] * channel
     other = base - sum(fixed + h * head + c * channel for h, c in zip(heads, channels))
     return UnitCosts(measure, head, channel, fixed, other)
+
+
+class Candidate(NamedTuple):
+    """A head or a group of MLP channels of one block that the budget may remove."""
+
+    ratio: float  # score per unit of cost: lowest goes first
+    kind: str  # "head" | "mlp"
+    block: int
+    members: list[int]  # head index, or channel indices
+
+    def cost(self, costs: UnitCosts) -> float:
+        return len(self.members) * (costs.head if self.kind == "head" else costs.channel)
 
 
 def _ascending(scores: torch.Tensor, keep: list[int]) -> list[int]:
@@ -141,9 +160,14 @@ class _Pruning:
         if "depth" in target:
             depth = int(target["depth"])
             if depth > len(self.alive):
-                raise PrunePlanError(f"prune.target depth={depth}: the model has only {len(self.alive)} blocks")
+                raise PrunePlanError(
+                    f"prune.target depth={depth}: the model has only {len(self.alive)} blocks"
+                )
             self.alive = _top(self.scores.blocks, self.alive, depth)
-        for key, kept, scores in (("heads", self.heads, self.scores.heads), ("mlp_hidden", self.channels, self.scores.channels)):
+        for key, kept, scores in (
+            ("heads", self.heads, self.scores.heads),
+            ("mlp_hidden", self.channels, self.scores.channels),
+        ):
             if key not in target:
                 continue
             count = int(target[key])
@@ -153,67 +177,76 @@ class _Pruning:
                 kept[i] = _top(scores[i], kept[i], count)
 
     def cost(self, costs: UnitCosts) -> float:
-        return costs.other + sum(costs.block(len(self.heads[i]), len(self.channels[i])) for i in self.alive)
+        return costs.other + sum(self._block_cost(i, costs) for i in self.alive)
 
-    def width_candidates(self, units: list[str], costs: UnitCosts, multiple: int) -> list[tuple[float, str, int, list[int]]]:
-        """(score per cost, kind, block, units) of every removable head and channel group, cheapest first."""
+    def _block_cost(self, i: int, costs: UnitCosts) -> float:
+        return costs.block(len(self.heads[i]), len(self.channels[i]))
+
+    def _kept(self, kind: str, i: int) -> list[int]:
+        return self.heads[i] if kind == "head" else self.channels[i]
+
+    def width_candidates(self, units: list[str], costs: UnitCosts, multiple: int) -> list[Candidate]:
+        """Every removable head and channel group of the kept blocks, cheapest (score / cost) first."""
         candidates = []
         for i in self.alive:
             if "heads" in units:
-                ordered = _ascending(self.scores.heads[i], self.heads[i])
-                for h in ordered[:-1]:
-                    candidates.append((float(self.scores.heads[i][h]) / costs.head, "head", i, [h]))
+                for h in _ascending(self.scores.heads[i], self.heads[i])[:-1]:
+                    candidates.append(Candidate(float(self.scores.heads[i][h]) / costs.head, "head", i, [h]))
             if "mlp" in units:
                 ordered = _ascending(self.scores.channels[i], self.channels[i])
                 for g in range((len(ordered) - 1) // multiple):
                     group = ordered[g * multiple : (g + 1) * multiple]
-                    score = float(self.scores.channels[i][group].sum())
-                    candidates.append((score / (len(group) * costs.channel), "mlp", i, group))
-        order = {"head": 0, "mlp": 1}
-        return sorted(candidates, key=lambda c: (c[0], order[c[1]], c[2]))
+                    ratio = float(self.scores.channels[i][group].sum()) / (len(group) * costs.channel)
+                    candidates.append(Candidate(ratio, "mlp", i, group))
+        return sorted(candidates, key=lambda c: (c.ratio, c.kind != "head", c.block))
+
+    def _cheapest_block(self, costs: UnitCosts) -> tuple[int | None, float]:
+        """The kept block with the lowest score / cost (None while only one is left)."""
+        if len(self.alive) < 2:
+            return None, float("inf")
+        ratios = {i: float(self.scores.blocks[i]) / self._block_cost(i, costs) for i in self.alive}
+        block = min(ratios, key=ratios.get)
+        return block, ratios[block]
 
     def meet_budget(self, config: PruneConfig, costs: UnitCosts, total: float, fraction: float) -> None:
-        limit = fraction * total
+        limit = fraction * total * (1 + 1e-9)  # float slack: a plan exactly on budget meets it
         current = self.cost(costs)
         candidates = iter(self.width_candidates(config.units, costs, config.mlp_multiple))
         width = next(candidates, None)
-        removed: list[tuple[float, str, int, list[int]]] = []
-        while current > limit * (1 + 1e-9):
-            while width is not None and width[2] not in self.alive:
+        removed: list[Candidate] = []
+        while current > limit:
+            while width is not None and width.block not in self.alive:
                 width = next(candidates, None)
-            block, block_ratio = None, float("inf")
-            if "blocks" in config.units and len(self.alive) > 1:
-                for i in self.alive:
-                    ratio = float(self.scores.blocks[i]) / costs.block(len(self.heads[i]), len(self.channels[i]))
-                    if ratio < block_ratio:
-                        block, block_ratio = i, ratio
+            block, block_ratio = (
+                self._cheapest_block(costs) if "blocks" in config.units else (None, float("inf"))
+            )
             if width is None and block is None:
                 raise PrunePlanError(
-                    f"prune.target {costs.measure}={fraction}: removing {', '.join(config.units)} reaches at best "
-                    f"{current / total:.3f} of the DiT's {costs.measure} (every block keeps a head and a channel); "
-                    "raise the target or add units (prune.units: heads, mlp, blocks)"
+                    f"prune.target {costs.measure}={fraction}: removing {', '.join(config.units)} reaches at "
+                    f"best {current / total:.3f} of the DiT's {costs.measure} (every block keeps a head and "
+                    "a channel); raise the target or add units (prune.units: heads, mlp, blocks)"
                 )
-            if width is not None and width[0] <= block_ratio:
-                _, kind, i, members = width
-                kept = self.heads[i] if kind == "head" else self.channels[i]
-                kept[:] = [u for u in kept if u not in members]
-                current -= len(members) * (costs.head if kind == "head" else costs.channel)
+            if width is not None and width.ratio <= block_ratio:
+                kept = self._kept(width.kind, width.block)
+                kept[:] = [u for u in kept if u not in width.members]
+                current -= width.cost(costs)
                 removed.append(width)
                 width = next(candidates, None)
             else:
-                current -= costs.block(len(self.heads[block]), len(self.channels[block]))
+                current -= self._block_cost(block, costs)
                 self.alive.remove(block)
         # The last removal (a whole block, often) may overshoot: give back the most valuable width
         # that still fits, so the model ends as close under the budget as the units allow.
-        for _, kind, i, members in sorted(removed, key=lambda c: -c[0]):
-            cost = len(members) * (costs.head if kind == "head" else costs.channel)
-            if i in self.alive and current + cost <= limit * (1 + 1e-9):
-                (self.heads[i] if kind == "head" else self.channels[i]).extend(members)
-                current += cost
+        for candidate in sorted(removed, key=lambda c: -c.ratio):
+            if candidate.block in self.alive and current + candidate.cost(costs) <= limit:
+                self._kept(candidate.kind, candidate.block).extend(candidate.members)
+                current += candidate.cost(costs)
 
     def plan(self) -> PrunePlan:
         return PrunePlan(
-            blocks=[BlockPlan(i, sorted(self.heads[i]), sorted(self.channels[i])) for i in sorted(self.alive)],
+            blocks=[
+                BlockPlan(i, sorted(self.heads[i]), sorted(self.channels[i])) for i in sorted(self.alive)
+            ],
             source_heads=[s.numel() for s in self.scores.heads],
             source_channels=[s.numel() for s in self.scores.channels],
         )

@@ -93,7 +93,11 @@ def apply_plan(model: WorldModel, plan: PrunePlan) -> WorldModel:
         for i, b in enumerate(blocks)
     ):
         raise ValueError("the prune plan was made for another architecture than this model's")
-    state = {name: t.detach().clone() for name, t in model.state_dict().items() if not name.startswith("dit.blocks.")}
+    state = {
+        name: t.detach().clone()
+        for name, t in model.state_dict().items()
+        if not name.startswith("dit.blocks.")
+    }
     for j, block_plan in enumerate(plan.blocks):
         for name, tensor in _block_state(blocks[block_plan.source], block_plan).items():
             state[f"dit.blocks.{j}.{name}"] = tensor

@@ -15,6 +15,8 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError
 
+from worldforge.compression.config import QuantizeConfig
+from worldforge.compression.prune_config import PruneConfig
 from worldforge.data.config import DataConfig
 from worldforge.errors import WorldforgeError
 from worldforge.evaluation.config import EvalConfig, RegistryConfig
@@ -40,6 +42,8 @@ class WorldforgeConfig(Section):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     registry: RegistryConfig = RegistryConfig()
+    prune: PruneConfig = PruneConfig()
+    quantize: QuantizeConfig = QuantizeConfig()
 
     def flat(self) -> dict[str, Any]:
         """The config as `{"model.depth": 8, ...}`: what MLflow logs as params."""

@@ -21,7 +21,7 @@ _EXPORTS = {
     "run_stage": "pretrain",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = list(_EXPORTS)
 
 
 def __getattr__(name: str):

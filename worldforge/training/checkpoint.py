@@ -70,7 +70,9 @@ class Checkpointer:
     def clear(self) -> None:
         """Start over: remove earlier checkpoints of this directory (rank 0), then wait for it."""
         if self.rank == 0 and self.directory.exists():
-            log.info("starting fresh: removing the checkpoints in %s (use resume to continue them)", self.directory)
+            log.info(
+                "starting fresh: removing the checkpoints in %s (use resume to continue them)", self.directory
+            )
             shutil.rmtree(self.directory)
         barrier()
 
@@ -99,7 +101,9 @@ class Checkpointer:
                 "resume with the same number of processes (the data position is per rank)"
             )
         for key, value in expected.items():
-            if json.loads(json.dumps(record.get(key), default=str)) != json.loads(json.dumps(value, default=str)):
+            if json.loads(json.dumps(record.get(key), default=str)) != json.loads(
+                json.dumps(value, default=str)
+            ):
                 raise CheckpointError(
                     f"{folder / COMPLETE}: {key} differs from this run's; resume with the config the "
                     "checkpoint was made with, or start fresh (without resume)"

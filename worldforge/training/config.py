@@ -13,7 +13,7 @@ from this section (see `worldforge/training/deepspeed_config.py`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import Field
 
@@ -26,19 +26,27 @@ class ValidationConfig(Section):
     `eval.horizon` frames, PSNR/SSIM per step against copy-last-frame), on the `split` here."""
 
     every: int = Field(200, ge=0, description="optimizer steps between validations; 0: only at the end")
-    split: str = Field("val", description="held-out split used during training (the test split stays for evaluation)")
-    episodes: int = Field(8, ge=1, description="held-out episodes rolled out (world) or reconstructed (tokenizer)")
+    split: str = Field(
+        "val", description="held-out split used during training (the test split stays for evaluation)"
+    )
+    episodes: int = Field(
+        8, ge=1, description="held-out episodes rolled out (world) or reconstructed (tokenizer)"
+    )
     gif: bool = Field(True, description="log a GIF of rollouts next to ground truth as an MLflow artifact")
 
 
 class TrainConfig(Section):
     # Length and batch
     steps: int = Field(1000, ge=1, description="optimizer steps of world-model pretraining")
-    tokenizer_steps: int = Field(1000, ge=1, description="optimizer steps of tokenizer pretraining (vae only)")
+    tokenizer_steps: int = Field(
+        1000, ge=1, description="optimizer steps of tokenizer pretraining (vae only)"
+    )
     batch_size: int = Field(8, ge=1, description="micro-batch of clips per process")
     grad_accumulation: int = Field(1, ge=1, description="micro-batches per optimizer step")
-    max_minutes: Optional[float] = Field(
-        None, gt=0, description="wall-clock budget of the training loop; stops early (checkpoint + package) when spent"
+    max_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="wall-clock budget of the training loop; stops early (checkpoint + package) when spent",
     )
 
     # Optimizer (AdamW) and schedule (linear warmup, then cosine to min_lr_ratio * lr)
@@ -50,27 +58,39 @@ class TrainConfig(Section):
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="the cosine ends at lr * this")
     grad_clip: float = Field(1.0, ge=0, description="max global grad norm; 0 disables clipping")
     ema_decay: float = Field(
-        0.999, ge=0, lt=1, description="EMA of trainable weights (warmed up as min(decay, (1+n)/(10+n))); 0 disables"
+        0.999,
+        ge=0,
+        lt=1,
+        description="EMA of trainable weights (warmed up as min(decay, (1+n)/(10+n))); 0 disables",
     )
     max_nonfinite: int = Field(
-        3, ge=0, description="micro-batches in a row with a NaN/inf loss that are skipped before the run stops"
+        3,
+        ge=0,
+        description="micro-batches in a row with a NaN/inf loss that are skipped before the run stops",
     )
 
     # Engine
     deepspeed: str = Field(
-        "zero2", description="a DeepSpeed config in infra/deepspeed (zero0..zero3, zero2-offload, zero3-offload) or a JSON path"
+        "zero2",
+        description="a DeepSpeed config in infra/deepspeed (zero0..zero3, zero2-offload, zero3-offload) or a JSON path",
     )
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
     compile: bool = Field(False, description="torch.compile the model (DeepSpeed engine.compile)")
-    device: str = Field("auto", description="auto | cpu | cuda; with several processes each takes cuda:LOCAL_RANK")
-    peak_tflops: Optional[float] = Field(
+    device: str = Field(
+        "auto", description="auto | cpu | cuda; with several processes each takes cuda:LOCAL_RANK"
+    )
+    peak_tflops: float | None = Field(
         None, gt=0, description="device peak for MFU; default: known GPUs only (CPU MFU is not reported)"
     )
 
     # Checkpoints, logging, validation
-    checkpoint_every: int = Field(200, ge=0, description="optimizer steps between checkpoints; 0: only at the end")
+    checkpoint_every: int = Field(
+        200, ge=0, description="optimizer steps between checkpoints; 0: only at the end"
+    )
     keep_checkpoints: int = Field(2, ge=1, description="newest checkpoints kept; older ones are deleted")
-    checkpoint_dir: Optional[Path] = Field(None, description="default <root>/checkpoints/<package name>")
+    checkpoint_dir: Path | None = Field(None, description="default <root>/checkpoints/<package name>")
     log_every: int = Field(10, ge=1, description="optimizer steps between metric logs")
     validation: ValidationConfig = ValidationConfig()
-    system_metrics: bool = Field(True, description="MLflow system metrics (CPU, memory, GPU) for the stage run")
+    system_metrics: bool = Field(
+        True, description="MLflow system metrics (CPU, memory, GPU) for the stage run"
+    )

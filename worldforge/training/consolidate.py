@@ -31,7 +31,9 @@ def _whole_parameter(param: nn.Parameter) -> torch.Tensor:
 
 
 @torch.no_grad()
-def consolidated_state(root: nn.Module, prefix: str = "", ema: ShardedEMA | None = None) -> dict[str, torch.Tensor]:
+def consolidated_state(
+    root: nn.Module, prefix: str = "", ema: ShardedEMA | None = None
+) -> dict[str, torch.Tensor]:
     """The fp32 CPU state dict of `root`'s submodule at `prefix` (e.g. "model." -> the world model's
     keys without it), with EMA weights for trainable parameters when `ema` is given. Collective.
 

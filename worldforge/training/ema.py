@@ -74,12 +74,18 @@ class ShardedEMA:
 
     def state_dict(self) -> dict:
         """This rank's shares (each rank saves its own)."""
-        return {"updates": self.updates, "decay": self.decay, "shadow": {k: v.cpu() for k, v in self.shadow.items()}}
+        return {
+            "updates": self.updates,
+            "decay": self.decay,
+            "shadow": {k: v.cpu() for k, v in self.shadow.items()},
+        }
 
     def load_state_dict(self, state: dict) -> None:
         missing = set(self.shadow) ^ set(state["shadow"])
         if missing:
-            raise ValueError(f"EMA state does not match the model: differing parameters {sorted(missing)[:8]}")
+            raise ValueError(
+                f"EMA state does not match the model: differing parameters {sorted(missing)[:8]}"
+            )
         self.updates = int(state["updates"])
         for name, value in state["shadow"].items():
             self.shadow[name].copy_(value)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import signal
 import threading
 
+from typing_extensions import Self
+
 
 class StopRequest:
     """Within `with StopRequest() as stop:`, a signal sets `stop.signal` (its name)."""
@@ -24,7 +26,7 @@ class StopRequest:
             raise KeyboardInterrupt
         self.signal = signal.Signals(signum).name
 
-    def __enter__(self) -> StopRequest:
+    def __enter__(self) -> Self:
         if threading.current_thread() is threading.main_thread():  # handlers can only be set there
             for signum in self.SIGNALS:
                 self._previous[signum] = signal.signal(signum, self._handle)

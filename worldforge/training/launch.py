@@ -36,7 +36,12 @@ def setup_distributed(device_preference: str = "auto") -> tuple[DistInfo, torch.
     device = select_device(device_preference)
     if not launched_distributed():
         # A world of one: what a launcher would have set, on a port nobody else uses.
-        for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
+        for key, value in (
+            ("RANK", "0"),
+            ("LOCAL_RANK", "0"),
+            ("WORLD_SIZE", "1"),
+            ("MASTER_ADDR", "127.0.0.1"),
+        ):
             os.environ.setdefault(key, value)
         if not dist.is_initialized():
             os.environ["MASTER_PORT"] = str(free_port())

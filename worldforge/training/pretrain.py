@@ -67,7 +67,10 @@ def build_model(config: WorldforgeConfig, tokenizer_package: Path | None = None)
     package = load_package(tokenizer_package)
     tokenizer_cfg = TokenizerConfig.model_validate(package.config["tokenizer"])
     if tokenizer_cfg != config.tokenizer:
-        log.warning("using the tokenizer config of %s, which differs from the config's tokenizer section", tokenizer_package)
+        log.warning(
+            "using the tokenizer config of %s, which differs from the config's tokenizer section",
+            tokenizer_package,
+        )
     model = WorldModel(tokenizer_cfg, config.model, config.objective, config.sampler)
     state = {k.removeprefix("tokenizer."): v for k, v in package.state.items() if k.startswith("tokenizer.")}
     model.tokenizer.load_state_dict(state, strict=True)
@@ -165,7 +168,9 @@ def _log_engine(trainer: Trainer, stage: str) -> None:
             "engine.precision": trainer.precision,
             "engine.device": str(trainer.device),
             "engine.steps": trainer.steps,
-            "engine.trainable_parameters": sum(p.numel() for p in trainer.task.objective.parameters() if p.requires_grad),
+            "engine.trainable_parameters": sum(
+                p.numel() for p in trainer.task.objective.parameters() if p.requires_grad
+            ),
         }
     )
     with tempfile.TemporaryDirectory() as folder:
@@ -254,4 +259,3 @@ def pretrain_world(
         progress=progress,
         parent=parent,
     )
-

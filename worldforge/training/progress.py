@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from typing_extensions import Self
+
 
 class ProgressLine:
     """`with line: line.update(step, loss, samples_per_step)`; does nothing when disabled."""
@@ -15,7 +17,7 @@ class ProgressLine:
         self._last: float | None = None
         self._rate: float | None = None  # samples/s, smoothed
 
-    def __enter__(self) -> ProgressLine:
+    def __enter__(self) -> Self:
         if self.enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 

@@ -50,7 +50,9 @@ def train_batches(config: WorldforgeConfig, dataset: Path, rank: int, world_size
     is the trainer's micro-batch), endless over epochs."""
     from worldforge.data.loader import make_loader
 
-    loader_cfg = config.data.loader.model_copy(update={"batch_size": config.train.batch_size, "drop_last": True})
+    loader_cfg = config.data.loader.model_copy(
+        update={"batch_size": config.train.batch_size, "drop_last": True}
+    )
     data = config.data.model_copy(update={"loader": loader_cfg})
     loader = make_loader(dataset, "train", data, rank=rank, world_size=world_size)
     return BatchStream(loader, f"{dataset} split 'train' (rank {rank} of {world_size})")
@@ -72,11 +74,17 @@ def check_dataset(model: WorldModel, dataset: Path) -> None:
         )
     space = manifest.action_space
     if space.kind != dit.action_space:
-        raise WorldforgeError(f"{dataset}: {space.kind} actions, but model.action_space is {dit.action_space!r}")
+        raise WorldforgeError(
+            f"{dataset}: {space.kind} actions, but model.action_space is {dit.action_space!r}"
+        )
     if space.kind == "discrete" and space.n > dit.num_actions:
-        raise WorldforgeError(f"{dataset}: {space.n} discrete actions, but model.num_actions is {dit.num_actions}")
+        raise WorldforgeError(
+            f"{dataset}: {space.n} discrete actions, but model.num_actions is {dit.num_actions}"
+        )
     if space.kind == "continuous" and space.dim != dit.action_dim:
-        raise WorldforgeError(f"{dataset}: actions of dimension {space.dim}, but model.action_dim is {dit.action_dim}")
+        raise WorldforgeError(
+            f"{dataset}: actions of dimension {space.dim}, but model.action_dim is {dit.action_dim}"
+        )
 
 
 def tokens_per_clip(model: WorldModel, frames: int) -> int:
@@ -84,7 +92,11 @@ def tokens_per_clip(model: WorldModel, frames: int) -> int:
     config = model.tokenizer_cfg
     p = model.model_cfg.patch_size
     latent_frames = model.tokenizer.latent_frames(frames)
-    return latent_frames * (config.frame_size[0] // config.compression // p) * (config.frame_size[1] // config.compression // p)
+    return (
+        latent_frames
+        * (config.frame_size[0] // config.compression // p)
+        * (config.frame_size[1] // config.compression // p)
+    )
 
 
 def _validation_clips(config: WorldforgeConfig, dataset: Path):
@@ -170,7 +182,9 @@ def tokenizer_validation(config: WorldforgeConfig, dataset: Path, package: dict[
     return validate
 
 
-def world_task(config: WorldforgeConfig, model: WorldModel, dataset: Path, rank: int, world_size: int) -> Task:
+def world_task(
+    config: WorldforgeConfig, model: WorldModel, dataset: Path, rank: int, world_size: int
+) -> Task:
     """Train the DiT of `model`; its tokenizer (pretrained, or the patch tokenizer) stays frozen."""
     check_dataset(model, dataset)
     model.tokenizer.requires_grad_(False)
@@ -187,7 +201,9 @@ def world_task(config: WorldforgeConfig, model: WorldModel, dataset: Path, rank:
     )
 
 
-def tokenizer_task(config: WorldforgeConfig, model: WorldModel, dataset: Path, rank: int, world_size: int) -> Task:
+def tokenizer_task(
+    config: WorldforgeConfig, model: WorldModel, dataset: Path, rank: int, world_size: int
+) -> Task:
     """Train the tokenizer of `model` (a `vae`); the DiT is left as initialised and frozen."""
     check_dataset(model, dataset)
     model.dit.requires_grad_(False)

@@ -33,7 +33,9 @@ PEAK_TFLOPS: dict[str, tuple[float, float]] = {
 }
 
 
-def device_peak_flops(device: torch.device, precision: str, override_tflops: float | None = None) -> float | None:
+def device_peak_flops(
+    device: torch.device, precision: str, override_tflops: float | None = None
+) -> float | None:
     """Peak FLOP/s of one device for `precision` ("bf16" / "fp32"), or None when unknown."""
     if override_tflops:
         return override_tflops * 1e12
@@ -73,7 +75,9 @@ class FlopCount:
 class Throughput:
     """Samples and time between two `report()` calls; pause it around validation and checkpoints."""
 
-    def __init__(self, samples_per_step: int, tokens_per_sample: int, world_size: int, peak_flops: float | None):
+    def __init__(
+        self, samples_per_step: int, tokens_per_sample: int, world_size: int, peak_flops: float | None
+    ):
         self.samples_per_step = samples_per_step  # over all ranks
         self.tokens_per_sample = tokens_per_sample
         self.world_size = world_size
@@ -99,7 +103,10 @@ class Throughput:
         self.stop()
         seconds = max(self.seconds, 1e-9)
         samples = self.steps * self.samples_per_step
-        metrics = {"samples_per_s": samples / seconds, "tokens_per_s": samples * self.tokens_per_sample / seconds}
+        metrics = {
+            "samples_per_s": samples / seconds,
+            "tokens_per_s": samples * self.tokens_per_sample / seconds,
+        }
         if self.flops_per_sample:
             achieved = self.flops_per_sample * samples / seconds
             metrics["tflops"] = achieved / 1e12

@@ -162,7 +162,12 @@ class Trainer:
         }
 
     def _checkpoint_meta(self) -> dict[str, Any]:
-        return {"task": self.task.name, "package_config": self.task.package_config, "deepspeed": self.ds_config}
+        return {
+            "task": self.task.name,
+            "package_config": self.task.package_config,
+            "package_prefix": self.task.package_prefix,
+            "deepspeed": self.ds_config,
+        }
 
     def save_checkpoint(self) -> Path:
         """Checkpoint the current step (collective)."""
@@ -175,7 +180,9 @@ class Trainer:
     def _resume(self) -> None:
         latest = self.checkpoints.latest()
         if latest is None:
-            log.warning("resume: no complete checkpoint in %s; starting from step 0", self.checkpoints.directory)
+            log.warning(
+                "resume: no complete checkpoint in %s; starting from step 0", self.checkpoints.directory
+            )
             return
         expected = {k: v for k, v in self._checkpoint_meta().items() if k != "deepspeed"}
         state = self.checkpoints.load(self.engine, latest, expected)
@@ -205,7 +212,9 @@ class Trainer:
     def _skip_nonfinite(self, loss: torch.Tensor, batch: dict[str, Any], consecutive: int) -> None:
         self.skipped += 1
         where = ", ".join(
-            f"{key} {batch[key].tolist()}" for key in ("episode", "start") if isinstance(batch.get(key), torch.Tensor)
+            f"{key} {batch[key].tolist()}"
+            for key in ("episode", "start")
+            if isinstance(batch.get(key), torch.Tensor)
         )
         message = (
             f"non-finite loss ({float(loss.detach()):.4g} on rank {self.rank}) at step {self.step + 1}, "
@@ -259,7 +268,9 @@ class Trainer:
 
     def _grad_norm(self) -> float:
         """ZeRO-0 keeps no global grad norm; the gradients are whole (and averaged) on every rank."""
-        norms = [p.grad.detach().float().norm() for p in self.engine.module.parameters() if p.grad is not None]
+        norms = [
+            p.grad.detach().float().norm() for p in self.engine.module.parameters() if p.grad is not None
+        ]
         return float(torch.stack(norms).norm()) if norms else 0.0
 
     # ---- validation, package -------------------------------------------------------------------
@@ -314,7 +325,9 @@ class Trainer:
         metrics.update({f"train/{k}": v for k, v in self.rates.items()})
         if norms:
             metrics["train/grad_norm"] = sum(norms) / len(norms)
-        for key in window[-1][2]:  # the objective's own logs (rank 0's), unless the trainer has the global value
+        for key in window[-1][
+            2
+        ]:  # the objective's own logs (rank 0's), unless the trainer has the global value
             metrics.setdefault(f"train/{key}", sum(w[2].get(key, 0.0) for w in window) / len(window))
         if self.rank == 0:
             log.info("step %d/%d %s", self.step, self.steps, _short(metrics))
@@ -368,7 +381,9 @@ class Trainer:
                     self.save_checkpoint()
                     saved_at = self.step
                 if flags[1] > 0:
-                    checkpoint = self.save_checkpoint() if saved_at != self.step else self.checkpoints.latest()
+                    checkpoint = (
+                        self.save_checkpoint() if saved_at != self.step else self.checkpoints.latest()
+                    )
                     signal = stop.signal or "a signal on another rank"
                     raise TrainingInterrupted(
                         f"stopped by {signal} at step {self.step}/{self.steps}; checkpoint {checkpoint}; "
@@ -378,13 +393,17 @@ class Trainer:
                     )
                 if flags[2] > 0:
                     stopped = "time budget"
-                    log.warning("train.max_minutes=%s spent at step %d/%d: stopping", budget, self.step, self.steps)
+                    log.warning(
+                        "train.max_minutes=%s spent at step %d/%d: stopping", budget, self.step, self.steps
+                    )
                     break
             if window:
                 self._log(window)
             checkpoint = self.save_checkpoint() if saved_at != self.step else self.checkpoints.latest()
             metrics = self.validate()
-        return TrainResult(self.step, stopped, list(self.losses), metrics, checkpoint, self.skipped, self.rates)
+        return TrainResult(
+            self.step, stopped, list(self.losses), metrics, checkpoint, self.skipped, self.rates
+        )
 
 
 def _short(metrics: dict[str, float]) -> str:

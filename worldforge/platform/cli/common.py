@@ -33,3 +33,31 @@ def prefect_ready():
     configure_prefect_env(root)
     configure_deepspeed_env()
     return root
+
+
+def run_as_flow(name: str, function, /, **kwargs):
+    """Run one library call as a Prefect flow run named `name`: on Prefect's ephemeral API by
+    default, on the server at PREFECT_API_URL when set. Returns the call's result; its errors
+    propagate unchanged (so `exit_on_error` still prints them cleanly)."""
+    import functools
+
+    prefect_ready()
+    from prefect import flow
+    from prefect.states import Failed
+
+    caught: list[WorldforgeError] = []
+
+    @functools.wraps(function)
+    def body(**arguments):
+        try:
+            return function(**arguments)
+        except WorldforgeError as error:
+            # Bad input: the run fails with the message, without a traceback in Prefect's log.
+            caught.append(error)
+            return Failed(message=f"{type(error).__name__}: {error}")
+
+    staged = flow(name=name, log_prints=True, persist_result=False, validate_parameters=False)(body)
+    state = staged(return_state=True, **kwargs)
+    if caught:
+        raise caught[0]
+    return state.result()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from worldforge.platform.cli.common import OVERRIDES, exit_on_error
+from worldforge.platform.cli.common import OVERRIDES, exit_on_error, run_as_flow
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -56,8 +56,7 @@ def quantize(
 
     with exit_on_error():
         resolved = load_config(config, list(overrides or []))
-        # The `quantize` section of the root config; its defaults while the root config has none.
-        qcfg = getattr(resolved, "quantize", None) or QuantizeConfig()
+        qcfg = resolved.quantize
         if backend is not None:
             try:
                 qcfg = QuantizeConfig.model_validate({**qcfg.model_dump(), "backend": backend})
@@ -66,7 +65,16 @@ def quantize(
         folder = dataset or default_output(resolved.data)
         name = f"{resolved.project.family}-quantize-{qcfg.backend}-{time.strftime('%Y%m%d-%H%M%S')}"
         destination = out or Project.current().packages / name
-        path = quantize_package(model, resolved, qcfg, folder, destination, track=track)
+        path = run_as_flow(
+            "compress-quantize",
+            quantize_package,
+            source=model,
+            config=resolved,
+            qcfg=qcfg,
+            dataset_path=folder,
+            out=destination,
+            track=track,
+        )
         _summary(load_package(path).config["quantization"])
     typer.echo(f"quantized package: {path}")
 

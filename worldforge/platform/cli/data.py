@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from worldforge.platform.cli.common import OVERRIDES, exit_on_error
+from worldforge.platform.cli.common import OVERRIDES, exit_on_error, run_as_flow
 
 app = typer.Typer(
     help="Build datasets of episodes (simulator, Atari, video folders) as WebDataset shards tracked by DVC; "
@@ -66,7 +66,7 @@ def build(
     with exit_on_error():
         resolved = load_config(config, list(overrides or []))
         folder = out or default_output(resolved.data)
-        result = build_dataset(resolved, folder, track=not no_dvc)
+        result = run_as_flow("data-build", build_dataset, config=resolved, out=folder, track=not no_dvc)
         _summary(result.path)
     typer.echo(f"dataset: {result.path}")
     typer.echo(f"dvc md5: {result.dvc_md5 or 'not tracked (--no-dvc)'}")

@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import typer
 
-from worldforge.platform.cli.common import OVERRIDES, exit_on_error
+from worldforge.platform.cli.common import OVERRIDES, exit_on_error, run_as_flow
 
 # (metric, label, format) rows of the summary table, in reading order
 ROWS = (
@@ -117,10 +117,12 @@ def eval_command(
             from worldforge.platform.config import load_config
 
             resolved = load_config(config, list(overrides or []))
-            result = evaluate_package(
-                model,
-                dataset,
-                resolved.eval,
+            result = run_as_flow(
+                "evaluate",
+                evaluate_package,
+                package=model,
+                dataset=dataset,
+                config=resolved.eval,
                 reference=reference,
                 out_dir=out,
                 track=not no_track,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -22,18 +21,20 @@ TARGET_HELP = (
 def prune_command(
     config: str = typer.Argument(..., help="Preset name (configs/NAME.yaml) or a YAML path."),
     model: str = typer.Option(..., "--model", help="Model package folder or models:/name@alias to prune."),
-    target: Optional[str] = typer.Option(None, "--target", help=TARGET_HELP),
-    dataset: Optional[Path] = typer.Option(
+    target: str | None = typer.Option(None, "--target", help=TARGET_HELP),
+    dataset: Path | None = typer.Option(
         None, "--dataset", help="Dataset of the calibration clips (default: <root>/datasets/<data.name>)."
     ),
-    out: Optional[Path] = typer.Option(
+    out: Path | None = typer.Option(
         None, "--out", help="Where the pruned package goes (default: <root>/packages/<family>-prune-<time>)."
     ),
     recover: bool = typer.Option(
-        True, "--recover/--no-recover", help="Fine-tune with distillation from the unpruned model after pruning."
+        True,
+        "--recover/--no-recover",
+        help="Fine-tune with distillation from the unpruned model after pruning.",
     ),
     track: bool = typer.Option(True, "--track/--no-track", help="Record an MLflow stage run `prune`."),
-    overrides: Optional[list[str]] = OVERRIDES,
+    overrides: list[str] | None = OVERRIDES,
 ) -> None:
     """Score heads, MLP channels and blocks on calibration clips, cut the least important ones to
     the target, and write a smaller model package (with its new config and lineage)."""
@@ -47,16 +48,22 @@ def prune_command(
 
     with exit_on_error():
         resolved = load_config(config, list(overrides or []))
-        prune_cfg = getattr(resolved, "prune", None) or PruneConfig()  # until the root config has the section
+        prune_cfg = resolved.prune
         if target is not None:
             try:
-                prune_cfg = PruneConfig.model_validate({**prune_cfg.model_dump(), "target": parse_target(target)})
+                prune_cfg = PruneConfig.model_validate(
+                    {**prune_cfg.model_dump(), "target": parse_target(target)}
+                )
             except ValidationError as error:
                 raise PruneConfigError(describe_errors(error, "--target")) from None
             except ValueError as error:  # parse_target's own message
                 raise PruneConfigError(str(error)) from None
         folder = dataset or default_output(resolved.data)
-        destination = out or Project.current().packages / f"{resolved.project.family}-prune-{time.strftime('%Y%m%d-%H%M%S')}"
+        destination = (
+            out
+            or Project.current().packages
+            / f"{resolved.project.family}-prune-{time.strftime('%Y%m%d-%H%M%S')}"
+        )
         path = prune_package(model, resolved, prune_cfg, folder, destination, recover=recover, track=track)
     _summary(json.loads((path / PRUNING_FILE).read_text()))
     typer.echo(f"pruned package: {path}")
@@ -73,17 +80,29 @@ def _summary(record: dict) -> None:
         ("DiT GFLOPs/frame", "flops_per_frame_dit", 1e9),
         ("GFLOPs/frame (all)", "flops_per_frame", 1e9),
     ):
-        table.add_row(label, f"{before[key] / scale:,.4g}", f"{after[key] / scale:,.4g}", f"{after[key] / before[key]:.1%}")
+        table.add_row(
+            label,
+            f"{before[key] / scale:,.4g}",
+            f"{after[key] / scale:,.4g}",
+            f"{after[key] / before[key]:.1%}",
+        )
     blocks = plan["blocks"]
     table.add_row("depth", str(len(plan["source_heads"])), str(len(blocks)), "")
-    table.add_row("heads per block", _widths(plan["source_heads"]), _widths([len(b["heads"]) for b in blocks]), "")
-    table.add_row("MLP width per block", _widths(plan["source_channels"]), _widths([len(b["channels"]) for b in blocks]), "")
+    table.add_row(
+        "heads per block", _widths(plan["source_heads"]), _widths([len(b["heads"]) for b in blocks]), ""
+    )
+    table.add_row(
+        "MLP width per block",
+        _widths(plan["source_channels"]),
+        _widths([len(b["channels"]) for b in blocks]),
+        "",
+    )
     Console().print(table)
     recovery = record["recovery"]
     if recovery:
         typer.echo(
-            f"recovery: {recovery['steps']} steps ({recovery['stopped']}), loss {recovery['loss_first']:.4g} -> "
-            f"{recovery['loss_last']:.4g}"
+            f"recovery: {recovery['steps']} steps ({recovery['stopped']}), "
+            f"loss {recovery['loss_first']:.4g} -> {recovery['loss_last']:.4g}"
         )
     else:
         typer.echo("recovery: none (--no-recover or prune.recovery.steps=0)")

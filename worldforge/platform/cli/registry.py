@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from worldforge.platform.cli.common import OVERRIDES, exit_on_error
+from worldforge.platform.cli.common import OVERRIDES, exit_on_error, run_as_flow
 
 app = typer.Typer(
     help="The MLflow model registry: versions, aliases (candidate, champion), promotion decisions.",
@@ -137,7 +137,7 @@ def promote(
 
     with exit_on_error():
         gates = load_config(config, list(overrides or [])).registry
-        decision = registry.promote(family, version, gates)
+        decision = run_as_flow("registry-promote", registry.promote, family=family, version=version, config=gates)
     print_decision(decision, Console())
     if decision.outcome not in ("promoted", "unchanged"):
         raise typer.Exit(1)

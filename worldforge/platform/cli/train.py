@@ -3,12 +3,12 @@
 One process:          worldforge train world quickstart
 Several (one node):   torchrun --standalone --nproc_per_node 8 --no-python worldforge train world h100-base
 Several nodes:        see infra/README.md (deepspeed launcher + hostfile, or infra/k8s)
+A checkpoint -> package: worldforge train export <root>/checkpoints/RUN/stepNNNNNNNN --out PACKAGE
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -32,6 +32,12 @@ DEEPSPEED = typer.Option(
     help="DeepSpeed config: a name in infra/deepspeed (zero0..zero3, zero2-offload, zero3-offload) or a JSON "
     "path; the same as -o train.deepspeed=...",
 )
+TOKENIZER = typer.Option(
+    None, "--tokenizer", help="Package of the pretrained tokenizer (required for tokenizer.kind=vae)."
+)
+CHECKPOINT = typer.Argument(..., help="A checkpoint folder: <root>/checkpoints/<run>/stepNNNNNNNN.")
+EXPORT_OUT = typer.Option(..., "--out", help="Model package folder to write.")
+RAW = typer.Option(False, "--raw", help="The trained weights rather than their EMA.")
 # Exit statuses of a run stopped by a signal, as a shell reports them (128 + signal number).
 SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}
 
@@ -76,11 +82,11 @@ def _run(stage, **kwargs) -> Path | None:
 @app.command("tokenizer")
 def tokenizer(
     config: str = CONFIG,
-    overrides: Optional[list[str]] = OVERRIDES,
-    dataset: Optional[Path] = DATASET,
-    out: Optional[Path] = OUT,
+    overrides: list[str] | None = OVERRIDES,
+    dataset: Path | None = DATASET,
+    out: Path | None = OUT,
     resume: bool = RESUME,
-    deepspeed: Optional[str] = DEEPSPEED,
+    deepspeed: str | None = DEEPSPEED,
 ) -> None:
     """Pretrain the VAE tokenizer (train.tokenizer_steps); nothing to do for the patch tokenizer."""
     from worldforge.training.pretrain import pretrain_tokenizer
@@ -90,28 +96,47 @@ def tokenizer(
         if resolved.tokenizer.kind == "patch":
             typer.echo("tokenizer.kind=patch has no weights: nothing to pretrain")
             return
-        path = _run(pretrain_tokenizer, config=resolved, dataset_path=_dataset(resolved, dataset), out_package=out,
-                    resume=resume)
+        path = _run(
+            pretrain_tokenizer,
+            config=resolved,
+            dataset_path=_dataset(resolved, dataset),
+            out_package=out,
+            resume=resume,
+        )
     typer.echo(f"package: {path}")
 
 
 @app.command("world")
 def world(
     config: str = CONFIG,
-    overrides: Optional[list[str]] = OVERRIDES,
-    dataset: Optional[Path] = DATASET,
-    tokenizer_package: Optional[Path] = typer.Option(
-        None, "--tokenizer", help="Package of the pretrained tokenizer (required for tokenizer.kind=vae)."
-    ),
-    out: Optional[Path] = OUT,
+    overrides: list[str] | None = OVERRIDES,
+    dataset: Path | None = DATASET,
+    tokenizer_package: Path | None = TOKENIZER,
+    out: Path | None = OUT,
     resume: bool = RESUME,
-    deepspeed: Optional[str] = DEEPSPEED,
+    deepspeed: str | None = DEEPSPEED,
 ) -> None:
     """Pretrain the world model (train.steps) on the frozen tokenizer."""
     from worldforge.training.pretrain import pretrain_world
 
     with exit_on_error():
         resolved = _config(config, overrides, deepspeed)
-        path = _run(pretrain_world, config=resolved, dataset_path=_dataset(resolved, dataset),
-                    tokenizer_package=tokenizer_package, out_package=out, resume=resume)
+        path = _run(
+            pretrain_world,
+            config=resolved,
+            dataset_path=_dataset(resolved, dataset),
+            tokenizer_package=tokenizer_package,
+            out_package=out,
+            resume=resume,
+        )
+    typer.echo(f"package: {path}")
+
+
+@app.command("export")
+def export(checkpoint: Path = CHECKPOINT, out: Path = EXPORT_OUT, raw: bool = RAW) -> None:
+    """Consolidate a (ZeRO) checkpoint into a model package, on demand, in one CPU process."""
+    from worldforge.training.export import export_checkpoint
+
+    with exit_on_error():
+        path = export_checkpoint(checkpoint, out, weights="raw" if raw else "ema")
     typer.echo(f"package: {path}")
