@@ -22,8 +22,12 @@ from worldforge.pipelines.tasks import (
     pretrain_tokenizer_task,
     pretrain_world_task,
     promote_task,
+    prune_task,
+    quantize_task,
     register_task,
 )
+
+COMPRESSION_TASKS = {"prune": prune_task, "quantize": quantize_task}
 from worldforge.platform import tracking
 from worldforge.platform.config import WorldforgeConfig, load_config
 from worldforge.platform.project import Project
@@ -102,14 +106,35 @@ def evaluate_stage(
 
 
 def register_and_promote(
-    config: WorldforgeConfig, package: dict[str, str], stage: str, dataset_md5: str, parent: str = "", promote: bool = True
+    config: WorldforgeConfig, package: dict[str, str], stage: str, dataset_md5: str, parent: str = ""
 ) -> dict[str, Any]:
     tags = {"dataset.dvc_md5": dataset_md5, "parent.model": parent}
     version = register_task(config, package["path"], stage, tags)
     outcome: dict[str, Any] = {"version": version}
-    if promote:
+    if config.pipeline.promote:
         outcome["decision"] = promote_task(config, version)
     return outcome
+
+
+def compression_stages(
+    project: Project, config: WorldforgeConfig, world: dict[str, Any], dataset: dict[str, str]
+) -> list[dict[str, Any]]:
+    """`pipeline.compress` in order: each stage takes the previous package, is evaluated against it
+    (same episodes, same run), registered with it as parent and offered for promotion."""
+    produced, parent = [], world
+    for stage in config.pipeline.compress:
+        inputs = {"package": parent["md5"], "dataset": dataset["md5"]}
+        out = stage_output(project, config, stage, inputs)
+        package, cached = run_stage(
+            COMPRESSION_TASKS[stage], stage, config, out, inputs, package=parent["path"], dataset=dataset["path"]
+        )
+        metrics, eval_cached = evaluate_stage(config, package, dataset, reference=parent)
+        registry = register_and_promote(config, package, stage, dataset["md5"], parent=parent["md5"])
+        produced.append(
+            {"stage": stage, "package": package, "metrics": metrics, "cached": cached and eval_cached, **registry}
+        )
+        parent = package
+    return produced
 
 
 @flow(name="build_dataset", log_prints=True)
@@ -162,10 +187,10 @@ def promote_flow(
 
 
 @flow(name="train_and_compress", log_prints=True)
-def train_and_compress(
-    preset: str = "quickstart", overrides: list[str] | None = None, root: str | None = None, promote: bool = True
-) -> dict:
-    """The end-to-end pipeline: dataset -> tokenizer -> world model -> evaluate -> register -> promote.
+def train_and_compress(preset: str = "quickstart", overrides: list[str] | None = None, root: str | None = None) -> dict:
+    """The end-to-end pipeline: dataset -> tokenizer -> world model -> evaluate -> register ->
+    promote, then each compression stage of `pipeline.compress` (prune, quantize) -> evaluate
+    against its parent -> register -> promote.
 
     One MLflow parent run holds a nested run per stage that ran; stages whose inputs did not change
     are taken from the cache and recorded as such on the parent run."""
@@ -176,15 +201,18 @@ def train_and_compress(
         trained = world_stages(project, config, dataset)
         world = trained["world"]
         metrics, eval_cached = evaluate_stage(config, world, dataset)
+        registry = register_and_promote(config, world, "pretrain", dataset["md5"])
+        compressed = compression_stages(project, config, world, dataset)
         cached = {"build_dataset": dataset_cached, **trained["cached"], "evaluate": eval_cached}
+        cached.update({entry["stage"]: entry["cached"] for entry in compressed})
         tracking.set_tags({f"cached.{stage}": value for stage, value in cached.items()})
         tracking.set_tags({"dataset.dvc_md5": dataset["md5"], "package.md5": world["md5"]})
-        registry = register_and_promote(config, world, "pretrain", dataset["md5"], promote=promote)
         return {
             "mlflow_run_id": run.info.run_id,
             "dataset": dataset,
             "world": world,
             "metrics": metrics,
             "cached": cached,
+            "compressed": compressed,
             **registry,
         }

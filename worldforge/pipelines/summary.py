@@ -39,6 +39,24 @@ def print_summary(result: dict[str, Any]) -> None:
         f"SSIM {metrics['ssim_mean']:.3f} (baseline {metrics['baseline_ssim_mean']:.3f}); "
         f"end-to-end {metrics['fps_e2e']:.1f} frames/s on {metrics['device']}"
     )
+    if result.get("compressed"):
+        compressed = Table(title="compression stages (each evaluated against its parent on the same episodes)")
+        for column in ("stage", "version", "PSNR dB", "vs parent", "frames/s e2e", "parameters", "promotion"):
+            compressed.add_column(column)
+        for entry in result["compressed"]:
+            own = entry["metrics"]
+            delta = own.get("comparison", {}).get("psnr_mean", {}).get("delta")
+            outcome = entry.get("decision", {}).get("outcome", "-")
+            compressed.add_row(
+                entry["stage"],
+                str(entry["version"]),
+                f"{own['psnr_mean']:.2f}",
+                "-" if delta is None else f"{delta:+.2f}",
+                f"{own['fps_e2e']:.1f}",
+                str(own.get("parameters", "-")),
+                outcome,
+            )
+        console.print(compressed)
     decision = result.get("decision")
     if decision:
         verdict = "promoted to champion" if decision["promoted"] else f"not promoted ({decision['outcome']})"

@@ -92,6 +92,24 @@ def pretrain_world_task(
     return {"path": str(path), "md5": package_md5(path)}
 
 
+@stage_task("prune")
+def prune_task(config: WorldforgeConfig, package: str, dataset: str, out: str, key: str) -> dict[str, str]:
+    from worldforge.compression.prune import prune_package
+    from worldforge.platform.packages import package_md5
+
+    path = prune_package(package, config, config.prune, Path(dataset), Path(out), recover=True, track=True)
+    return {"path": str(path), "md5": package_md5(path)}
+
+
+@stage_task("quantize")
+def quantize_task(config: WorldforgeConfig, package: str, dataset: str, out: str, key: str) -> dict[str, str]:
+    from worldforge.compression.quantize import quantize_package
+    from worldforge.platform.packages import package_md5
+
+    path = quantize_package(package, config, config.quantize, Path(dataset), Path(out), track=True)
+    return {"path": str(path), "md5": package_md5(path)}
+
+
 @stage_task("evaluate")
 def evaluate_task(
     config: WorldforgeConfig, package: str, dataset: str, reference: str | None, key: str

@@ -21,6 +21,7 @@ from worldforge.data.config import DataConfig
 from worldforge.errors import WorldforgeError
 from worldforge.evaluation.config import EvalConfig, RegistryConfig
 from worldforge.models.config import ModelConfig, ObjectiveConfig, SamplerConfig, TokenizerConfig
+from worldforge.pipelines.config import PipelineConfig
 from worldforge.platform.schema import Section
 from worldforge.training.config import TrainConfig
 
@@ -44,6 +45,7 @@ class WorldforgeConfig(Section):
     registry: RegistryConfig = RegistryConfig()
     prune: PruneConfig = PruneConfig()
     quantize: QuantizeConfig = QuantizeConfig()
+    pipeline: PipelineConfig = PipelineConfig()
 
     def flat(self) -> dict[str, Any]:
         """The config as `{"model.depth": 8, ...}`: what MLflow logs as params."""

@@ -22,7 +22,6 @@ PREFECT_FILE = SOURCE / "infra" / "prefect" / "prefect.yaml"
 def run(
     config: str = typer.Argument("quickstart", help="Preset name (configs/NAME.yaml) or a YAML path."),
     overrides: Optional[list[str]] = OVERRIDES,
-    no_promote: bool = typer.Option(False, "--no-promote", help="Register but do not try to promote."),
 ) -> None:
     """Run train_and_compress once: dataset -> tokenizer -> world model -> evaluate -> register ->
     promote. Finished stages whose inputs did not change are taken from the cache."""
@@ -31,7 +30,7 @@ def run(
     from worldforge.pipelines.summary import print_summary
 
     with exit_on_error():
-        result = train_and_compress(preset=config, overrides=overrides or [], root=str(root), promote=not no_promote)
+        result = train_and_compress(preset=config, overrides=overrides or [], root=str(root))
     print_summary(result)
 
 
