@@ -36,29 +36,40 @@ def build(preset: str, steps: int | None) -> WorldModel:
     return WorldModel.from_config(tokenizer, model, ObjectiveConfig(), sampler)
 
 
-def measure(model, frames, actions, context: int, horizon: int, use_cache: bool, repeats: int) -> tuple[float, float]:
+def measure(
+    model, frames, actions, context: int, horizon: int, use_cache: bool, repeats: int
+) -> tuple[float, float]:
     """Median end-to-end frames/s and median denoising seconds per frame."""
     rollout(model, frames[:, :context], actions, horizon, use_cache=use_cache)  # warm-up
     fps, denoise = [], []
     for repeat in range(repeats):
         generator = torch.Generator(frames.device).manual_seed(repeat)
-        result = rollout(model, frames[:, :context], actions, horizon, use_cache=use_cache, generator=generator)
+        result = rollout(
+            model, frames[:, :context], actions, horizon, use_cache=use_cache, generator=generator
+        )
         fps.append(horizon / result.total_seconds)
         denoise.append(result.denoise_seconds / horizon)
     return statistics.median(fps), statistics.median(denoise)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--horizon", type=int, default=8, help="frames generated per rollout")
-    parser.add_argument("--context-lengths", default=None, help="comma-separated; default 1, W/2, W-1 for window W")
+    parser.add_argument(
+        "--context-lengths", default=None, help="comma-separated; default 1, W/2, W-1 for window W"
+    )
     parser.add_argument("--steps", type=int, default=None, help="solver steps (default: the sampler config)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     device = select_device(args.device)
     dtype = getattr(torch, args.dtype)
@@ -91,7 +102,9 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for context in contexts:
-        cached_fps, cached_denoise = measure(model, frames, actions, context, args.horizon, True, args.repeats)
+        cached_fps, cached_denoise = measure(
+            model, frames, actions, context, args.horizon, True, args.repeats
+        )
         full_fps, full_denoise = measure(model, frames, actions, context, args.horizon, False, args.repeats)
         print(
             f"{context:>7} | {cached_fps:>10.1f} | {full_fps:>13.1f} | {cached_fps / full_fps:>5.2f} | "

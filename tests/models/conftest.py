@@ -13,7 +13,9 @@ NUM_ACTIONS = 5  # stay, up, down, left, right
 MOVES = torch.tensor([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]])
 
 
-def moving_squares(batch: int, frames: int, size: int = FRAME_SIZE, seed: int = 0, step: int = 4, square: int = 8):
+def moving_squares(
+    batch: int, frames: int, size: int = FRAME_SIZE, seed: int = 0, step: int = 4, square: int = 8
+):
     """Clips of a coloured square on a dark background, moved by the actions.
 
     Returns frames (B, T, 3, size, size) in [-1, 1] and actions (B, T) int64; action t moves the
@@ -52,6 +54,17 @@ def tiny_model(
         ObjectiveConfig(),
         sampler or SamplerConfig(steps=3),
     ).eval()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tensors here are tiny: intra-op threads only add synchronisation, and on a busy machine
+    OpenMP barriers stall (this suite: 15 s with one thread, over 3 minutes with two when the
+    2 cores were shared with other jobs)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 # Factories as fixtures, so test modules need not import this conftest by name.

@@ -31,13 +31,20 @@ def test_every_preset_builds_on_meta_and_maps_latents_to_latents(kind):
 
 def test_explicit_fields_override_the_preset():
     config = ModelConfig(preset="small", depth=3, heads=4).resolved()
-    assert (config.depth, config.width, config.heads, config.head_dim) == (3, PRESETS["small"]["width"], 4, 96)
+    assert (config.depth, config.width, config.heads, config.head_dim) == (
+        3,
+        PRESETS["small"]["width"],
+        4,
+        96,
+    )
     assert config.heads_per_block == [4, 4, 4]
     assert config.mlp_hidden_per_block == [int(PRESETS["small"]["width"] * 4.0)] * 3
 
 
 def test_per_block_heads_and_mlp_widths_describe_a_pruned_network():
-    config = ModelConfig(preset="tiny", heads_per_block=[4, 2, 3, 1], mlp_hidden_per_block=[512, 100, 64, 512])
+    config = ModelConfig(
+        preset="tiny", heads_per_block=[4, 2, 3, 1], mlp_hidden_per_block=[512, 100, 64, 512]
+    )
     with torch.device("meta"):
         model = WorldModel.from_config(TokenizerConfig(), config)
     head_dim = model.model_cfg.head_dim

@@ -84,7 +84,9 @@ def test_wrong_action_shapes_are_named():
         action_condition(torch.zeros(1, 4, dtype=torch.long), 4, 1, ModelConfig(action_space="continuous"))
     with pytest.raises(ValueError, match="need at least 3 actions"):
         action_condition(torch.zeros(1, 2, dtype=torch.long), 4, 1, ModelConfig())
-    with pytest.raises(ValueError, match=r"must lie in \[0, 5\) \(model.num_actions\), got values in \[0, 5\]"):
+    with pytest.raises(
+        ValueError, match=r"must lie in \[0, 5\) \(model.num_actions\), got values in \[0, 5\]"
+    ):
         action_condition(torch.tensor([[0, 5, 1]]), 4, 1, ModelConfig(num_actions=5))
 
 

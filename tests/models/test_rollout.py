@@ -10,7 +10,9 @@ from worldforge.models.streaming import rollout
 
 
 def generate(model, frames, actions, context, horizon, **kwargs):
-    return rollout(model, frames[:, :context], actions, horizon, generator=torch.Generator().manual_seed(0), **kwargs)
+    return rollout(
+        model, frames[:, :context], actions, horizon, generator=torch.Generator().manual_seed(0), **kwargs
+    )
 
 
 def test_rollout_returns_frames_in_range_and_timings(make_model, random_weights, make_clips):
@@ -34,9 +36,15 @@ def test_rollout_with_cache_equals_recompute(make_model, random_weights, make_cl
     assert recomputed.peak_cache_frames == 0
 
 
-def test_rollout_with_cache_equals_recompute_for_a_video_vae_and_noised_context(make_model, random_weights, make_clips):
+def test_rollout_with_cache_equals_recompute_for_a_video_vae_and_noised_context(
+    make_model, random_weights, make_clips
+):
     tokenizer = TokenizerConfig(
-        kind="vae", frame_size=(32, 32), spatial_compression=4, temporal_compression=2, base_channels=8,
+        kind="vae",
+        frame_size=(32, 32),
+        spatial_compression=4,
+        temporal_compression=2,
+        base_channels=8,
         latent_channels=4,
     )
     sampler = SamplerConfig(steps=2, context_noise=0.1, decode_chunk=2)

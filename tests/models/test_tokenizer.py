@@ -11,8 +11,13 @@ from worldforge.models.tokenizer_objective import psnr, reconstruction_psnr, tok
 def small_vae(spatial=4, temporal=1, **fields):
     torch.manual_seed(0)
     config = TokenizerConfig(
-        kind="vae", frame_size=(32, 32), spatial_compression=spatial, temporal_compression=temporal,
-        base_channels=8, latent_channels=4, **fields,
+        kind="vae",
+        frame_size=(32, 32),
+        spatial_compression=spatial,
+        temporal_compression=temporal,
+        base_channels=8,
+        latent_channels=4,
+        **fields,
     )
     return build_tokenizer(config)
 
@@ -53,7 +58,9 @@ def test_decoding_is_causal_and_chunked_decode_equals_full_decode(temporal):
     with torch.no_grad():
         full = vae.decode(latents)
         assert full.shape[1] == 1 + 6 * temporal
-        torch.testing.assert_close(vae.decode(latents[:, :3]), full[:, : 1 + 2 * temporal], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            vae.decode(latents[:, :3]), full[:, : 1 + 2 * temporal], rtol=1e-5, atol=1e-5
+        )
         for chunk in (1, 2, 3):
             torch.testing.assert_close(vae.decode(latents, chunk=chunk), full, rtol=1e-5, atol=1e-5)
 
@@ -88,4 +95,6 @@ def test_patch_tokenizer_has_nothing_to_train(make_clips):
 def test_psnr_of_frames_in_minus_one_one():
     target = torch.zeros(2, 3, 3, 8, 8)
     assert float(psnr(target + 0.2, target)) == pytest.approx(20.0, abs=1e-4)  # 10 log10(4 / 0.04)
-    assert float(psnr(target, target)) == pytest.approx(100.0 + 10 * torch.log10(torch.tensor(4.0)).item(), abs=1e-3)
+    assert float(psnr(target, target)) == pytest.approx(
+        100.0 + 10 * torch.log10(torch.tensor(4.0)).item(), abs=1e-3
+    )

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from worldforge.platform.cli.train import app
 from worldforge.platform.lineage import DataRepo
 from worldforge.platform.packages import load_package
+from worldforge.training.export import export_checkpoint
 from worldforge.training.pretrain import pretrain_tokenizer, pretrain_world
 
 VAE = [
@@ -89,6 +90,11 @@ def test_pretrain_world_tracks_metrics_artifacts_and_a_dvc_package(
     assert {"package", "validation", "deepspeed-pretrain_world.json"} <= artifacts
     package_files = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "package")}
     assert {"config.json", "model.safetensors", "lineage.json", "metrics.json"} <= package_files
+    # the final ZeRO-0 checkpoint exports, offline, to the package the run wrote (EMA weights)
+    exported = load_package(export_checkpoint(package.lineage["checkpoint"], project.packages / "exported"))
+    for name, value in package.state.items():
+        assert torch.equal(exported.state[name], value), name
+
     gifs = [
         a.path
         for a in client.list_artifacts(run.info.run_id, "validation/step00000004")

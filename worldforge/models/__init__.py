@@ -25,7 +25,21 @@ _EXPORTS = {
     "forward_flops": "flops",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "RolloutResult",
+    "WorldModel",
+    "build_world_model",
+    "count_parameters",
+    "flops_per_frame",
+    "flow_matching_loss",
+    "forward_flops",
+    "package_config",
+    "psnr",
+    "reconstruction_psnr",
+    "rollout",
+    "rollout_flops",
+    "tokenizer_loss",
+]
 
 
 def __getattr__(name: str):

@@ -16,7 +16,9 @@ from torch import nn
 ROPE_THETA = 10000.0
 
 
-def rope_tables(head_dim: int, first_frame: int, frames: int, height: int, width: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_tables(
+    head_dim: int, first_frame: int, frames: int, height: int, width: int, device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """cos, sin tables, each (frames * height * width, head_dim), for the rotate-half convention.
 
     The head dimension is split between time, height and width: 2 (head_dim // 6) channels each
@@ -53,7 +55,13 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 def frame_mask(
-    query_first: int, query_frames: int, key_first: int, key_frames: int, tokens_per_frame: int, window: int, device
+    query_first: int,
+    query_frames: int,
+    key_first: int,
+    key_frames: int,
+    tokens_per_frame: int,
+    window: int,
+    device,
 ) -> torch.Tensor | None:
     """Boolean (Lq, Lk) mask, True where a query token may attend to a key token; None if all may.
 
@@ -65,7 +73,9 @@ def frame_mask(
         return None
     # Expanded on the device: only the small frame-level matrix crosses over.
     allowed = allowed.to(device)
-    return allowed.repeat_interleave(tokens_per_frame, 0).repeat_interleave(tokens_per_frame, 1)  # (Tq N, Tk N)
+    return allowed.repeat_interleave(tokens_per_frame, 0).repeat_interleave(
+        tokens_per_frame, 1
+    )  # (Tq N, Tk N)
 
 
 class KVCache:

@@ -13,7 +13,7 @@ Conventions shared by every config here:
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -37,7 +37,9 @@ class TokenizerConfig(Section):
         1, description="vae: latent frame 0 <- frame 0 alone, each later latent frame <- this many frames"
     )
     latent_channels: int = Field(16, ge=1)
-    base_channels: int = Field(64, ge=8, description="vae: channels at full resolution; doubled per level (max 4x)")
+    base_channels: int = Field(
+        64, ge=8, description="vae: channels at full resolution; doubled per level (max 4x)"
+    )
     res_blocks: int = Field(1, ge=1, description="vae: residual blocks per resolution level")
     latent_scale: float = Field(
         1.0, gt=0, description="latents = encoding * latent_scale; set it so latents have about unit std"
@@ -72,10 +74,17 @@ class TokenizerConfig(Section):
 # The DiT presets. `tiny` trains on 2 CPU cores in minutes (64 tokens per 64x64 frame with the
 # patch-8 tokenizer); the others are the usual DiT S/B/L shapes.
 PRESETS: dict[str, dict] = {
-    "tiny": dict(depth=4, width=128, heads=4, mlp_ratio=4.0, patch_size=1, context_window=8),
-    "small": dict(depth=12, width=384, heads=6, mlp_ratio=4.0, patch_size=1, context_window=16),
-    "base": dict(depth=12, width=768, heads=12, mlp_ratio=4.0, patch_size=2, context_window=16),
-    "large": dict(depth=24, width=1024, heads=16, mlp_ratio=4.0, patch_size=2, context_window=32),
+    "tiny": {"depth": 4, "width": 128, "heads": 4, "mlp_ratio": 4.0, "patch_size": 1, "context_window": 8},
+    "small": {"depth": 12, "width": 384, "heads": 6, "mlp_ratio": 4.0, "patch_size": 1, "context_window": 16},
+    "base": {"depth": 12, "width": 768, "heads": 12, "mlp_ratio": 4.0, "patch_size": 2, "context_window": 16},
+    "large": {
+        "depth": 24,
+        "width": 1024,
+        "heads": 16,
+        "mlp_ratio": 4.0,
+        "patch_size": 2,
+        "context_window": 32,
+    },
 }
 ARCHITECTURE = ("depth", "width", "heads", "mlp_ratio", "patch_size", "context_window")
 
@@ -84,17 +93,17 @@ class ModelConfig(Section):
     """The world DiT. Fields left None come from `PRESETS[preset]`."""
 
     preset: str = "tiny"
-    depth: Optional[int] = Field(None, ge=1, description="number of transformer blocks")
-    width: Optional[int] = Field(None, ge=8, description="token width D")
-    heads: Optional[int] = Field(None, ge=1, description="attention heads per block (unpruned)")
-    head_dim: Optional[int] = Field(None, ge=2, description="default width // heads")
-    mlp_ratio: Optional[float] = Field(None, gt=0)
-    patch_size: Optional[int] = Field(None, ge=1, description="latent cells per token side")
-    context_window: Optional[int] = Field(
+    depth: int | None = Field(None, ge=1, description="number of transformer blocks")
+    width: int | None = Field(None, ge=8, description="token width D")
+    heads: int | None = Field(None, ge=1, description="attention heads per block (unpruned)")
+    head_dim: int | None = Field(None, ge=2, description="default width // heads")
+    mlp_ratio: float | None = Field(None, gt=0)
+    patch_size: int | None = Field(None, ge=1, description="latent cells per token side")
+    context_window: int | None = Field(
         None, ge=1, description="frames a frame attends to, itself included (latent frames)"
     )
-    heads_per_block: Optional[list[int]] = Field(None, description="pruned models: heads of each block")
-    mlp_hidden_per_block: Optional[list[int]] = Field(None, description="pruned models: MLP width of each block")
+    heads_per_block: list[int] | None = Field(None, description="pruned models: heads of each block")
+    mlp_hidden_per_block: list[int] | None = Field(None, description="pruned models: MLP width of each block")
     action_space: Literal["discrete", "continuous"] = "discrete"
     num_actions: int = Field(8, ge=1, description="discrete: actions are 0..num_actions-1")
     action_dim: int = Field(2, ge=1, description="continuous: size of an action vector")
@@ -151,7 +160,9 @@ class ObjectiveConfig(Section):
     logit_std: float = Field(1.0, gt=0)
     per_frame_noise: bool = Field(True, description="diffusion forcing; False: one level per clip")
     clean_context_prob: float = Field(
-        0.5, ge=0.0, le=1.0,
+        0.5,
+        ge=0.0,
+        le=1.0,
         description="chance that a clip's frames before a random split are clean (no loss on them), as in a rollout",
     )
     x0_min_level: float = Field(0.05, gt=0, description="x0 prediction: v = (x_t - x0) / max(t, this)")
@@ -162,6 +173,10 @@ class SamplerConfig(Section):
 
     solver: Literal["euler", "heun"] = "euler"
     steps: int = Field(16, ge=1)
-    shift: float = Field(1.0, gt=0, description="timestep shift s: t -> s t / (1 + (s - 1) t); > 1 spends steps near noise")
+    shift: float = Field(
+        1.0, gt=0, description="timestep shift s: t -> s t / (1 + (s - 1) t); > 1 spends steps near noise"
+    )
     context_noise: float = Field(0.0, ge=0.0, lt=1.0, description="noise level of committed context frames")
-    decode_chunk: Optional[int] = Field(16, ge=1, description="latent frames per tokenizer decode chunk; None: all")
+    decode_chunk: int | None = Field(
+        16, ge=1, description="latent frames per tokenizer decode chunk; None: all"
+    )

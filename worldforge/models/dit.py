@@ -29,7 +29,9 @@ from worldforge.models.attention import Attention, KVCache, frame_mask, rope_tab
 from worldforge.models.config import ModelConfig, ModelConfigError
 
 
-def action_condition(actions: torch.Tensor, latent_frames: int, frames_per_latent: int, config: ModelConfig) -> torch.Tensor:
+def action_condition(
+    actions: torch.Tensor, latent_frames: int, frames_per_latent: int, config: ModelConfig
+) -> torch.Tensor:
     """Data-convention actions -> the conditioning of each latent frame (see the module docstring).
 
     actions: (B, T) int64 in [0, num_actions) or (B, T, A) float; action t taken after frame t.
@@ -41,16 +43,24 @@ def action_condition(actions: torch.Tensor, latent_frames: int, frames_per_laten
     b = actions.shape[0]
     if config.action_space == "discrete":
         if actions.ndim != 2 or actions.is_floating_point():
-            raise ModelConfigError(f"discrete actions must be (B, T) integers, got {tuple(actions.shape)} {actions.dtype}")
+            raise ModelConfigError(
+                f"discrete actions must be (B, T) integers, got {tuple(actions.shape)} {actions.dtype}"
+            )
     elif actions.ndim != 3 or actions.shape[-1] != config.action_dim:
         raise ModelConfigError(
             f"continuous actions must be (B, T, {config.action_dim}) floats, got {tuple(actions.shape)}"
         )
     if actions.shape[1] < needed:
-        raise ModelConfigError(f"{latent_frames} latent frames need at least {needed} actions, got {actions.shape[1]}")
+        raise ModelConfigError(
+            f"{latent_frames} latent frames need at least {needed} actions, got {actions.shape[1]}"
+        )
     taken = actions[:, :needed]
     if config.action_space == "discrete":
-        if taken.numel() and not taken.is_meta and (int(taken.min()) < 0 or int(taken.max()) >= config.num_actions):
+        if (
+            taken.numel()
+            and not taken.is_meta
+            and (int(taken.min()) < 0 or int(taken.max()) >= config.num_actions)
+        ):
             raise ModelConfigError(
                 f"discrete actions must lie in [0, {config.num_actions}) (model.num_actions), "
                 f"got values in [{int(taken.min())}, {int(taken.max())}]"
@@ -74,7 +84,9 @@ class TimestepEmbed(nn.Module):
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         # (B, T) -> (B, T, D)
         half = self.features // 2
-        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+        freqs = torch.exp(
+            -math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half
+        )
         args = 1000.0 * t.float()[..., None] * freqs
         features = torch.cat([args.cos(), args.sin()], dim=-1).to(self.fc1.weight.dtype)
         return self.fc2(F.silu(self.fc1(features)))
@@ -127,7 +139,9 @@ class Block(nn.Module):
     def forward(self, x, c, rope, mask, cache: KVCache | None = None, index: int = 0, commit: bool = False):
         # x (B, T, N, D); c (B, T, D), already through SiLU
         b, t, n, d = x.shape
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.adaln(c).unsqueeze(2).chunk(6, dim=-1)  # (B, T, 1, D)
+        shift1, scale1, gate1, shift2, scale2, gate2 = (
+            self.adaln(c).unsqueeze(2).chunk(6, dim=-1)
+        )  # (B, T, 1, D)
         h = self.norm1(x) * (1 + scale1) + shift1
         h = self.attn(h.reshape(b, t * n, d), rope, mask, cache, index, commit, tokens_per_frame=n)
         x = x + gate1 * h.view(b, t, n, d)
@@ -202,7 +216,7 @@ class WorldDiT(nn.Module):
         With a cache they follow the frames it holds (from `cache.next_frame`) and attend to them;
         `commit=True` appends their keys/values, making them context for later calls.
         Returns (B, T, C, h, w)."""
-        b, t, _, height, width = latents.shape
+        _, t, _, height, width = latents.shape
         p = self.patch
         if height % p or width % p:
             raise ModelConfigError(f"latent size {height}x{width} is not divisible by model.patch_size {p}")

@@ -81,7 +81,9 @@ def rollout_flops(model: WorldModel, steps: int | None = None, solver: str | Non
             commit=True,
         )
     frame = torch.zeros(1, 1, *shape, device="meta")
-    step = _counted(lambda: meta.dit(frame, torch.zeros(1, 1, device="meta"), _meta_condition(meta, 1), cache=cache))
+    step = _counted(
+        lambda: meta.dit(frame, torch.zeros(1, 1, device="meta"), _meta_condition(meta, 1), cache=cache)
+    )
 
     def decode(latent_frames: int):
         return lambda: meta.tokenizer.decode(torch.zeros(1, latent_frames, *shape, device="meta"))

@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     from worldforge.models.world_model import WorldModel
 
 
-def sample_noise_levels(batch: int, frames: int, config: ObjectiveConfig, device, generator=None) -> torch.Tensor:
+def sample_noise_levels(
+    batch: int, frames: int, config: ObjectiveConfig, device, generator=None
+) -> torch.Tensor:
     """(B, T) noise levels in (0, 1): logit-normal or uniform, per frame (or one per clip)."""
     shape = (batch, frames if config.per_frame_noise else 1)
     if config.noise_schedule == "logit_normal":
@@ -30,7 +32,9 @@ def sample_noise_levels(batch: int, frames: int, config: ObjectiveConfig, device
     return levels.expand(batch, frames).contiguous()
 
 
-def to_velocity(output: torch.Tensor, noisy: torch.Tensor, levels: torch.Tensor, config: ObjectiveConfig) -> torch.Tensor:
+def to_velocity(
+    output: torch.Tensor, noisy: torch.Tensor, levels: torch.Tensor, config: ObjectiveConfig
+) -> torch.Tensor:
     """The velocity implied by the network output. output, noisy: (B, T, C, h, w); levels: (B, T).
 
     With x0 prediction v = (x_t - x0) / t, with t floored at `x0_min_level` so that the loss
@@ -42,7 +46,11 @@ def to_velocity(output: torch.Tensor, noisy: torch.Tensor, levels: torch.Tensor,
 
 
 def flow_matching_loss(
-    model: WorldModel, frames: torch.Tensor, actions: torch.Tensor, config: ObjectiveConfig | None = None, generator=None
+    model: WorldModel,
+    frames: torch.Tensor,
+    actions: torch.Tensor,
+    config: ObjectiveConfig | None = None,
+    generator=None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The velocity loss of a batch of clips.
 

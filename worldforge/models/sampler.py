@@ -6,6 +6,7 @@ use fewer steps) without touching rollout code.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import torch
@@ -25,7 +26,7 @@ def euler(velocity: VelocityFn, noise: torch.Tensor, steps: int, shift: float = 
     """`steps` velocity evaluations."""
     x = noise
     levels = timesteps(steps, shift)
-    for t, t_next in zip(levels[:-1], levels[1:]):
+    for t, t_next in itertools.pairwise(levels):
         x = x + (t_next - t) * velocity(x, t)
     return x
 
@@ -34,7 +35,7 @@ def heun(velocity: VelocityFn, noise: torch.Tensor, steps: int, shift: float = 1
     """Heun's second-order method; the last step (to t = 0) is Euler: 2 steps - 1 evaluations."""
     x = noise
     levels = timesteps(steps, shift)
-    for t, t_next in zip(levels[:-1], levels[1:]):
+    for t, t_next in itertools.pairwise(levels):
         v = velocity(x, t)
         guess = x + (t_next - t) * v
         if t_next > 0:
@@ -51,7 +52,9 @@ def evaluations(solver: str, steps: int) -> int:
     return steps if solver == "euler" else 2 * steps - 1
 
 
-def sample(velocity: VelocityFn, noise: torch.Tensor, steps: int, shift: float = 1.0, solver: str = "euler") -> torch.Tensor:
+def sample(
+    velocity: VelocityFn, noise: torch.Tensor, steps: int, shift: float = 1.0, solver: str = "euler"
+) -> torch.Tensor:
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; known: {', '.join(SOLVERS)}")
     return SOLVERS[solver](velocity, noise, steps, shift)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from worldforge.models.config import ModelConfigError
-from worldforge.models.sampler import sample
+from worldforge.models.sampler import VelocityFn, sample
 from worldforge.models.world_model import WorldModel
 
 
@@ -40,6 +40,29 @@ def _noised(latents: torch.Tensor, level: float, generator) -> torch.Tensor:
         return latents
     noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
     return (1 - level) * latents + level * noise
+
+
+def cached_velocity(model: WorldModel, cache, condition: torch.Tensor) -> VelocityFn:
+    """The velocity field of the next frame, attending to the context held in `cache`."""
+
+    def velocity(x: torch.Tensor, t: float) -> torch.Tensor:
+        return model.velocity(x, x.new_full((x.shape[0], 1), t), condition, cache)
+
+    return velocity
+
+
+def recomputed_velocity(
+    model: WorldModel, past: torch.Tensor, level: float, condition: torch.Tensor, first: int
+) -> VelocityFn:
+    """The velocity field of the next frame, recomputing its context `past` (B, Tp, c, h, w), frames
+    first .. first + Tp - 1 at noise level `level`, from scratch; condition covers past + the frame."""
+    past_levels = past.new_full(past.shape[:2], level)
+
+    def velocity(x: torch.Tensor, t: float) -> torch.Tensor:
+        levels = torch.cat([past_levels, x.new_full((x.shape[0], 1), t)], dim=1)
+        return model.velocity(torch.cat([past, x], dim=1), levels, condition, first_frame=first)[:, -1:]
+
+    return velocity
 
 
 @torch.no_grad()
@@ -71,7 +94,9 @@ def rollout(
     r = model.frames_per_latent
     b, context_length = context_frames.shape[:2]
     if horizon < 1 or horizon % r:
-        raise ModelConfigError(f"horizon {horizon}: must be a positive multiple of the temporal compression {r}")
+        raise ModelConfigError(
+            f"horizon {horizon}: must be a positive multiple of the temporal compression {r}"
+        )
     if actions.shape[0] != b or actions.shape[1] < context_length + horizon - 1:
         raise ModelConfigError(
             f"actions {tuple(actions.shape)}: need (B={b}, at least Tc + horizon - 1 = {context_length + horizon - 1}, ...)"
@@ -93,27 +118,22 @@ def rollout(
     cache = model.dit.new_cache() if use_cache else None
     peak = 0
     if cache is not None:
-        model.velocity(history[0], context.new_full((b, known), level), condition[:, :known], cache, commit=True)
+        model.velocity(
+            history[0], context.new_full((b, known), level), condition[:, :known], cache, commit=True
+        )
         peak = cache.frames
     generated = []
     for j in range(known, known + new):
-        noise = torch.randn((b, 1, *context.shape[2:]), generator=generator, device=device, dtype=context.dtype)
+        noise = torch.randn(
+            (b, 1, *context.shape[2:]), generator=generator, device=device, dtype=context.dtype
+        )
         action = condition[:, j : j + 1]
         if cache is not None:
-
-            def velocity(x: torch.Tensor, t: float) -> torch.Tensor:
-                return model.velocity(x, x.new_full((b, 1), t), action, cache)
-
+            velocity = cached_velocity(model, cache, action)
         else:
             first = max(0, j - receptive + 1)
             past = torch.cat(history, dim=1)[:, first:j]  # (B, j - first, c, h, w)
-            past_levels = context.new_full((b, j - first), level)
-
-            def velocity(x: torch.Tensor, t: float) -> torch.Tensor:
-                levels = torch.cat([past_levels, x.new_full((b, 1), t)], dim=1)
-                out = model.velocity(torch.cat([past, x], dim=1), levels, condition[:, first : j + 1], first_frame=first)
-                return out[:, -1:]
-
+            velocity = recomputed_velocity(model, past, level, condition[:, first : j + 1], first)
         frame = sample(velocity, noise, steps, config.shift, solver)  # (B, 1, c, h, w)
         generated.append(frame)
         if j < known + new - 1:  # the last frame never becomes context

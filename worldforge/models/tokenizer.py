@@ -50,7 +50,9 @@ def check_frames(frames: torch.Tensor, compression: int, frames_per_latent: int)
         raise ModelConfigError(f"frames must be (B, T, C, H, W), got shape {tuple(frames.shape)}")
     _, t, _, h, w = frames.shape
     if h % compression or w % compression:
-        raise ModelConfigError(f"frame size {h}x{w} is not divisible by the spatial compression {compression}")
+        raise ModelConfigError(
+            f"frame size {h}x{w} is not divisible by the spatial compression {compression}"
+        )
     if (t - 1) % frames_per_latent:
         raise ModelConfigError(
             f"{t} frames: with temporal compression {frames_per_latent} the number of frames must be "

@@ -9,7 +9,9 @@ from torch import nn
 from worldforge.models.config import ModelConfigError
 
 
-def tokenizer_loss(tokenizer: nn.Module, frames: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def tokenizer_loss(
+    tokenizer: nn.Module, frames: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Reconstruction (L1 or MSE, per `tokenizer.config`) + kl_weight * KL(q(z|x) || N(0, I)).
 
     frames: (B, T, C, H, W) in [-1, 1]. Samples z from the posterior (reparameterised).
@@ -17,7 +19,9 @@ def tokenizer_loss(tokenizer: nn.Module, frames: torch.Tensor) -> tuple[torch.Te
     """
     config = tokenizer.config
     if config.kind != "vae":
-        raise ModelConfigError("tokenizer_loss: the patch tokenizer has no weights to train (tokenizer.kind=patch)")
+        raise ModelConfigError(
+            "tokenizer_loss: the patch tokenizer has no weights to train (tokenizer.kind=patch)"
+        )
     mean, logvar = tokenizer.posterior(frames)  # (B, T', c, h, w) each
     z = mean + torch.randn_like(mean) * (0.5 * logvar).exp()
     reconstruction = tokenizer.decode(z * config.latent_scale)  # (B, T, C, H, W)

@@ -31,7 +31,11 @@ class CausalConv3d(nn.Module):
         super().__init__()
         self.past = kernel - 1
         self.conv = nn.Conv3d(
-            cin, cout, kernel, stride=(time_stride, space_stride, space_stride), padding=(0, kernel // 2, kernel // 2)
+            cin,
+            cout,
+            kernel,
+            stride=(time_stride, space_stride, space_stride),
+            padding=(0, kernel // 2, kernel // 2),
         )
 
     def forward(self, x: torch.Tensor, state: State | None = None) -> torch.Tensor:

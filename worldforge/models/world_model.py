@@ -17,13 +17,24 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from worldforge.models.config import ModelConfig, ModelConfigError, ObjectiveConfig, SamplerConfig, TokenizerConfig
+from worldforge.models.config import (
+    ModelConfig,
+    ModelConfigError,
+    ObjectiveConfig,
+    SamplerConfig,
+    TokenizerConfig,
+)
 from worldforge.models.dit import WorldDiT, action_condition
 from worldforge.models.objective import to_velocity
 from worldforge.models.tokenizer import build_tokenizer
 
 KIND = "world_model"
-SECTIONS = {"tokenizer": TokenizerConfig, "model": ModelConfig, "objective": ObjectiveConfig, "sampler": SamplerConfig}
+SECTIONS = {
+    "tokenizer": TokenizerConfig,
+    "model": ModelConfig,
+    "objective": ObjectiveConfig,
+    "sampler": SamplerConfig,
+}
 
 
 class WorldModel(nn.Module):
@@ -76,7 +87,9 @@ class WorldModel(nn.Module):
         first_frame: int = 0,
     ) -> torch.Tensor:
         """The velocity field at (latents, noise_levels): (B, T, c, h, w). Arguments as WorldDiT.forward."""
-        output = self.dit(latents, noise_levels, condition, cache=cache, commit=commit, first_frame=first_frame)
+        output = self.dit(
+            latents, noise_levels, condition, cache=cache, commit=commit, first_frame=first_frame
+        )
         return to_velocity(output, latents, noise_levels, self.objective_cfg)
 
 

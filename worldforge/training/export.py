@@ -2,8 +2,8 @@
 
     export_checkpoint(<root>/checkpoints/<run>/step00001000, out) -> out
 
-Raw weights come from DeepSpeed's own consolidation of the ZeRO checkpoint (`zero_to_fp32`, any
-stage); EMA weights from the per-rank EMA shares in `trainer_rank{r}.pt`, put back together in
+Raw weights come from DeepSpeed's own consolidation of the ZeRO checkpoint (`zero_to_fp32`, ZeRO
+1-3) or, under ZeRO-0, from the module saved whole; EMA weights from the per-rank EMA shares in `trainer_rank{r}.pt`, put back together in
 rank order (each share is a contiguous, padded 1/world_size chunk of the flattened parameter).
 """
 
@@ -57,7 +57,11 @@ def export_checkpoint(
     folder = Path(folder)
     record = _record(folder)
     config, prefix = record["package_config"], record["package_prefix"]
-    raw = get_fp32_state_dict_from_zero_checkpoint(str(folder.parent), tag=folder.name)
+    if record["deepspeed"].get("zero_optimization", {}).get("stage", 0) == 0:
+        # ZeRO-0 saves the module whole (in the training precision); zero_to_fp32 does not read it.
+        raw = torch.load(folder / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)["module"]
+    else:
+        raw = get_fp32_state_dict_from_zero_checkpoint(str(folder.parent), tag=folder.name)
     state = {k.removeprefix(prefix): v.float() for k, v in raw.items() if k.startswith(prefix)}
     if (
         weights == "ema"

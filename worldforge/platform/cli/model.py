@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from worldforge.platform.cli.common import OVERRIDES, exit_on_error
 
-app = typer.Typer(help="Inspect world-model architectures: presets, parameter counts, FLOPs.", no_args_is_help=True)
+app = typer.Typer(
+    help="Inspect world-model architectures: presets, parameter counts, FLOPs.", no_args_is_help=True
+)
 
 
 def _resolve(preset: str, overrides: list[str]):
@@ -33,8 +33,10 @@ def _per_block(values: list[int]) -> str:
 
 @app.command("info")
 def info(
-    preset: str = typer.Argument(..., help="Model preset (tiny, small, base, large), config preset or YAML path."),
-    overrides: Optional[list[str]] = OVERRIDES,
+    preset: str = typer.Argument(
+        ..., help="Model preset (tiny, small, base, large), config preset or YAML path."
+    ),
+    overrides: list[str] | None = OVERRIDES,
 ) -> None:
     """Architecture, parameter counts and FLOPs per generated frame (built on the meta device)."""
     import torch
@@ -58,7 +60,9 @@ def info(
         tokenizer = f"patch {tok.patch_size}"
     else:
         tokenizer = f"causal VAE, {tok.spatial_compression}x space, {tok.temporal_compression}x time"
-    actions = f"discrete, {m.num_actions}" if m.action_space == "discrete" else f"continuous, dim {m.action_dim}"
+    actions = (
+        f"discrete, {m.num_actions}" if m.action_space == "discrete" else f"continuous, dim {m.action_dim}"
+    )
     dit_params, tokenizer_params = count_parameters(model.dit), count_parameters(model.tokenizer)
 
     table = Table(title=f"world model: {preset}", show_header=False)
