@@ -44,14 +44,17 @@ def randomize(model: torch.nn.Module, seed: int = 0, std: float = 0.1) -> torch.
 
 
 def tiny_model(
-    tokenizer: TokenizerConfig | None = None, sampler: SamplerConfig | None = None, **model_fields
+    tokenizer: TokenizerConfig | None = None,
+    sampler: SamplerConfig | None = None,
+    objective: ObjectiveConfig | None = None,
+    **model_fields,
 ) -> WorldModel:
     torch.manual_seed(0)
     fields = {"preset": "tiny", "num_actions": NUM_ACTIONS, **model_fields}
     return WorldModel.from_config(
         tokenizer or TokenizerConfig(frame_size=(FRAME_SIZE, FRAME_SIZE)),
         ModelConfig(**fields),
-        ObjectiveConfig(),
+        objective or ObjectiveConfig(),
         sampler or SamplerConfig(steps=3),
     ).eval()
 

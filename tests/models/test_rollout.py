@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from worldforge.models.attention import KVCache
-from worldforge.models.config import ModelConfigError, SamplerConfig, TokenizerConfig
+from worldforge.models.config import ModelConfigError, ObjectiveConfig, SamplerConfig, TokenizerConfig
 from worldforge.models.flops import flops_per_frame, rollout_flops
 from worldforge.models.streaming import rollout
 
@@ -27,13 +27,28 @@ def test_rollout_returns_frames_in_range_and_timings(make_model, random_weights,
 
 @pytest.mark.parametrize("window", [16, 3])  # longer than the rollout, and shorter: old frames drop out
 @pytest.mark.parametrize("solver", ["euler", "heun"])
-def test_rollout_with_cache_equals_recompute(make_model, random_weights, make_clips, window, solver):
-    model = random_weights(make_model(context_window=window))
+@pytest.mark.parametrize("residual", [False, True])
+def test_rollout_with_cache_equals_recompute(make_model, random_weights, make_clips, window, solver, residual):
+    objective = ObjectiveConfig(prediction="x0", residual=residual)
+    model = random_weights(make_model(context_window=window, objective=objective))
     frames, actions = make_clips(2, 9)
     cached = generate(model, frames, actions, context=3, horizon=6, solver=solver)
     recomputed = generate(model, frames, actions, context=3, horizon=6, solver=solver, use_cache=False)
     torch.testing.assert_close(cached.latents, recomputed.latents, rtol=1e-4, atol=1e-4)
     assert recomputed.peak_cache_frames == 0
+
+
+def test_untrained_residual_model_rolls_out_copy_last_frame(make_model, make_clips):
+    model = make_model(objective=ObjectiveConfig(prediction="x0", residual=True))  # zero-initialised output
+    frames, actions = make_clips(2, 8)
+    result = generate(model, frames, actions, context=3, horizon=4)
+    last = model.tokenizer.encode(frames[:, 2:3])  # (B, 1, c, h, w)
+    torch.testing.assert_close(result.latents, last.expand_as(result.latents), rtol=0, atol=1e-5)
+
+
+def test_residual_needs_x0_prediction():
+    with pytest.raises(ValueError, match="residual needs"):
+        ObjectiveConfig(prediction="velocity", residual=True)
 
 
 def test_rollout_with_cache_equals_recompute_for_a_video_vae_and_noised_context(

@@ -166,6 +166,17 @@ class ObjectiveConfig(Section):
         description="chance that a clip's frames before a random split are clean (no loss on them), as in a rollout",
     )
     x0_min_level: float = Field(0.05, gt=0, description="x0 prediction: v = (x_t - x0) / max(t, this)")
+    residual: bool = Field(
+        True,
+        description="x0 prediction only: the network predicts the change from the previous clean latent frame "
+        "(x0 = previous + output), so an untrained model starts as copy-last-frame and learns the motion",
+    )
+
+    @model_validator(mode="after")
+    def _residual_needs_x0(self) -> "ObjectiveConfig":
+        if self.residual and self.prediction != "x0":
+            raise ValueError("objective.residual needs objective.prediction='x0'")
+        return self
 
 
 class SamplerConfig(Section):

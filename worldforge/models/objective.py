@@ -33,16 +33,27 @@ def sample_noise_levels(
 
 
 def to_velocity(
-    output: torch.Tensor, noisy: torch.Tensor, levels: torch.Tensor, config: ObjectiveConfig
+    output: torch.Tensor,
+    noisy: torch.Tensor,
+    levels: torch.Tensor,
+    config: ObjectiveConfig,
+    anchor: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The velocity implied by the network output. output, noisy: (B, T, C, h, w); levels: (B, T).
 
     With x0 prediction v = (x_t - x0) / t, with t floored at `x0_min_level` so that the loss
-    weight stays bounded near clean frames."""
+    weight stays bounded near clean frames. With `residual`, x0 = anchor + output, where anchor
+    (B, T, C, h, w) holds each frame's previous clean latent frame (zeros for the first)."""
     if config.prediction == "velocity":
         return output
+    x0 = output + anchor if config.residual and anchor is not None else output
     t = levels.to(output.dtype).clamp_min(config.x0_min_level)[:, :, None, None, None]
-    return (noisy - output) / t
+    return (noisy - x0) / t
+
+
+def previous_frames(latents: torch.Tensor) -> torch.Tensor:
+    """(B, T, c, h, w) -> the frame before each one, zeros before the first: the residual anchor."""
+    return torch.cat([torch.zeros_like(latents[:, :1]), latents[:, :-1]], dim=1)
 
 
 def flow_matching_loss(
@@ -65,6 +76,10 @@ def flow_matching_loss(
     condition = model.action_condition(actions, t)
     levels = sample_noise_levels(b, t, config, clean.device, generator)  # (B, T')
     weight = torch.ones_like(levels)
+    if config.residual and t > 1:
+        # The first frame has no previous frame to change from, and a rollout never generates it
+        # (there is always context): it is context only.
+        weight[:, 0] = 0.0
     if config.clean_context_prob > 0 and t > 1:
         # As in a rollout: frames before a random split are clean context, not trained on.
         split = torch.randint(1, t, (b, 1), device=clean.device, generator=generator)
@@ -76,7 +91,7 @@ def flow_matching_loss(
     expand = levels[:, :, None, None, None].to(clean.dtype)
     noisy = (1 - expand) * clean + expand * noise
     output = model.dit(noisy, levels, condition)
-    velocity = to_velocity(output, noisy, levels, config)
+    velocity = to_velocity(output, noisy, levels, config, anchor=previous_frames(clean))
     per_frame = (velocity.float() - (noise - clean).float()).pow(2).flatten(2).mean(dim=2)  # (B, T')
     loss = (per_frame * weight).sum() / weight.sum()
     logs = {

@@ -42,25 +42,30 @@ def _noised(latents: torch.Tensor, level: float, generator) -> torch.Tensor:
     return (1 - level) * latents + level * noise
 
 
-def cached_velocity(model: WorldModel, cache, condition: torch.Tensor) -> VelocityFn:
-    """The velocity field of the next frame, attending to the context held in `cache`."""
+def cached_velocity(model: WorldModel, cache, condition: torch.Tensor, previous: torch.Tensor) -> VelocityFn:
+    """The velocity field of the next frame, attending to the context held in `cache`;
+    previous (B, 1, c, h, w): the last clean latent frame (the `residual` objective's anchor)."""
 
     def velocity(x: torch.Tensor, t: float) -> torch.Tensor:
-        return model.velocity(x, x.new_full((x.shape[0], 1), t), condition, cache)
+        return model.velocity(x, x.new_full((x.shape[0], 1), t), condition, cache, anchor=previous)
 
     return velocity
 
 
 def recomputed_velocity(
-    model: WorldModel, past: torch.Tensor, level: float, condition: torch.Tensor, first: int
+    model: WorldModel, past: torch.Tensor, level: float, condition: torch.Tensor, first: int, previous: torch.Tensor
 ) -> VelocityFn:
     """The velocity field of the next frame, recomputing its context `past` (B, Tp, c, h, w), frames
     first .. first + Tp - 1 at noise level `level`, from scratch; condition covers past + the frame."""
     past_levels = past.new_full(past.shape[:2], level)
 
+    # Only the new frame's output is used, so only its anchor matters: the last clean frame.
+    anchor = torch.cat([torch.zeros_like(past), previous], dim=1)
+
     def velocity(x: torch.Tensor, t: float) -> torch.Tensor:
         levels = torch.cat([past_levels, x.new_full((x.shape[0], 1), t)], dim=1)
-        return model.velocity(torch.cat([past, x], dim=1), levels, condition, first_frame=first)[:, -1:]
+        latents = torch.cat([past, x], dim=1)
+        return model.velocity(latents, levels, condition, first_frame=first, anchor=anchor)[:, -1:]
 
     return velocity
 
@@ -128,12 +133,13 @@ def rollout(
             (b, 1, *context.shape[2:]), generator=generator, device=device, dtype=context.dtype
         )
         action = condition[:, j : j + 1]
+        previous = generated[-1] if generated else context[:, -1:]  # the last clean latent frame
         if cache is not None:
-            velocity = cached_velocity(model, cache, action)
+            velocity = cached_velocity(model, cache, action, previous)
         else:
             first = max(0, j - receptive + 1)
             past = torch.cat(history, dim=1)[:, first:j]  # (B, j - first, c, h, w)
-            velocity = recomputed_velocity(model, past, level, condition[:, first : j + 1], first)
+            velocity = recomputed_velocity(model, past, level, condition[:, first : j + 1], first, previous)
         frame = sample(velocity, noise, steps, config.shift, solver)  # (B, 1, c, h, w)
         generated.append(frame)
         if j < known + new - 1:  # the last frame never becomes context

@@ -85,12 +85,14 @@ class WorldModel(nn.Module):
         cache=None,
         commit: bool = False,
         first_frame: int = 0,
+        anchor: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The velocity field at (latents, noise_levels): (B, T, c, h, w). Arguments as WorldDiT.forward."""
+        """The velocity field at (latents, noise_levels): (B, T, c, h, w). Arguments as
+        WorldDiT.forward; anchor: each frame's previous clean latent frame (`residual` objective)."""
         output = self.dit(
             latents, noise_levels, condition, cache=cache, commit=commit, first_frame=first_frame
         )
-        return to_velocity(output, latents, noise_levels, self.objective_cfg)
+        return to_velocity(output, latents, noise_levels, self.objective_cfg, anchor=anchor)
 
 
 def _section(package: dict[str, Any], name: str):
