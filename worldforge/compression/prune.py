@@ -44,6 +44,7 @@ from worldforge.compression.prune_surgery import apply_plan
 from worldforge.models.flops import count_parameters, rollout_flops
 from worldforge.models.world_model import WorldModel, package_config
 from worldforge.platform.config import WorldforgeConfig, flatten
+from worldforge.platform.lineage import tracked_md5
 
 PRUNING_FILE = "pruning.json"
 
@@ -77,13 +78,6 @@ def model_cost(model: WorldModel) -> dict[str, float]:
     }
 
 
-def _dataset_md5(dataset: Path) -> str | None:
-    from worldforge.platform.lineage import DataRepo, LineageError
-
-    try:
-        return DataRepo().md5(dataset)
-    except LineageError:
-        return None
 
 
 def prune_package(
@@ -127,7 +121,7 @@ def prune_package(
         "parent": str(source),
         "parent_md5": package_md5(package.path),
         "dataset": str(dataset.resolve()),
-        "dataset_md5": _dataset_md5(dataset),
+        "dataset_md5": tracked_md5(dataset),
         "git_sha": git_sha(),
     }
     with _stage_run(track and info.is_main, config, prune_cfg, lineage) as run_id:

@@ -39,6 +39,7 @@ from worldforge.compression.fp8_calibration import Batch, calibration_batches, c
 from worldforge.compression.fp8_execution import fp8_support, plan_execution, resolve_recipe
 from worldforge.models.world_model import WorldModel
 from worldforge.platform.config import WorldforgeConfig, describe_errors
+from worldforge.platform.lineage import tracked_md5
 from worldforge.platform.packages import ModelPackage, PackageError, load_package, package_md5, save_package
 from worldforge.platform.schema import Section
 
@@ -212,7 +213,7 @@ def quantize_package(
         "parent": str(source),
         "parent_md5": package_md5(package.path),
         "dataset": str(dataset.resolve()),
-        "dataset_md5": _dataset_md5(dataset),
+        "dataset_md5": tracked_md5(dataset),
         "git_sha": git_sha(),
     }
     with _stage_run(track, config, qcfg, lineage) as run_id:
@@ -242,13 +243,6 @@ def quantize_package(
     return path
 
 
-def _dataset_md5(dataset: Path) -> str | None:
-    from worldforge.platform.lineage import DataRepo, LineageError
-
-    try:
-        return DataRepo().md5(dataset)
-    except LineageError:
-        return None
 
 
 def _versions(backend: str) -> dict[str, str]:

@@ -30,6 +30,7 @@ from worldforge.evaluation.rollout_eval import (
     predict,
     score,
 )
+from worldforge.platform.lineage import tracked_md5
 from worldforge.platform.packages import ModelPackage, load_package, package_md5, write_metrics
 
 
@@ -55,14 +56,6 @@ def open_subject(source: str | Path) -> Subject:
     return Subject(str(path), path.name, load_package(path))
 
 
-def dataset_md5(dataset: Path) -> str | None:
-    """The DVC md5 of a tracked dataset folder, None when it is not tracked."""
-    from worldforge.platform.lineage import DataRepo, LineageError
-
-    try:
-        return DataRepo().md5(dataset)
-    except LineageError:
-        return None
 
 
 def measure(
@@ -113,7 +106,7 @@ def evaluate_package(
 
     context = {
         "dataset": str(dataset),
-        "dataset_md5": dataset_md5(dataset),
+        "dataset_md5": tracked_md5(dataset),
         "split": config.split,
         "episodes": len(clips.episodes),
         "context_frames": config.context_frames,

@@ -154,3 +154,12 @@ class DataRepo:
         """`dvc status` of the repo against its cache (empty dict when everything is in sync)."""
         with self._repo() as repo:
             return repo.status()
+
+
+def tracked_md5(path: Path, project: Project | None = None) -> str | None:
+    """The DVC md5 of a tracked folder, None when it is not tracked (an untracked dataset or package
+    is allowed; lineage then records its path alone)."""
+    try:
+        return DataRepo(project).md5(path)
+    except LineageError:
+        return None
