@@ -167,7 +167,7 @@ class ObjectiveConfig(Section):
     )
     x0_min_level: float = Field(0.05, gt=0, description="x0 prediction: v = (x_t - x0) / max(t, this)")
     residual: bool = Field(
-        True,
+        False,
         description="x0 prediction only: the network predicts the change from the previous clean latent frame "
         "(x0 = previous + output), so an untrained model starts as copy-last-frame and learns the motion",
     )

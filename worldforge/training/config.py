@@ -2,8 +2,9 @@
 checkpoints, validation, time budget).
 
 Batch arithmetic: one optimizer step consumes `batch_size * grad_accumulation * world_size`
-clips, where `batch_size` is the micro-batch per process (per GPU). The micro-batch is the data
-loader's batch: the trainer sets `data.loader.batch_size` from here, so there is one value.
+clips, where `batch_size` is the micro-batch per process (per GPU). The training loader's batch
+is this micro-batch (`data.loader.batch_size` is not used by training), so there is one value.
+Activation checkpointing is the model's own switch, `model.grad_checkpointing`.
 
 The DeepSpeed JSON named by `deepspeed` holds only what is DeepSpeed's own (the ZeRO stage,
 offload, communication settings); batch sizes, optimizer, schedule, clipping and precision come

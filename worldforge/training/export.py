@@ -59,7 +59,9 @@ def export_checkpoint(
     config, prefix = record["package_config"], record["package_prefix"]
     if record["deepspeed"].get("zero_optimization", {}).get("stage", 0) == 0:
         # ZeRO-0 saves the module whole (in the training precision); zero_to_fp32 does not read it.
-        raw = torch.load(folder / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)["module"]
+        raw = torch.load(folder / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)[
+            "module"
+        ]
     else:
         raw = get_fp32_state_dict_from_zero_checkpoint(str(folder.parent), tag=folder.name)
     state = {k.removeprefix(prefix): v.float() for k, v in raw.items() if k.startswith(prefix)}

@@ -191,6 +191,10 @@ class Trainer:
         if self.ema:
             self.ema.load_state_dict(state["ema"])
         log.info("resumed from %s at step %d", latest, self.step)
+        if self.track:  # a resumed run is a new MLflow run; it names where it took over
+            from worldforge.platform import tracking
+
+            tracking.set_tags({"resumed_from": str(latest)})
 
     # ---- one optimizer step --------------------------------------------------------------------
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
