@@ -87,8 +87,8 @@ def configure_prefect_env(project_root: os.PathLike | str) -> None:
     Called by the CLI and the flows' entry points before Prefect is imported; never at import time."""
     from pathlib import Path
 
-    home = Path(project_root) / ".prefect"
-    os.environ.setdefault("PREFECT_HOME", str(home))
+    home = Path(os.environ.setdefault("PREFECT_HOME", str(Path(project_root) / ".prefect")))
+    home.mkdir(parents=True, exist_ok=True)  # Prefect makes only the last level itself
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
