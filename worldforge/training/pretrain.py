@@ -20,6 +20,7 @@ from typing import Any
 from worldforge.errors import WorldforgeError
 from worldforge.models.world_model import WorldModel
 from worldforge.platform.config import WorldforgeConfig
+from worldforge.platform.lineage import tracked_md5
 from worldforge.platform.project import Project
 from worldforge.platform.runtime import seed_everything
 from worldforge.training.deepspeed_config import read_deepspeed_file, resolve_deepspeed_file
@@ -31,15 +32,6 @@ log = logging.getLogger(__name__)
 
 def default_package(config: WorldforgeConfig, stage: str, project: Project | None = None) -> Path:
     return (project or Project.current()).packages / f"{config.project.family}-{stage}"
-
-
-def _dataset_md5(dataset: Path) -> str | None:
-    from worldforge.platform.lineage import DataRepo, LineageError
-
-    try:
-        return DataRepo().md5(dataset)
-    except LineageError:
-        return None
 
 
 def _check_under_root(path: Path, project: Project) -> None:
@@ -101,7 +93,7 @@ def run_stage(
     info, _ = setup_distributed(config.train.device)
     task: Task = make_task(info.rank, info.world_size)
     checkpoints = config.train.checkpoint_dir or project.checkpoints / out.name
-    dataset_md5 = _dataset_md5(dataset)
+    dataset_md5 = tracked_md5(dataset)
     tags = {"dataset.dvc_md5": dataset_md5 or "untracked", "parent.model": (parent or {}).get("md5", "")}
     run_context = (
         tracking.stage_run(
