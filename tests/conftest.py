@@ -56,3 +56,26 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("WORLDFORGE_DVC_REMOTE", raising=False)
     return Project.current(root)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One intra-op thread for every test: the models here are tiny, and on a loaded 2-core
+    machine OpenMP threads mostly spin-wait for each other (a rollout gets ~10x slower)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated, empty MLflow SQLite store (migrations take seconds): copy it, never use it."""
+    import mlflow
+
+    path = tmp_path_factory.getbasetemp() / "mlflow-template.db"
+    if not path.exists():
+        mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path

@@ -28,15 +28,6 @@ HEAD_PARAMS = 3 * HEAD_DIM * (WIDTH + 1) + WIDTH * HEAD_DIM  # qkv rows + biases
 CHANNEL_PARAMS = (WIDTH + 1) + WIDTH  # fc1 row + bias, fc2 column
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: the tiny model's matmuls are too small to share, and on a busy
-    2-core machine two threads mostly wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny_model(seed: int = 0) -> WorldModel:
     torch.manual_seed(seed)

@@ -19,25 +19,6 @@ FRAME_SIZE = 32
 SIM_ACTIONS = 6  # the simulator's action space: noop, up, down, left, right, push
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The models here are tiny: with several threads per process on a loaded 2-core machine,
-    OpenMP spin-waiting makes a rollout ~10x slower than with one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="session")
-def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A migrated, empty MLflow SQLite store, shared by the session as a template."""
-    import mlflow
-
-    path = tmp_path_factory.getbasetemp() / "mlflow-template.db"
-    if not path.exists():
-        mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from worldforge.models.config import ObjectiveConfig
-from worldforge.models.objective import flow_matching_loss, sample_noise_levels, to_velocity
+from worldforge.models.objective import flow_matching_loss, noise_clips, sample_noise_levels, to_velocity
 
 
 @pytest.mark.parametrize("schedule", ["logit_normal", "uniform"])
@@ -37,6 +37,17 @@ def test_clean_context_frames_carry_no_loss(make_model, make_clips):
     _, logs = flow_matching_loss(model, frames, actions, config, generator=torch.Generator().manual_seed(0))
     assert logs["loss_per_frame"][0] == 0  # frame 0 is always before the split
     assert logs["loss_per_frame"][-1] > 0  # the last frame is always trained on
+
+
+def test_context_targets_trains_only_the_frames_right_after_a_clean_context():
+    config = ObjectiveConfig(clean_context_prob=1.0, context_targets=1)
+    clean = torch.randn(64, 8, 3, 2, 2)
+    noised = noise_clips(clean, config, generator=torch.Generator().manual_seed(0))
+    for levels, weight in zip(noised.levels, noised.weight, strict=True):
+        first_noisy = int((levels > 0).nonzero()[0])
+        assert (levels[:first_noisy] == 0).all()  # a clean context ...
+        assert weight.nonzero().flatten().tolist() == [first_noisy]  # ... and exactly its next frame trained
+    torch.testing.assert_close(noised.noisy[noised.levels == 0], clean[noised.levels == 0])
 
 
 @pytest.mark.parametrize("residual, ratio", [(False, 0.4), (True, 0.7)])

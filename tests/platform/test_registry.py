@@ -43,21 +43,6 @@ def metrics(**changes) -> dict:
     return {**GOOD, **changes}
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models; several threads only contend on a loaded machine
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="session")
-def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A migrated, empty SQLite store (migrations take seconds): copied, never used directly."""
-    path = tmp_path_factory.getbasetemp() / "mlflow-template.db"
-    if not path.exists():
-        mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
 
 
 def free_port() -> int:

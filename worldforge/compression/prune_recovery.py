@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from worldforge.compression.prune_config import RecoveryConfig
-from worldforge.models.objective import sample_noise_levels
+from worldforge.models.objective import noise_clips, previous_frames, weighted_frame_mse
 from worldforge.models.world_model import WorldModel, build_world_model, package_config
 from worldforge.platform.config import WorldforgeConfig
 
@@ -42,33 +42,19 @@ class RecoveryObjective(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         # frames (B, T, C, H, W) in [-1, 1]; actions (B, T) or (B, T, A)
-        model, objective = self.model, self.model.objective_cfg
+        model = self.model
         with torch.no_grad():
             clean = model.tokenizer.encode(batch["frames"])  # (B, T', c, h, w)
-        b, t = clean.shape[:2]
-        condition = model.action_condition(batch["actions"], t)
-        levels = sample_noise_levels(b, t, objective, clean.device)  # (B, T')
-        weight = torch.ones_like(levels)
-        if objective.clean_context_prob > 0 and t > 1:  # as flow_matching_loss: clean context, no loss on it
-            split = torch.randint(1, t, (b, 1), device=clean.device)
-            chosen = torch.rand(b, 1, device=clean.device) < objective.clean_context_prob
-            context = chosen & (torch.arange(t, device=clean.device)[None, :] < split)  # (B, T')
-            levels, weight = levels.masked_fill(context, 0.0), weight.masked_fill(context, 0.0)
-        noise = torch.randn_like(clean)
-        expand = levels[:, :, None, None, None].to(clean.dtype)
-        noisy = (1 - expand) * clean + expand * noise
-        velocity = model.velocity(noisy, levels, condition).float()  # (B, T', c, h, w)
+        condition = model.action_condition(batch["actions"], clean.shape[1])
+        noised = noise_clips(clean, model.objective_cfg)  # the same noising as pretraining
+        anchor = previous_frames(clean)  # the residual objective's x0 = previous frame + output
+        velocity = model.velocity(noised.noisy, noised.levels, condition, anchor=anchor).float()
         with torch.no_grad():
-            target = self.teacher.velocity(noisy, levels, condition).float()
-        task = self._weighted(velocity - (noise - clean).float(), weight)
-        distill = self._weighted(velocity - target, weight)
+            target = self.teacher.velocity(noised.noisy, noised.levels, condition, anchor=anchor).float()
+        task, _ = weighted_frame_mse(velocity - noised.target.float(), noised.weight)
+        distill, _ = weighted_frame_mse(velocity - target, noised.weight)
         loss = self.config.task_weight * task + self.config.distill_weight * distill
         return loss, {"loss": loss.detach(), "task_loss": task.detach(), "distill_loss": distill.detach()}
-
-    @staticmethod
-    def _weighted(error: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        per_frame = error.pow(2).flatten(2).mean(dim=2)  # (B, T')
-        return (per_frame * weight).sum() / weight.sum()
 
 
 def recover(

@@ -165,6 +165,12 @@ class ObjectiveConfig(Section):
         le=1.0,
         description="chance that a clip's frames before a random split are clean (no loss on them), as in a rollout",
     )
+    context_targets: int | None = Field(
+        None,
+        ge=1,
+        description="clips with a clean context: how many noisy frames after it carry loss (1: only the next "
+        "frame, exactly a rollout's step); None: all of them",
+    )
     x0_min_level: float = Field(0.05, gt=0, description="x0 prediction: v = (x_t - x0) / max(t, this)")
     residual: bool = Field(
         False,

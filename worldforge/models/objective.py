@@ -9,6 +9,7 @@ frames (block-causal attention keeps later frames out of the way).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -56,6 +57,57 @@ def previous_frames(latents: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.zeros_like(latents[:, :1]), latents[:, :-1]], dim=1)
 
 
+@dataclass
+class NoisedClips:
+    """A batch of latent clips noised for training; all (B, T', ...) with T' latent frames."""
+
+    clean: torch.Tensor  # (B, T', c, h, w)
+    noise: torch.Tensor  # (B, T', c, h, w)
+    noisy: torch.Tensor  # (B, T', c, h, w): (1 - t) clean + t noise
+    levels: torch.Tensor  # (B, T'): t per frame, 0 for clean context
+    weight: torch.Tensor  # (B, T'): which frames carry loss (0 or 1)
+
+    @property
+    def target(self) -> torch.Tensor:
+        """The velocity the network should give: eps - x0."""
+        return self.noise - self.clean
+
+
+def noise_clips(clean: torch.Tensor, config: ObjectiveConfig, generator=None) -> NoisedClips:
+    """Diffusion forcing noise for latent clips (B, T', c, h, w), shared by pretraining and every
+    objective built on it (distillation, pruning recovery): per-frame noise levels, and with
+    `clean_context_prob` a clean context before a random split, as in a rollout."""
+    b, t = clean.shape[:2]
+    device = clean.device
+    levels = sample_noise_levels(b, t, config, device, generator)  # (B, T')
+    weight = torch.ones_like(levels)
+    if config.residual and t > 1:
+        # The first frame has no previous frame to change from, and a rollout never generates it
+        # (there is always context): it is context only.
+        weight[:, 0] = 0.0
+    if config.clean_context_prob > 0 and t > 1:
+        # As in a rollout: frames before a random split are clean context, not trained on.
+        split = torch.randint(1, t, (b, 1), device=device, generator=generator)
+        chosen = torch.rand(b, 1, device=device, generator=generator) < config.clean_context_prob
+        index = torch.arange(t, device=device)[None, :]
+        context = chosen & (index < split)  # (B, T')
+        levels = levels.masked_fill(context, 0.0)
+        weight = weight.masked_fill(context, 0.0)
+        if config.context_targets is not None:
+            # Only the first frames after the context are trained: the ones that see it clean.
+            weight = weight.masked_fill(chosen & (index >= split + config.context_targets), 0.0)
+    noise = torch.randn(clean.shape, device=device, generator=generator, dtype=clean.dtype)
+    expand = levels[:, :, None, None, None].to(clean.dtype)
+    noisy = (1 - expand) * clean + expand * noise
+    return NoisedClips(clean=clean, noise=noise, noisy=noisy, levels=levels, weight=weight)
+
+
+def weighted_frame_mse(error: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """error (B, T', ...), weight (B, T') -> (scalar weighted mean of per-frame MSE, per-frame MSE (B, T'))."""
+    per_frame = error.float().pow(2).flatten(2).mean(dim=2)
+    return (per_frame * weight).sum() / weight.sum().clamp_min(1e-8), per_frame
+
+
 def flow_matching_loss(
     model: WorldModel,
     frames: torch.Tensor,
@@ -72,31 +124,15 @@ def flow_matching_loss(
     config = config or model.objective_cfg
     with torch.no_grad():
         clean = model.tokenizer.encode(frames)  # (B, T', c, h, w)
-    b, t = clean.shape[:2]
-    condition = model.action_condition(actions, t)
-    levels = sample_noise_levels(b, t, config, clean.device, generator)  # (B, T')
-    weight = torch.ones_like(levels)
-    if config.residual and t > 1:
-        # The first frame has no previous frame to change from, and a rollout never generates it
-        # (there is always context): it is context only.
-        weight[:, 0] = 0.0
-    if config.clean_context_prob > 0 and t > 1:
-        # As in a rollout: frames before a random split are clean context, not trained on.
-        split = torch.randint(1, t, (b, 1), device=clean.device, generator=generator)
-        chosen = torch.rand(b, 1, device=clean.device, generator=generator) < config.clean_context_prob
-        context = chosen & (torch.arange(t, device=clean.device)[None, :] < split)  # (B, T')
-        levels = levels.masked_fill(context, 0.0)
-        weight = weight.masked_fill(context, 0.0)
-    noise = torch.randn(clean.shape, device=clean.device, generator=generator, dtype=clean.dtype)
-    expand = levels[:, :, None, None, None].to(clean.dtype)
-    noisy = (1 - expand) * clean + expand * noise
-    output = model.dit(noisy, levels, condition)
-    velocity = to_velocity(output, noisy, levels, config, anchor=previous_frames(clean))
-    per_frame = (velocity.float() - (noise - clean).float()).pow(2).flatten(2).mean(dim=2)  # (B, T')
-    loss = (per_frame * weight).sum() / weight.sum()
+    condition = model.action_condition(actions, clean.shape[1])
+    batch = noise_clips(clean, config, generator)
+    output = model.dit(batch.noisy, batch.levels, condition)
+    velocity = to_velocity(output, batch.noisy, batch.levels, config, anchor=previous_frames(clean))
+    loss, per_frame = weighted_frame_mse(velocity.float() - batch.target.float(), batch.weight)
+    weight = batch.weight
     logs = {
         "loss": loss.detach(),
         "loss_per_frame": ((per_frame * weight).sum(0) / weight.sum(0).clamp_min(1)).detach(),
-        "noise_level": levels.mean().detach(),
+        "noise_level": batch.levels.mean().detach(),
     }
     return loss, logs

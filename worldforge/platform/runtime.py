@@ -43,6 +43,9 @@ def setup_logging(level: str | int = "INFO") -> None:
         logging.basicConfig(level=effective, format=LOG_FORMAT)
     else:
         root.setLevel(effective)
+    # Every HTTP request of the Prefect and MLflow clients would otherwise be an INFO line.
+    for chatty in ("httpx", "httpcore", "urllib3"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)

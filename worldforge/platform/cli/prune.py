@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from worldforge.platform.cli.common import OVERRIDES, exit_on_error
+from worldforge.platform.cli.common import OVERRIDES, exit_on_error, run_as_flow
 
 TARGET_HELP = (
     "What the pruned DiT KEEPS (not what it loses): params=0.7 keeps at most 70% of the DiT's parameters, "
@@ -64,7 +64,17 @@ def prune_command(
             or Project.current().packages
             / f"{resolved.project.family}-prune-{time.strftime('%Y%m%d-%H%M%S')}"
         )
-        path = prune_package(model, resolved, prune_cfg, folder, destination, recover=recover, track=track)
+        path = run_as_flow(
+            "compress-prune",
+            prune_package,
+            source=model,
+            config=resolved,
+            prune_cfg=prune_cfg,
+            dataset_path=folder,
+            out=destination,
+            recover=recover,
+            track=track,
+        )
     _summary(json.loads((path / PRUNING_FILE).read_text()))
     typer.echo(f"pruned package: {path}")
 

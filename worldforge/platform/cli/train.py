@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from worldforge.platform.cli.common import OVERRIDES, exit_on_error
+from worldforge.platform.cli.common import OVERRIDES, exit_on_error, run_as_flow
 
 app = typer.Typer(
     help="Pretrain the tokenizer and the world model on a dataset's shards with DeepSpeed ZeRO "
@@ -67,12 +67,18 @@ def _dataset(resolved, dataset: Path | None) -> Path:
     return folder
 
 
-def _run(stage, **kwargs) -> Path | None:
+def _run(name: str, stage, **kwargs) -> Path | None:
+    """Run a pretraining stage; in the main process (rank 0, or the only one) as a Prefect flow run
+    `name`, the other ranks of a launcher join it as plain processes (one flow run per job)."""
+    import os
+
     from worldforge.platform.runtime import setup_logging
     from worldforge.training.trainer import TrainingInterrupted
 
     setup_logging("INFO")
     try:
+        if int(os.environ.get("RANK", "0")) == 0:
+            return run_as_flow(name, stage, **kwargs, progress=True)
         return stage(**kwargs, progress=True)
     except TrainingInterrupted as stopped:
         typer.secho(str(stopped), fg=typer.colors.YELLOW, err=True)
@@ -97,6 +103,7 @@ def tokenizer(
             typer.echo("tokenizer.kind=patch has no weights: nothing to pretrain")
             return
         path = _run(
+            "train-tokenizer",
             pretrain_tokenizer,
             config=resolved,
             dataset_path=_dataset(resolved, dataset),
@@ -122,6 +129,7 @@ def world(
     with exit_on_error():
         resolved = _config(config, overrides, deepspeed)
         path = _run(
+            "train-world",
             pretrain_world,
             config=resolved,
             dataset_path=_dataset(resolved, dataset),
