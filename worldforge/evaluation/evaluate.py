@@ -85,12 +85,15 @@ def evaluate_package(
     out_dir: str | Path | None = None,
     track: bool = True,
     experiment: str = "worldforge",
+    reference_steps: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate `package` (a folder or `models:/` URI) on `dataset`'s held-out split.
 
     Returns the model's metrics (as written to its `metrics.json`) plus `report_dir` and, with a
     `reference`, `reference` (its metrics) and `comparison` (metric -> model, reference, delta,
-    ratio). `out_dir` defaults to `<root>/reports/eval/<name>[-vs-<reference>]`. With `track`,
+    ratio); `reference_steps` rolls the reference out with that many solver steps (default: as
+    the model, `config.denoise_steps` or its package's `sampler.steps`), e.g. a teacher at the step
+    count a student was distilled from. `out_dir` defaults to `<root>/reports/eval/<name>[-vs-<reference>]`. With `track`,
     a stage run `evaluate` in `experiment` (nested under the active run, if any) records it all.
     Raises EvaluationError / PackageError / DatasetError naming the file and field at fault."""
     from worldforge.platform.project import Project
@@ -115,7 +118,8 @@ def evaluate_package(
     }
     results, predictions = [], {}
     for subject in subjects:
-        metrics, prediction = measure(subject, clips, config, device)
+        steps = reference_steps if predictions and reference_steps else config.denoise_steps
+        metrics, prediction = measure(subject, clips, config.model_copy(update={"denoise_steps": steps}), device)
         results.append({**metrics, **context, "package_md5": package_md5(subject.package.path)})
         predictions["model" if not predictions else "reference"] = prediction
     own = results[0]

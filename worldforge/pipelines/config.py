@@ -10,7 +10,7 @@ from worldforge.platform.schema import Section
 
 
 class PipelineConfig(Section):
-    compress: list[Literal["prune", "quantize"]] = Field(
+    compress: list[Literal["distill", "prune", "quantize"]] = Field(
         default_factory=list,
         description="compression stages after pretraining, in order; each takes the previous stage's package, "
         "is evaluated against it, registered and offered for promotion",

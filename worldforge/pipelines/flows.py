@@ -18,6 +18,7 @@ from prefect.runtime import flow_run
 from worldforge.pipelines import stages
 from worldforge.pipelines.tasks import (
     build_dataset_task,
+    distill_task,
     evaluate_task,
     pretrain_tokenizer_task,
     pretrain_world_task,
@@ -27,7 +28,7 @@ from worldforge.pipelines.tasks import (
     register_task,
 )
 
-COMPRESSION_TASKS = {"prune": prune_task, "quantize": quantize_task}
+COMPRESSION_TASKS = {"distill": distill_task, "prune": prune_task, "quantize": quantize_task}
 from worldforge.platform import tracking
 from worldforge.platform.config import WorldforgeConfig, load_config
 from worldforge.platform.project import Project
@@ -189,7 +190,7 @@ def promote_flow(
 @flow(name="train_and_compress", log_prints=True)
 def train_and_compress(preset: str = "quickstart", overrides: list[str] | None = None, root: str | None = None) -> dict:
     """The end-to-end pipeline: dataset -> tokenizer -> world model -> evaluate -> register ->
-    promote, then each compression stage of `pipeline.compress` (prune, quantize) -> evaluate
+    promote, then each compression stage of `pipeline.compress` (distill, prune, quantize) -> evaluate
     against its parent -> register -> promote.
 
     One MLflow parent run holds a nested run per stage that ran; stages whose inputs did not change

@@ -26,6 +26,7 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "pretrain_tokenizer": ("data", "tokenizer", "train"),
     "pretrain_world": ("data", "model", "objective", "sampler", "train"),
     "evaluate": ("eval",),
+    "distill": ("data", "distill", "train"),
     "prune": ("data", "prune", "train"),
     "quantize": ("data", "quantize"),
 }

@@ -92,6 +92,15 @@ def pretrain_world_task(
     return {"path": str(path), "md5": package_md5(path)}
 
 
+@stage_task("distill")
+def distill_task(config: WorldforgeConfig, package: str, dataset: str, out: str, key: str) -> dict[str, str]:
+    from worldforge.compression.distill import distill_package
+    from worldforge.platform.packages import package_md5
+
+    path = distill_package(package, config, config.distill, Path(dataset), Path(out), track=True)
+    return {"path": str(path), "md5": package_md5(path)}
+
+
 @stage_task("prune")
 def prune_task(config: WorldforgeConfig, package: str, dataset: str, out: str, key: str) -> dict[str, str]:
     from worldforge.compression.prune import prune_package

@@ -16,6 +16,7 @@ import yaml
 from pydantic import Field, ValidationError
 
 from worldforge.compression.config import QuantizeConfig
+from worldforge.compression.distill_config import DistillConfig
 from worldforge.compression.prune_config import PruneConfig
 from worldforge.data.config import DataConfig
 from worldforge.errors import WorldforgeError
@@ -43,6 +44,7 @@ class WorldforgeConfig(Section):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     registry: RegistryConfig = RegistryConfig()
+    distill: DistillConfig = DistillConfig()
     prune: PruneConfig = PruneConfig()
     quantize: QuantizeConfig = QuantizeConfig()
     pipeline: PipelineConfig = PipelineConfig()

@@ -20,6 +20,7 @@ from worldforge.platform.cli import model as model_cli
 from worldforge.platform.cli import pipeline as pipeline_cli
 from worldforge.platform.cli import registry as registry_cli
 from worldforge.platform.cli import train as train_cli
+from worldforge.platform.cli.distill import distill_command
 from worldforge.platform.cli.doctor import doctor
 from worldforge.platform.cli.evaluate import eval_command
 from worldforge.platform.cli.prune import prune_command
@@ -49,6 +50,7 @@ def main(
 app.add_typer(data_cli.app, name="data")
 app.add_typer(model_cli.app, name="model")
 app.add_typer(train_cli.app, name="train")
+compress_cli.app.command("distill")(distill_command)
 compress_cli.app.command("prune")(prune_command)
 app.add_typer(compress_cli.app, name="compress", help="Compress a model package: distill, prune, quantize.")
 app.command("eval")(eval_command)
