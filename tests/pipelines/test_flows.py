@@ -117,3 +117,23 @@ def test_bad_parameters_fail_with_the_config_error(flows, project):
         run(flows, project, "train.lrr=1")
     with pytest.raises(ConfigError, match="unknown preset 'nope'"):
         flows.train_and_compress(preset="nope", root=str(project.root))
+
+
+def test_distill_stage_follows_pretraining_with_its_student_registered(flows, project):
+    import json
+    from pathlib import Path
+
+    result = run(flows, project, "pipeline.compress=[distill]")
+
+    (entry,) = result["compressed"]
+    assert entry["stage"] == "distill" and entry["cached"] is False
+    package = Path(entry["package"]["path"])
+    assert json.loads((package / "config.json").read_text())["sampler"]["steps"] == 1
+    lineage = json.loads((package / "lineage.json").read_text())
+    assert lineage["parent"] == result["world"]["path"] and lineage["parent_md5"] == result["world"]["md5"]
+    assert entry["metrics"]["reference"]["denoise_steps"] == 2  # evaluated against the 2-step teacher
+    assert stage_runs(project, result["mlflow_run_id"])["distill"] == "FINISHED"
+    version = mlflow.MlflowClient(tracking.tracking_uri(project)).get_model_version(
+        "worldforge-sim-tiny-ci", entry["version"]
+    )
+    assert version.tags["stage"] == "distill" and version.tags["parent.model"] == result["world"]["md5"]

@@ -329,11 +329,16 @@ def distill_and_register(
     """The `compress distill` stage end to end: distill, evaluate the student with the teacher as
     the reference (teacher at its distilled-from step count), register the student in the family
     of `config.project.family` with stage `distill` (with `register`; needs `track`).
-    Returns {"path", "metrics" (with "reference" and "comparison"), "version" (or None)}."""
+    Returns {"path", "metrics" (with "reference" and "comparison"), "version" (or None)}; under a
+    launcher every rank distills and rank 0 alone evaluates and registers."""
     from worldforge.evaluation import evaluate_package
     from worldforge.platform.packages import load_package
+    from worldforge.training.launch import setup_distributed
 
     path = distill_package(teacher, config, distill_cfg, dataset_path, out, track=track, resume=resume)
+    info, _ = setup_distributed(config.train.device)
+    if not info.is_main:  # the other ranks of a launcher only train
+        return {"path": str(path), "metrics": {}, "version": None}
     lineage = load_package(path).lineage
     metrics = evaluate_package(
         path,

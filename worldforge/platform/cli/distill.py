@@ -47,7 +47,6 @@ def distill_command(
     it with the teacher as the reference on the same held-out episodes, and register it."""
     from pydantic import ValidationError
 
-    from worldforge.compression.distill import distill_and_register
     from worldforge.compression.distill_config import DistillConfig, DistillConfigError
     from worldforge.data.shards import default_output
     from worldforge.platform.config import describe_errors, load_config
@@ -70,9 +69,7 @@ def distill_command(
             f"{time.strftime('%Y%m%d-%H%M%S')}"
         )
         destination = out or Project.current().packages / name
-        result = run_as_flow(
-            "compress-distill",
-            distill_and_register,
+        result = _run(
             teacher=teacher,
             config=resolved,
             distill_cfg=distill_cfg,
@@ -84,6 +81,24 @@ def distill_command(
         )
     _summary(result)
     typer.echo(f"distilled package: {result['path']}")
+
+
+def _run(**kwargs) -> dict:
+    """Distill; in the main process (rank 0, or the only one) as the Prefect flow run
+    `compress-distill`, the other ranks of a launcher join it as plain processes."""
+    import os
+
+    from worldforge.compression.distill import distill_and_register
+    from worldforge.platform.cli.train import SIGNAL_EXIT
+    from worldforge.training.trainer import TrainingInterrupted
+
+    try:
+        if int(os.environ.get("RANK", "0")) == 0:
+            return run_as_flow("compress-distill", distill_and_register, **kwargs)
+        return distill_and_register(**kwargs)
+    except TrainingInterrupted as stopped:
+        typer.secho(f"{stopped}, with --out {kwargs['out']}", fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(SIGNAL_EXIT.get(stopped.signal, 1)) from None
 
 
 def _summary(result: dict) -> None:

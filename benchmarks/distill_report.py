@@ -1,0 +1,163 @@
+"""Distillation report: the teacher at its full step count vs students at 1, 2 and 4 steps, same
+held-out episodes, same noise, one run.
+
+    python benchmarks/distill_report.py --teacher PACKAGE (--dataset DATASET | --root ROOT)
+        [--preset quickstart] [--teacher-steps 16] [--method progressive|consistency]
+        [--steps 4 2 1] [--students PACKAGE ...] [--out DIR] [-o KEY=VALUE ...]
+
+Without --students, the students are distilled here, with `distill` of the preset (train_steps,
+lr) and `train` (micro-batch, engine, EMA):
+- progressive: a chain, teacher (--teacher-steps) -> 4 -> 2 -> 1 steps (each student is the next
+  one's teacher, so every step count costs only its own rounds);
+- consistency: one multistep consistency student per step count, each from the teacher.
+With --students, the given packages are evaluated at their recorded `sampler.steps`.
+
+Every model is scored with `worldforge.evaluation` on the preset's `eval` clips: PSNR/SSIM vs
+ground truth, PSNR vs the teacher's own rollout (same noise seed), action-following (the agent's
+position error in frame widths, simulator data), and frames/s of the denoising loop and end to end
+(median of `eval.latency_repeats` batch-1 rollouts). The issue's target is printed under the table:
+the 4-step student within 1 dB PSNR of the teacher and at least 5x faster in the denoising loop.
+Writes DIR/distill_report.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def distill_students(args, config, teacher_steps: int) -> list[dict]:
+    from worldforge.compression.distill import distill_package
+
+    rows, source, source_steps = [], args.teacher, teacher_steps
+    for steps in sorted(args.steps, reverse=True):
+        if args.method == "progressive":
+            cfg = config.distill.model_copy(
+                update={"method": "progressive", "steps": steps, "teacher_steps": source_steps}
+            )
+        else:
+            cfg = config.distill.model_copy(
+                update={"method": "consistency", "steps": steps, "teacher_steps": teacher_steps}
+            )
+        out = args.out / f"{args.method}-{steps}"
+        start = time.perf_counter()
+        distill_package(source, config, cfg, args.dataset, out, track=False)
+        seconds = time.perf_counter() - start
+        print(f"{args.method} student, {steps} steps: {out} ({seconds:.0f} s)", file=sys.stderr)
+        rows.append({"model": f"{args.method} student", "source": str(out), "seconds": seconds})
+        if args.method == "progressive":
+            source, source_steps = str(out), steps
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--teacher", required=True, help="teacher package folder (or models:/name@alias)")
+    parser.add_argument("--dataset", type=Path, help="dataset folder (default: <root>/datasets/<data.name>)")
+    parser.add_argument("--root", type=Path, help="project root (default: $WORLDFORGE_ROOT or the cwd)")
+    parser.add_argument(
+        "--preset", default="quickstart", help="config preset or YAML path (default quickstart)"
+    )
+    parser.add_argument(
+        "--teacher-steps",
+        type=int,
+        help="teacher's Euler steps (default: distill.teacher_steps, else its package's sampler.steps)",
+    )
+    parser.add_argument("--method", choices=["progressive", "consistency"], default="progressive")
+    parser.add_argument("--steps", type=int, nargs="+", default=[4, 2, 1], help="student step counts")
+    parser.add_argument("--students", nargs="+", help="evaluate these student packages instead of distilling")
+    parser.add_argument(
+        "--out", type=Path, default=Path("distill-report"), help="folder for students and report"
+    )
+    parser.add_argument("-o", "--override", action="append", default=[], help="config override KEY=VALUE")
+    args = parser.parse_args(argv)
+    if args.root:
+        os.environ["WORLDFORGE_ROOT"] = str(args.root.resolve())
+
+    from worldforge.data.shards import default_output
+    from worldforge.evaluation import metrics as quality
+    from worldforge.evaluation.evaluate import measure, open_subject
+    from worldforge.evaluation.rollout_eval import load_clips
+    from worldforge.platform.config import load_config
+    from worldforge.platform.runtime import select_device, setup_logging
+
+    setup_logging("WARNING")
+    config = load_config(args.preset, args.override)
+    args.dataset = args.dataset or default_output(config.data)
+    args.out.mkdir(parents=True, exist_ok=True)
+    teacher = open_subject(args.teacher)
+    teacher_steps = (
+        args.teacher_steps or config.distill.teacher_steps or teacher.package.config["sampler"]["steps"]
+    )
+    rows = [{"model": "teacher", "source": str(args.teacher), "steps": teacher_steps}]
+    if args.students:
+        rows += [{"model": "student", "source": path} for path in args.students]
+    else:
+        rows += distill_students(args, config, teacher_steps)
+
+    device = select_device(config.eval.device)
+    clips = load_clips(args.dataset, config.eval)
+    teacher_frames = None
+    for row in rows:
+        subject = open_subject(row["source"])
+        row.setdefault("steps", subject.package.config["sampler"]["steps"])
+        eval_cfg = config.eval.model_copy(update={"denoise_steps": row["steps"]})
+        row["metrics"], frames = measure(subject, clips, eval_cfg, device)
+        if teacher_frames is None:
+            teacher_frames = frames
+        row["psnr_vs_teacher"] = quality.overall(quality.psnr(frames, teacher_frames))
+    reference = rows[0]["metrics"]
+
+    lines = [
+        (
+            "| model | steps | PSNR | dPSNR | SSIM | PSNR vs teacher | agent err | fps denoise | speedup "
+            "| fps e2e | distill s |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        m = row["metrics"]
+        lines.append(
+            f"| {row['model']} | {row['steps']} | {m['psnr_mean']:.2f} | {m['psnr_mean'] - reference['psnr_mean']:+.2f} "
+            f"| {m['ssim_mean']:.3f} | {row['psnr_vs_teacher']:.2f} | {m.get('agent_position_error', float('nan')):.4f} "
+            f"| {m['fps_denoise']:.1f} | {m['fps_denoise'] / reference['fps_denoise']:.1f}x | {m['fps_e2e']:.1f} "
+            f"| {row.get('seconds', float('nan')):.0f} |"
+        )
+    four = [row for row in rows[1:] if row["steps"] == 4]
+    if four:
+        m = four[0]["metrics"]
+        drop = reference["psnr_mean"] - m["psnr_mean"]
+        speedup = m["fps_denoise"] / reference["fps_denoise"]
+        target = (
+            f"target (4-step student within 1 dB of the teacher, >= 5x faster denoising): PSNR drop {drop:.2f} dB "
+            f"({'met' if drop <= 1 else 'not met'}), denoising speedup {speedup:.1f}x "
+            f"({'met' if speedup >= 5 else 'not met'})"
+        )
+    else:
+        target = "target: no 4-step student in this report"
+    baseline = (
+        f"copy-last-frame baseline on the same clips: PSNR {reference['baseline_psnr_mean']:.2f}, "
+        f"SSIM {reference['baseline_ssim_mean']:.3f}"
+    )
+    facts = (
+        f"{len(clips.episodes)} episodes of {Path(args.dataset).name}/{config.eval.split}, context "
+        f"{config.eval.context_frames}, horizon {clips.horizon}, device {reference['device']}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    table = "\n".join([*lines, "", target, baseline, facts])
+    print(table)
+    (args.out / "distill_report.md").write_text(table + "\n")
+    (args.out / "distill_report.json").write_text(json.dumps(rows, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
