@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from worldforge.models.config import ObjectiveConfig
-from worldforge.models.objective import flow_matching_loss, noise_clips, sample_noise_levels, to_velocity
+from worldforge.models.objective import flow_matching_loss, noise_clips, sample_noise_levels, to_velocity, to_x0
 
 
 @pytest.mark.parametrize("schedule", ["logit_normal", "uniform"])
@@ -28,6 +28,31 @@ def test_x0_prediction_turns_the_true_clean_frame_into_the_true_velocity():
     t = levels[:, :, None, None, None]
     noisy = (1 - t) * clean + t * noise
     torch.testing.assert_close(to_velocity(clean, noisy, levels, config), noise - clean)
+
+
+@pytest.mark.parametrize("prediction", ["velocity", "x0"])
+def test_to_x0_inverts_the_forward_process_for_either_parametrisation(prediction):
+    config = ObjectiveConfig(prediction=prediction)
+    clean, noise = torch.randn(2, 3, 4, 2, 2), torch.randn(2, 3, 4, 2, 2)
+    levels = torch.tensor([[0.2, 0.5, 0.9], [0.01, 0.6, 1.0]])
+    t = levels[:, :, None, None, None]
+    noisy = (1 - t) * clean + t * noise
+    perfect = noise - clean if prediction == "velocity" else clean
+    torch.testing.assert_close(to_x0(perfect, noisy, levels, config), clean)
+
+
+def test_x0_loss_is_the_velocity_loss_times_t_squared(make_model, make_clips):
+    """One clip at one noise level t: the velocity loss counts an x0 error 1 / t^2, the x0 loss 1."""
+    model = make_model()
+    frames, actions = make_clips(1, 6)
+    losses, levels = {}, {}
+    for loss in ("velocity", "x0"):
+        config = ObjectiveConfig(loss=loss, per_frame_noise=False, clean_context_prob=0.0, x0_min_level=1e-3)
+        losses[loss], logs = flow_matching_loss(model, frames, actions, config, generator=torch.Generator().manual_seed(0))
+        levels[loss] = float(logs["noise_level"])
+    assert levels["velocity"] == levels["x0"]  # the same draw
+    t = levels["x0"]
+    torch.testing.assert_close(losses["x0"], losses["velocity"] * t**2, rtol=1e-4, atol=1e-7)
 
 
 def test_clean_context_frames_carry_no_loss(make_model, make_clips):

@@ -165,6 +165,11 @@ class ObjectiveConfig(Section):
         le=1.0,
         description="chance that a clip's frames before a random split are clean (no loss on them), as in a rollout",
     )
+    loss: Literal["velocity", "x0"] = Field(
+        "velocity",
+        description="what the MSE compares: velocity (rectified flow; an x0 error counts 1/t^2, so low noise "
+        "dominates) or x0 (the clean frame, every noise level alike: what one- and few-step sampling needs)",
+    )
     context_targets: int | None = Field(
         None,
         ge=1,

@@ -52,6 +52,19 @@ def to_velocity(
     return (noisy - x0) / t
 
 
+def to_x0(
+    output: torch.Tensor,
+    noisy: torch.Tensor,
+    levels: torch.Tensor,
+    config: ObjectiveConfig,
+    anchor: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The clean frame implied by the network output (shapes as `to_velocity`): x0 = x_t - t v."""
+    if config.prediction == "x0":
+        return output + anchor if config.residual and anchor is not None else output
+    return noisy - levels.to(output.dtype)[:, :, None, None, None] * output
+
+
 def previous_frames(latents: torch.Tensor) -> torch.Tensor:
     """(B, T, c, h, w) -> the frame before each one, zeros before the first: the residual anchor."""
     return torch.cat([torch.zeros_like(latents[:, :1]), latents[:, :-1]], dim=1)
@@ -115,7 +128,7 @@ def flow_matching_loss(
     config: ObjectiveConfig | None = None,
     generator=None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The velocity loss of a batch of clips.
+    """The flow-matching loss of a batch of clips (on velocity or on x0, `config.loss`).
 
     frames: (B, T, C, H, W) in [-1, 1]; actions: (B, T) int64 or (B, T, A) float, action t taken
     after frame t (the last one is unused). The tokenizer is frozen here (encoded without grad).
@@ -127,8 +140,13 @@ def flow_matching_loss(
     condition = model.action_condition(actions, clean.shape[1])
     batch = noise_clips(clean, config, generator)
     output = model.dit(batch.noisy, batch.levels, condition)
-    velocity = to_velocity(output, batch.noisy, batch.levels, config, anchor=previous_frames(clean))
-    loss, per_frame = weighted_frame_mse(velocity.float() - batch.target.float(), batch.weight)
+    anchor = previous_frames(clean)
+    if config.loss == "x0":
+        x0 = to_x0(output, batch.noisy, batch.levels, config, anchor=anchor)
+        loss, per_frame = weighted_frame_mse(x0.float() - clean.float(), batch.weight)
+    else:
+        velocity = to_velocity(output, batch.noisy, batch.levels, config, anchor=anchor)
+        loss, per_frame = weighted_frame_mse(velocity.float() - batch.target.float(), batch.weight)
     weight = batch.weight
     logs = {
         "loss": loss.detach(),
