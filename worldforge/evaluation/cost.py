@@ -1,7 +1,8 @@
 """What a model costs to run, on the current device: parameters, FLOPs, throughput, latency, memory.
 
 Speed is measured on batch-1 rollouts of the first held-out clip (one warm-up, then
-`latency_repeats` timed runs), as a user streaming one world would see it:
+`latency_repeats` timed runs; models compared in one evaluation take turns run by run), as a user
+streaming one world would see it:
 - `fps_denoise`: generated frames per second of the denoising loop alone (the DiT);
 - `fps_e2e`: frames per second end to end (encode context + denoise + decode);
 - `latency_ms_median`, `latency_ms_p95`: end-to-end milliseconds per generated frame, over the runs.
@@ -9,7 +10,7 @@ Both fps use the median run. FLOPs are counted on the meta device (`worldforge.m
 
 Peak memory: on CUDA, the allocator's peak during the timed runs (`torch.cuda.max_memory_allocated`,
 weights included). On CPU there is no allocator counter, so it is the model's weight bytes plus
-the growth of the process's resident memory over the timed runs, sampled every millisecond: an
+the growth of the process's resident memory over one more run, sampled every millisecond: an
 approximation, recorded as such in `memory_measure`.
 """
 
@@ -74,39 +75,59 @@ def model_bytes(model: torch.nn.Module) -> int:
 def measure_cost(model, clips: EvalClips, config: EvalConfig, device: torch.device) -> dict[str, Any]:
     """Cost of `model` (already on `device`) generating `clips.horizon` frames after the first
     clip's context, batch 1."""
+    return measure_costs([model], clips, config, device, [config.denoise_steps])[0]
+
+
+def measure_costs(
+    models: list, clips: EvalClips, config: EvalConfig, device: torch.device, steps: list[int | None]
+) -> list[dict[str, Any]]:
+    """`measure_cost` of several models (each sampled with its `steps`, None: its own sampler's),
+    timed in interleaved rounds (round r runs every model once), so that a change in the machine's
+    load during the measurement hits every model alike and their ratio stays fair. Peak memory is
+    measured in one more run per model, apart from the timed ones: on CPU its sampling thread
+    would otherwise compete with the rollout for the cores."""
     from worldforge.models.flops import count_parameters, rollout_flops
     from worldforge.models.streaming import rollout
 
-    steps = config.denoise_steps or model.sampler_cfg.steps
-    flops = rollout_flops(model, steps=steps)
+    steps = [chosen or model.sampler_cfg.steps for model, chosen in zip(models, steps, strict=True)]
     context, actions = clips.context[:1].to(device), clips.actions[:1].to(device)
-    generator = torch.Generator(device).manual_seed(config.seed)
 
-    def run():
-        return rollout(model, context, actions, clips.horizon, steps=steps, generator=generator)
+    def run(index: int):
+        generator = torch.Generator(device).manual_seed(config.seed)
+        return rollout(models[index], context, actions, clips.horizon, steps=steps[index], generator=generator)
 
-    run()  # warm-up: first-call allocations and kernel selection are not what a stream pays per frame
-    denoise, total = [], []
-    with PeakMemory(device, model_bytes(model)) as memory:
-        for _ in range(config.latency_repeats):
-            result = run()
-            denoise.append(result.denoise_seconds)
-            total.append(result.total_seconds)
-    per_frame_ms = np.asarray(total) * 1000.0 / clips.horizon
-    return {
-        "parameters": count_parameters(model),
-        "parameters_dit": count_parameters(model.dit),
-        "flops_per_frame": flops["total"],
-        "flops_per_frame_denoise": flops["denoise"],
-        "fps_denoise": clips.horizon / float(np.median(denoise)),
-        "fps_e2e": clips.horizon / float(np.median(total)),
-        "latency_ms_median": float(np.median(per_frame_ms)),
-        "latency_ms_p95": float(np.percentile(per_frame_ms, 95)),
-        "peak_memory_mb": memory.peak / MB,
-        "memory_measure": memory.measure,
-        "denoise_steps": steps,
-        "device": str(device) if device.type == "cpu" else _gpu_name(device),
-    }
+    for index in range(len(models)):
+        run(index)  # warm-up: first-call allocations and kernel selection are not what a stream pays
+    denoise: list[list[float]] = [[] for _ in models]
+    total: list[list[float]] = [[] for _ in models]
+    for _ in range(config.latency_repeats):
+        for index in range(len(models)):
+            result = run(index)
+            denoise[index].append(result.denoise_seconds)
+            total[index].append(result.total_seconds)
+    costs = []
+    for index, model in enumerate(models):
+        with PeakMemory(device, model_bytes(model)) as memory:
+            run(index)
+        flops = rollout_flops(model, steps=steps[index])
+        per_frame_ms = np.asarray(total[index]) * 1000.0 / clips.horizon
+        costs.append(
+            {
+                "parameters": count_parameters(model),
+                "parameters_dit": count_parameters(model.dit),
+                "flops_per_frame": flops["total"],
+                "flops_per_frame_denoise": flops["denoise"],
+                "fps_denoise": clips.horizon / float(np.median(denoise[index])),
+                "fps_e2e": clips.horizon / float(np.median(total[index])),
+                "latency_ms_median": float(np.median(per_frame_ms)),
+                "latency_ms_p95": float(np.percentile(per_frame_ms, 95)),
+                "peak_memory_mb": memory.peak / MB,
+                "memory_measure": memory.measure,
+                "denoise_steps": steps[index],
+                "device": str(device) if device.type == "cpu" else _gpu_name(device),
+            }
+        )
+    return costs
 
 
 def _gpu_name(device: torch.device) -> str:

@@ -20,7 +20,7 @@ import torch
 
 from worldforge.evaluation import report
 from worldforge.evaluation.config import EvalConfig
-from worldforge.evaluation.cost import measure_cost
+from worldforge.evaluation.cost import measure_cost, measure_costs
 from worldforge.evaluation.rollout_eval import (
     EvalClips,
     baseline_scores,
@@ -59,9 +59,10 @@ def open_subject(source: str | Path) -> Subject:
 
 
 def measure(
-    subject: Subject, clips: EvalClips, config: EvalConfig, device: torch.device
+    subject: Subject, clips: EvalClips, config: EvalConfig, device: torch.device, cost: bool = True
 ) -> tuple[dict, torch.Tensor]:
-    """Quality and cost of one model on `clips`: (metrics, its predictions (N, horizon, C, H, W))."""
+    """Quality and (with `cost`) cost of one model on `clips`: (metrics, its predictions
+    (N, horizon, C, H, W))."""
     model = subject.package.build(device)
     check_compatible(model, clips, config, str(subject.package.path))
     prediction = predict(model, clips, config, device)
@@ -70,7 +71,8 @@ def measure(
     metrics.update(detector_floor(clips))
     metrics["psnr_gain_over_baseline"] = metrics["psnr_mean"] - metrics["baseline_psnr_mean"]
     metrics["beats_baseline"] = metrics["psnr_gain_over_baseline"] > 0
-    metrics.update(measure_cost(model, clips, config, device))
+    if cost:
+        metrics.update(measure_cost(model, clips, config, device))
     del model
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -117,11 +119,17 @@ def evaluate_package(
         "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     results, predictions = [], {}
-    for subject in subjects:
-        steps = reference_steps if predictions and reference_steps else config.denoise_steps
-        metrics, prediction = measure(subject, clips, config.model_copy(update={"denoise_steps": steps}), device)
+    steps = [config.denoise_steps] + ([reference_steps or config.denoise_steps] if reference is not None else [])
+    for subject, chosen in zip(subjects, steps, strict=True):
+        chosen_config = config.model_copy(update={"denoise_steps": chosen})
+        metrics, prediction = measure(subject, clips, chosen_config, device, cost=False)
         results.append({**metrics, **context, "package_md5": package_md5(subject.package.path)})
         predictions["model" if not predictions else "reference"] = prediction
+    # Speed of the model and its reference timed in turns, so their ratio is fair on a busy machine.
+    models = [subject.package.build(device) for subject in subjects]
+    for metrics, cost in zip(results, measure_costs(models, clips, config, device, steps), strict=True):
+        metrics.update(report.without_nan(cost))
+    del models
     own = results[0]
     write_metrics(subjects[0].package.path, own)
 
