@@ -1,0 +1,71 @@
+"""The end-of-run summary names the champion the run leaves behind, whichever stage produced it."""
+
+from __future__ import annotations
+
+from worldforge.pipelines.summary import champion_of, print_summary
+
+
+def metrics(psnr: float, **extra) -> dict:
+    return {
+        "psnr_mean": psnr,
+        "baseline_psnr_mean": 17.0,
+        "psnr_per_step": [psnr + 1, psnr - 1],
+        "baseline_psnr_per_step": [18.0, 16.0],
+        "ssim_mean": 0.5,
+        "baseline_ssim_mean": 0.6,
+        "fps_e2e": 100.0,
+        "device": "cpu",
+        "parameters": 1000,
+        **extra,
+    }
+
+
+def decision(outcome: str, champion_after: int, failed: list[str] | None = None) -> dict:
+    return {"outcome": outcome, "promoted": outcome == "promoted", "champion_after": champion_after,
+            "failed_checks": failed or []}
+
+
+def result(pretrain_decision: dict, *compressed: dict) -> dict:
+    return {
+        "version": "1",
+        "metrics": metrics(18.0),
+        "decision": pretrain_decision,
+        "world": {"path": "/p/pretrain"},
+        "compressed": list(compressed),
+        "cached": {"pretrain_world": False},
+        "mlflow_run_id": "run",
+        "dataset": {"path": "/d", "md5": "abc"},
+    }
+
+
+def stage(name: str, version: str, psnr: float, made: dict) -> dict:
+    return {"stage": name, "version": version, "metrics": metrics(psnr), "package": {"path": f"/p/{name}"},
+            "decision": made}
+
+
+def test_the_champion_is_the_last_decisions_even_when_a_compression_stage_took_it(project, capsys):
+    run = result(
+        decision("promoted", 1),
+        stage("prune", "2", 18.5, decision("promoted", 2)),
+        stage("quantize", "3", 18.4, decision("rejected", 2, ["min_fps_ratio"])),
+    )
+    champion, name, own, package = champion_of(run)
+    assert (champion, name, own["psnr_mean"], package) == ("2", "prune", 18.5, "/p/prune")
+    print_summary(run)
+    out = capsys.readouterr().out
+    assert "champion: version 2 (prune)" in out
+    assert "rejected (min_fps_ratio)" in out
+
+
+def test_a_champion_from_an_earlier_run_is_named_as_such(project, capsys):
+    run = result(decision("rejected", 7, ["max_psnr_drop_db"]))
+    assert champion_of(run)[:2] == ("7", "")
+    print_summary(run)
+    assert "the champion is version 7, from an earlier run" in capsys.readouterr().out
+
+
+def test_no_champion_at_all_is_said_plainly(project, capsys):
+    run = result(decision("rejected", None, ["beats_copy_last_frame"]))
+    assert champion_of(run)[0] is None
+    print_summary(run)
+    assert "no champion" in capsys.readouterr().out
