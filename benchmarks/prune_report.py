@@ -7,9 +7,9 @@ For each fraction in --remove, prunes the package to keep (1 - fraction) of the 
 (`prune.target.params`), once without recovery and once with it (`prune.recovery` of the preset:
 distillation from the unpruned model on the shared trainer), then evaluates the three kinds of
 model on the same held-out clips (`eval` of the preset) and prints one markdown table: parameters,
-FLOPs per frame, frames/s (denoising loop and end to end, median of `eval.latency_repeats`), peak
-memory, PSNR/SSIM vs ground truth, and action-following (the agent's position error, in frame
-widths). The table and every metric go to DIR/prune_report.{md,json}.
+FLOPs per frame, frames/s (denoising loop and end to end, median of `eval.latency_repeats` runs,
+the models taking turns), peak memory, PSNR/SSIM vs ground truth, and action-following (the
+agent's position error, in frame widths). The table and every metric go to DIR/prune_report.{md,json}.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from worldforge.compression.prune import prune_package
+    from worldforge.evaluation.cost import measure_costs
     from worldforge.evaluation.evaluate import measure, open_subject
     from worldforge.evaluation.rollout_eval import load_clips
     from worldforge.platform.config import load_config
@@ -56,9 +57,14 @@ def main(argv: list[str] | None = None) -> int:
 
     device = select_device(config.eval.device)
     clips = load_clips(args.dataset, config.eval)
-    for row in rows:
-        metrics, _ = measure(open_subject(row["source"]), clips, config.eval, device)
-        row["metrics"] = metrics
+    subjects = [open_subject(row["source"]) for row in rows]
+    for row, subject in zip(rows, subjects, strict=True):
+        row["metrics"], _ = measure(subject, clips, config.eval, device, cost=False)
+    # Speed in turns (every model once per round), so the ratios hold on a machine whose load drifts.
+    models = [subject.package.build(device) for subject in subjects]
+    costs = measure_costs(models, clips, config.eval, device, [None] * len(models))
+    for row, cost in zip(rows, costs, strict=True):
+        row["metrics"].update(cost)
     reference = rows[0]["metrics"]
 
     header = (
