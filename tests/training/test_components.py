@@ -146,3 +146,21 @@ def test_presets_describe_a_trainable_run(preset: str):
     assert config.data.resolution == config.tokenizer.frame_size[0]
     assert config.eval.context_frames + config.eval.horizon <= config.data.episode_frames
     build_deepspeed_config(config.train, lr=config.train.lr, world_size=1, precision="fp32")
+
+
+def test_checkpoint_files_load_without_unpickling_and_restore_every_generator(tmp_path):
+    import random
+
+    import numpy as np
+
+    from worldforge.training.checkpoint import CheckpointError, load_tensors, restore_rng, rng_state
+
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    torch.save({"rng": rng_state(), "step": 3}, tmp_path / "trainer_rank0.pt")
+    expected = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    restore_rng(load_tensors(tmp_path / "trainer_rank0.pt")["rng"])  # weights_only: no code runs
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == expected
+
+    torch.save({"rng": np.random.get_state()}, tmp_path / "pickled.pt")  # a numpy object: refused
+    with pytest.raises(CheckpointError, match="pickled.pt"):
+        load_tensors(tmp_path / "pickled.pt")

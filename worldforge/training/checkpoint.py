@@ -33,8 +33,33 @@ class CheckpointError(WorldforgeError, RuntimeError):
     """A checkpoint that cannot be resumed from; names the folder and what differs."""
 
 
+def load_tensors(path: Path) -> dict[str, Any]:
+    """A checkpoint file written by torch.save, read without unpickling code (weights_only): only
+    tensors, numbers, strings and containers of them. CheckpointError names the file otherwise."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing; the checkpoint is incomplete") from None
+    except (pickle.UnpicklingError, RuntimeError) as error:
+        raise CheckpointError(
+            f"{path}: holds objects other than tensors and plain values, which are not unpickled "
+            f"(a checkpoint of an older worldforge, or not a worldforge checkpoint): {str(error).splitlines()[0]}"
+        ) from None
+
+
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every generator's state in types `torch.load(weights_only=True)` accepts (no pickled numpy)."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    numpy_state = {
+        "kind": kind,
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "position": int(position),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached),
+    }
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -42,7 +67,11 @@ def rng_state() -> dict[str, Any]:
 
 def restore_rng(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    saved = state["numpy"]
+    np.random.set_state(
+        (saved["kind"], saved["keys"].numpy().astype(np.uint32), saved["position"], saved["has_gauss"],
+         saved["cached_gaussian"])
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -111,6 +140,6 @@ class Checkpointer:
         path, _ = engine.load_checkpoint(str(self.directory), tag=folder.name)
         if path is None:
             raise CheckpointError(f"{folder}: DeepSpeed could not load this checkpoint")
-        state = torch.load(folder / f"trainer_rank{self.rank}.pt", map_location="cpu", weights_only=False)
+        state = load_tensors(folder / f"trainer_rank{self.rank}.pt")
         restore_rng(state.pop("rng"))
         return state

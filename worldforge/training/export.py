@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from worldforge.training.checkpoint import COMPLETE, CheckpointError
+from worldforge.training.checkpoint import COMPLETE, CheckpointError, load_tensors
 
 
 def _record(folder: Path) -> dict[str, Any]:
@@ -30,7 +30,7 @@ def _ema_weights(
 ) -> dict[str, torch.Tensor]:
     """Whole EMA parameters (keys without `prefix`) from every rank's share."""
     shares = [
-        torch.load(folder / f"trainer_rank{rank}.pt", map_location="cpu", weights_only=False)["ema"]
+        load_tensors(folder / f"trainer_rank{rank}.pt")["ema"]
         for rank in range(world_size)
     ]
     if shares[0] is None:
@@ -59,7 +59,7 @@ def export_checkpoint(
     config, prefix = record["package_config"], record["package_prefix"]
     if record["deepspeed"].get("zero_optimization", {}).get("stage", 0) == 0:
         # ZeRO-0 saves the module whole (in the training precision); zero_to_fp32 does not read it.
-        raw = torch.load(folder / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)[
+        raw = load_tensors(folder / "mp_rank_00_model_states.pt")[
             "module"
         ]
     else:
@@ -67,7 +67,7 @@ def export_checkpoint(
     state = {k.removeprefix(prefix): v.float() for k, v in raw.items() if k.startswith(prefix)}
     if (
         weights == "ema"
-        and torch.load(folder / "trainer_rank0.pt", map_location="cpu", weights_only=False)["ema"]
+        and load_tensors(folder / "trainer_rank0.pt")["ema"]
     ):
         shapes = {name: tensor.shape for name, tensor in state.items()}
         state.update(_ema_weights(folder, record["world_size"], prefix, shapes))
