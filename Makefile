@@ -15,7 +15,7 @@ DEMO_CONFIG ?= quickstart
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
 
-.PHONY: install install-dev demo test test-all lint clean-demo
+.PHONY: install install-dev demo test test-fast test-all lint clean-demo
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -46,12 +46,15 @@ install-dev: $(VENV)/.installed-dev
 demo: install
 	WORLDFORGE_ROOT=$(CURDIR)/demo-project $(VENV)/bin/worldforge pipeline run $(DEMO_CONFIG)
 
-## test: the test suite (slow tests excluded; `make test-all` runs them too)
+## test: the whole test suite, `slow` ones included (about 6 minutes on 2 cores after install)
 test: install-dev
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## test-fast: without the tests marked `slow` (real MLflow server, Prefect server + worker, ...)
+test-fast: install-dev
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-all: install-dev
-	$(PY) -m pytest $(PYTEST_ARGS)
+test-all: test
 
 lint: install-dev
 	$(VENV)/bin/ruff check worldforge tests benchmarks
