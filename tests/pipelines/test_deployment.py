@@ -39,6 +39,16 @@ def wait_for(url: str, process: subprocess.Popen, timeout: float = 240) -> None:
     raise TimeoutError(f"{url} not up after {timeout}s")
 
 
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after 30 s: a worker finishing its poll loop may outlive the grace."""
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=30)
+
+
 @pytest.fixture
 def prefect_server(tmp_path):
     port = free_port()
@@ -60,8 +70,7 @@ def prefect_server(tmp_path):
         wait_for(f"http://127.0.0.1:{port}/api/health", server)
         yield f"http://127.0.0.1:{port}/api"
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop(server)
         log.close()
 
 
@@ -110,8 +119,7 @@ def test_deploy_schedule_trigger_and_complete_on_a_worker(prefect_server, projec
 
             crons = asyncio.run(read_schedules())
     finally:
-        worker.terminate()
-        worker.wait(timeout=30)
+        stop(worker)
         worker_log.close()
     assert flow_run.state.is_completed(), (tmp_path / "worker.log").read_text()[-4000:]
     assert crons == ["0 2 * * *"]
