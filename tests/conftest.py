@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
-
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -28,8 +27,8 @@ os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="worldforge-tests-prefect-"
 # imported. Imported here, that is pytest's stream for the whole session; imported first inside a
 # CliRunner invocation, it would be the runner's stream, closed when the invocation ends, and every
 # later log call in the session would fail.
-import dvc  # noqa: E402, F401
-from prefect.logging.handlers import PrefectConsoleHandler  # noqa: E402
+import dvc  # noqa: F401
+from prefect.logging.handlers import PrefectConsoleHandler
 
 # Prefect's console handler is rebuilt (bound to the sys.stderr of that moment) whenever an
 # ephemeral server starts, which in a CLI test is CliRunner's stream, closed after the invocation.

@@ -4,7 +4,13 @@ import pytest
 import torch
 
 from worldforge.models.config import ObjectiveConfig
-from worldforge.models.objective import flow_matching_loss, noise_clips, sample_noise_levels, to_velocity, to_x0
+from worldforge.models.objective import (
+    flow_matching_loss,
+    noise_clips,
+    sample_noise_levels,
+    to_velocity,
+    to_x0,
+)
 
 
 @pytest.mark.parametrize("schedule", ["logit_normal", "uniform"])

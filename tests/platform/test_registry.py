@@ -326,7 +326,7 @@ def test_racing_promotions_from_two_processes_stay_consistent(store, family, mak
     holder = registry.decisions(registry.get_version(family, champion))[0]
     assert holder.outcome == "promoted"
     history = registry.champion_history(family)
-    assert [e["version"] for e in history if e["action"] == "promote"][0] == base
+    assert next(e["version"] for e in history if e["action"] == "promote") == base
     assert len(history) == 1 + sum(o["outcome"] in ("promoted", "superseded") for o in outcomes.values())
     if store == "sqlite":
         # Serialised by the lock: the second promotion was checked against the first one's result,

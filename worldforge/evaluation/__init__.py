@@ -23,7 +23,7 @@ _EXPORTS = {
     "check_gates": "gates",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = ["EvaluationError", "check_gates", "evaluate_package"]
 
 
 def __getattr__(name: str):

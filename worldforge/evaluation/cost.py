@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from typing_extensions import Self
 
 from worldforge.evaluation.config import EvalConfig
 from worldforge.evaluation.rollout_eval import EvalClips
@@ -37,7 +38,7 @@ class PeakMemory:
         self.peak = 0
         self.measure = "cuda_max_memory_allocated" if device.type == "cuda" else "cpu_weights_plus_rss_growth"
 
-    def __enter__(self) -> PeakMemory:
+    def __enter__(self) -> Self:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)

@@ -184,7 +184,7 @@ class ObjectiveConfig(Section):
     )
 
     @model_validator(mode="after")
-    def _residual_needs_x0(self) -> "ObjectiveConfig":
+    def _residual_needs_x0(self) -> ObjectiveConfig:
         if self.residual and self.prediction != "x0":
             raise ValueError("objective.residual needs objective.prediction='x0'")
         return self

@@ -37,7 +37,7 @@ def is_transient(error: BaseException) -> bool:
 def retry_transient(task, task_run, state) -> bool:
     try:
         state.result()
-    except Exception as error:  # the state's own exception, re-raised by result()
+    except Exception as error:  # noqa: BLE001 - the state's own exception, whatever it is, re-raised by result()
         return is_transient(error)
     return False
 

@@ -17,7 +17,7 @@ class Project:
     root: Path
 
     @classmethod
-    def current(cls, root: str | Path | None = None) -> "Project":
+    def current(cls, root: str | Path | None = None) -> Project:
         """The project at `root`, else `$WORLDFORGE_ROOT`, else the current directory."""
         chosen = root or os.environ.get("WORLDFORGE_ROOT") or Path.cwd()
         return cls(Path(chosen).resolve())

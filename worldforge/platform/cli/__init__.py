@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -39,7 +38,7 @@ app = typer.Typer(
 
 @app.callback()
 def main(
-    root: Optional[Path] = typer.Option(
+    root: Path | None = typer.Option(
         None, "--root", help="Project root (default: $WORLDFORGE_ROOT or the current directory)."
     ),
 ) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from worldforge.platform.cli.common import OVERRIDES, exit_on_error
@@ -13,8 +11,8 @@ app = typer.Typer(help="Show presets and resolved configs.", no_args_is_help=Tru
 
 @app.command("show")
 def show(
-    preset: Optional[str] = typer.Argument(None, help="Preset name (configs/NAME.yaml) or a YAML path."),
-    overrides: Optional[list[str]] = OVERRIDES,
+    preset: str | None = typer.Argument(None, help="Preset name (configs/NAME.yaml) or a YAML path."),
+    overrides: list[str] | None = OVERRIDES,
 ) -> None:
     """Print the fully resolved config (defaults + preset + overrides) as YAML."""
     from rich.console import Console

@@ -29,7 +29,7 @@ def check_versions() -> Check:
         try:
             module = importlib.import_module(name)
             found.append(f"{name} {getattr(module, '__version__', '?')}")
-        except Exception as error:  # an import can fail with anything, not only ImportError
+        except Exception as error:  # noqa: BLE001 - an import can fail with anything, not only ImportError
             missing.append(f"{name} ({type(error).__name__}: {error})")
     if missing:
         return Check("packages", False, "; ".join(missing), "reinstall: make install (or pip install -e .)")
@@ -82,7 +82,7 @@ def check_tracking() -> Check:
         client.log_metric(run.info.run_id, "probe", 1.0)
         value = client.get_run(run.info.run_id).data.metrics["probe"]
         client.delete_run(run.info.run_id)
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - any failure is the check's answer
         return Check("mlflow tracking", False, f"{uri}: {type(error).__name__}: {str(error)[:200]}", fix)
     return Check("mlflow tracking", value == 1.0, f"{uri}: created, logged, read back and deleted a run", fix)
 
@@ -127,7 +127,7 @@ def check_prefect() -> Check:
     fix = f"Prefect API is {api}: start the server (prefect server start) or unset PREFECT_API_URL"
     try:
         value = probe()
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - any failure is the check's answer
         return Check("prefect", False, f"{api}: {type(error).__name__}: {str(error)[:200]}", fix)
     return Check("prefect", value == 42, f"{api}: a flow run completed (PREFECT_HOME={os.environ['PREFECT_HOME']})", fix)
 
@@ -143,7 +143,7 @@ def run_checks() -> list[Check]:
     for check in CHECKS:
         try:
             results.append(check())
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - one broken check must not hide the others
             name = check.__name__.removeprefix("check_")
             results.append(Check(name, False, f"{type(error).__name__}: {str(error)[:300]}", "see the error above"))
     return results

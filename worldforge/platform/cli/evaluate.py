@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -74,13 +74,13 @@ def eval_command(
     model: str = typer.Argument(
         ..., help="A package folder, or models:/NAME@ALIAS, or models:/NAME/VERSION."
     ),
-    reference: Optional[str] = typer.Option(
+    reference: str | None = typer.Option(
         None,
         "--reference",
         "-r",
         help="A second model measured in the same run; the report shows deltas and ratios.",
     ),
-    dataset: Optional[Path] = typer.Option(
+    dataset: Path | None = typer.Option(
         None,
         "--dataset",
         "-d",
@@ -89,11 +89,11 @@ def eval_command(
     config: str = typer.Option(
         "quickstart", "--config", "-c", help="Preset name (configs/NAME.yaml) or a YAML path."
     ),
-    out: Optional[Path] = typer.Option(
+    out: Path | None = typer.Option(
         None, "--out", help="Report folder (default <root>/reports/eval/NAME); with --dataset."
     ),
     no_track: bool = typer.Option(False, "--no-track", help="Do not record an MLflow run; with --dataset."),
-    overrides: Optional[list[str]] = OVERRIDES,
+    overrides: list[str] | None = OVERRIDES,
 ) -> None:
     """Roll MODEL out on held-out episodes: PSNR/SSIM per horizon step vs the copy-last-frame
     baseline, action-following (simulator), parameters, FLOPs, frames/s, latency and peak memory.

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -21,7 +20,7 @@ PREFECT_FILE = SOURCE / "infra" / "prefect" / "prefect.yaml"
 @app.command("run")
 def run(
     config: str = typer.Argument("quickstart", help="Preset name (configs/NAME.yaml) or a YAML path."),
-    overrides: Optional[list[str]] = OVERRIDES,
+    overrides: list[str] | None = OVERRIDES,
 ) -> None:
     """Run train_and_compress once: dataset -> tokenizer -> world model -> evaluate -> register ->
     promote. Finished stages whose inputs did not change are taken from the cache."""
@@ -39,7 +38,7 @@ def serve(
     config: str = typer.Argument("quickstart", help="Preset name or YAML path."),
     cron: str = typer.Option("0 2 * * *", "--cron", help="Cron schedule (UTC), e.g. '0 2 * * *' for 02:00 nightly."),
     name: str = typer.Option("train-and-compress", "--name", help="Deployment name."),
-    overrides: Optional[list[str]] = OVERRIDES,
+    overrides: list[str] | None = OVERRIDES,
 ) -> None:
     """Serve train_and_compress on a cron schedule from this process (Ctrl-C stops it).
 
@@ -58,7 +57,7 @@ def serve(
 
 @app.command("deploy")
 def deploy(
-    names: Optional[list[str]] = typer.Option(
+    names: list[str] | None = typer.Option(
         None, "--name", "-n", help="Deployment(s) from infra/prefect/prefect.yaml (default: all)."
     ),
     prefect_file: Path = typer.Option(PREFECT_FILE, "--prefect-file", help="The deployments file."),
@@ -77,4 +76,4 @@ def deploy(
     command = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--prefect-file", str(prefect_file)]
     command += [arg for name in names or [] for arg in ("--name", name)] or ["--all"]
     env = {**os.environ, "WORLDFORGE_SOURCE": str(SOURCE), "WORLDFORGE_ROOT": str(root)}
-    raise typer.Exit(subprocess.run(command, cwd=SOURCE, env=env).returncode)
+    raise typer.Exit(subprocess.run(command, cwd=SOURCE, env=env, check=False).returncode)

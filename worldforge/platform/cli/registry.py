@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from worldforge.platform.cli.common import OVERRIDES, exit_on_error, run_as_flow
@@ -26,7 +24,7 @@ def _metric(version, name: str) -> str:
 
 @app.command("list")
 def list_command(
-    family: Optional[str] = typer.Argument(None, help="A model family: list its versions."),
+    family: str | None = typer.Argument(None, help="A model family: list its versions."),
 ) -> None:
     """Registered model families, or the versions of one family with their key metrics."""
     from rich.console import Console
@@ -120,13 +118,13 @@ def print_decision(decision, console) -> None:
 def promote(
     family: str = typer.Argument(..., help="The model family."),
     version: str = typer.Argument(..., help="The version to promote to champion."),
-    config: Optional[str] = typer.Option(
+    config: str | None = typer.Option(
         None,
         "--config",
         "-c",
         help="Preset or YAML whose `registry` section holds the gates (default: built-in).",
     ),
-    overrides: Optional[list[str]] = OVERRIDES,
+    overrides: list[str] | None = OVERRIDES,
 ) -> None:
     """Check the promotion gates against the current champion; move `champion` only if all pass.
     The decision is recorded on the version either way. Exits 1 when the version was not promoted."""
