@@ -31,7 +31,7 @@ from typing import Any
 from torch import nn
 
 from worldforge.compression.distill_config import DistillConfig, DistillConfigError, check_schedule
-from worldforge.models.world_model import WorldModel, build_world_model, package_config
+from worldforge.models.world_model import WorldModel, package_config
 from worldforge.platform.config import WorldforgeConfig, flatten
 from worldforge.platform.lineage import tracked_md5
 
@@ -151,42 +151,22 @@ class _Run:
     ) -> tuple[WorldModel, dict[str, Any]]:
         """Train `objective` (whose submodule at `prefix` is `student`) for `train_steps` steps.
         Returns the trained student (the package weights: EMA when enabled) and the run's record."""
-        from worldforge.training.launch import setup_distributed
-        from worldforge.training.tasks import tokens_per_clip, train_batches, world_validation
-        from worldforge.training.trainer import Task, Trainer
+        from worldforge.training.tasks import train_student
 
-        config = self.config
-        info, _ = setup_distributed(config.train.device)
-        package = package_config(student)
-        trainer = Trainer(
-            Task(
-                name=name,
-                objective=objective,
-                batches=train_batches(config, self.dataset, info.rank, info.world_size),
-                package_prefix=prefix,
-                package_config=package,
-                tokens_per_sample=tokens_per_clip(student, config.data.clip_frames),
-                validate=world_validation(config, self.dataset, package),
-            ),
-            config.train,
+        return train_student(
+            name,
+            objective,
+            student,
+            prefix,
+            self.config,
+            self.dataset,
             steps=self.distill_cfg.train_steps,
             lr=self.distill_cfg.lr,
-            seed=config.project.seed + seed_offset,
+            seed=self.config.project.seed + seed_offset,
             checkpoint_dir=self.checkpoints / folder,
             track=self.track,
+            resume=self.resume,
         )
-        result = trainer.fit(resume=self.resume)
-        trained = build_world_model(package)
-        trained.load_state_dict(trainer.package_state(), strict=True)
-        window = max(1, min(10, len(result.losses)))
-        record = {
-            "steps": result.step,
-            "stopped": result.stopped,
-            "loss_first": sum(result.losses[:window]) / window if result.losses else None,
-            "loss_last": sum(result.losses[-window:]) / window if result.losses else None,
-            "validation": result.metrics,
-        }
-        return trained.to(student.dit.patch_embed.weight.device).eval(), record
 
 
 def _progressive(

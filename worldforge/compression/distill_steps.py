@@ -43,11 +43,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from worldforge.models.objective import previous_frames
 from worldforge.models.sampler import timesteps
 from worldforge.models.world_model import WorldModel
+from worldforge.training.tasks import FrozenTeacher
 
 
 @dataclass
@@ -95,21 +95,11 @@ def _frame_mse(error: torch.Tensor) -> torch.Tensor:
     return error.float().pow(2).mean()
 
 
-class StepObjective(nn.Module):
+class StepObjective(FrozenTeacher):
     """A student trained against a frozen teacher of the same kind (initialised from it)."""
 
     def __init__(self, student: WorldModel, teacher: WorldModel):
-        super().__init__()
-        self.model, self.teacher = student, teacher
-        student.tokenizer.requires_grad_(False)
-        student.dit.requires_grad_(True)
-        teacher.requires_grad_(False)
-        teacher.eval()
-
-    def train(self, mode: bool = True) -> StepObjective:
-        super().train(mode)
-        self.teacher.eval()  # the teacher is a fixed function, whatever the trainer switches
-        return self
+        super().__init__(student, teacher)
 
     def _case(self, batch: dict[str, torch.Tensor]) -> RolloutCase:
         return rollout_case(self.model, batch, self.model.sampler_cfg.context_noise)

@@ -16,29 +16,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from worldforge.compression.prune_config import RecoveryConfig
 from worldforge.models.objective import noise_clips, previous_frames, weighted_frame_mse
-from worldforge.models.world_model import WorldModel, build_world_model, package_config
+from worldforge.models.world_model import WorldModel
 from worldforge.platform.config import WorldforgeConfig
+from worldforge.training.tasks import FrozenTeacher
 
 
-class RecoveryObjective(nn.Module):
+class RecoveryObjective(FrozenTeacher):
     """`forward(batch) -> (loss, logs)`; trains `model` (the pruned DiT), `teacher` stays frozen."""
 
     def __init__(self, model: WorldModel, teacher: WorldModel, config: RecoveryConfig):
-        super().__init__()
-        self.model, self.teacher, self.config = model, teacher, config
-        model.tokenizer.requires_grad_(False)
-        model.dit.requires_grad_(True)
-        teacher.requires_grad_(False)
-        teacher.eval()
-
-    def train(self, mode: bool = True) -> RecoveryObjective:
-        super().train(mode)
-        self.teacher.eval()  # the teacher is a fixed function, whatever the trainer switches
-        return self
+        super().__init__(model, teacher)
+        self.config = config
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         # frames (B, T, C, H, W) in [-1, 1]; actions (B, T) or (B, T, A)
@@ -71,44 +62,18 @@ def recover(
 
     Returns the recovered model (the trainer's package weights: EMA when enabled) and a record of
     the run (steps, how it stopped, first/last losses, final validation)."""
-    from worldforge.training.tasks import tokens_per_clip, train_batches, world_validation
-    from worldforge.training.trainer import Task, Trainer
+    from worldforge.training.tasks import train_student
 
-    package = package_config(pruned)
-    trainer = Trainer(
-        Task(
-            name="prune_recovery",
-            objective=RecoveryObjective(pruned, teacher, recovery),
-            batches=train_batches(config, dataset, *_rank(config)),
-            package_prefix="model.",
-            package_config=package,
-            tokens_per_sample=tokens_per_clip(pruned, config.data.clip_frames),
-            validate=world_validation(config, dataset, package),
-        ),
-        config.train,
+    return train_student(
+        "prune_recovery",
+        RecoveryObjective(pruned, teacher, recovery),
+        pruned,
+        "model.",
+        config,
+        dataset,
         steps=recovery.steps,
         lr=recovery.lr,
         seed=config.project.seed,
         checkpoint_dir=checkpoint_dir,
         track=track,
     )
-    result = trainer.fit()
-    recovered = build_world_model(package)
-    recovered.load_state_dict(trainer.package_state(), strict=True)
-    window = max(1, min(10, len(result.losses)))
-    record = {
-        "steps": result.step,
-        "stopped": result.stopped,
-        "loss_first": sum(result.losses[:window]) / window,
-        "loss_last": sum(result.losses[-window:]) / window,
-        "validation": result.metrics,
-    }
-    return recovered.eval(), record
-
-
-def _rank(config: WorldforgeConfig) -> tuple[int, int]:
-    """(rank, world size) of this process in the trainer's process group."""
-    from worldforge.training.launch import setup_distributed
-
-    info, _ = setup_distributed(config.train.device)
-    return info.rank, info.world_size

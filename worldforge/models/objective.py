@@ -47,7 +47,7 @@ def to_velocity(
     (B, T, C, h, w) holds each frame's previous clean latent frame (zeros for the first)."""
     if config.prediction == "velocity":
         return output
-    x0 = output + anchor if config.residual and anchor is not None else output
+    x0 = to_x0(output, noisy, levels, config, anchor=anchor)
     t = levels.to(output.dtype).clamp_min(config.x0_min_level)[:, :, None, None, None]
     return (noisy - x0) / t
 

@@ -220,3 +220,77 @@ def tokenizer_task(
         tokens_per_sample=model.tokenizer.latent_frames(config.data.clip_frames) * latent_cells,
         validate=tokenizer_validation(config, dataset, package),
     )
+
+
+class FrozenTeacher(nn.Module):
+    """Base of the objectives that train a world model's DiT (`model`) against a frozen `teacher`
+    (distillation, pruning recovery): the student's tokenizer and the whole teacher take no
+    gradients, and the teacher stays in eval mode whatever the trainer switches."""
+
+    def __init__(self, model: WorldModel, teacher: WorldModel):
+        super().__init__()
+        self.model, self.teacher = model, teacher
+        model.tokenizer.requires_grad_(False)
+        model.dit.requires_grad_(True)
+        teacher.requires_grad_(False)
+        teacher.eval()
+
+    def train(self, mode: bool = True) -> FrozenTeacher:
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+
+def train_student(
+    name: str,
+    objective: nn.Module,
+    student: WorldModel,
+    prefix: str,
+    config: WorldforgeConfig,
+    dataset: Path,
+    steps: int,
+    lr: float,
+    seed: int,
+    checkpoint_dir: Path,
+    track: bool,
+    resume: bool = False,
+) -> tuple[WorldModel, dict[str, Any]]:
+    """Train `objective` (whose submodule at `prefix` is `student`) for `steps` steps on the shared
+    `Trainer` (micro-batch, engine, EMA, checkpoints, validation of `config.train`) on `dataset`'s
+    train split; collective under a launcher. Returns the trained student (the package weights:
+    EMA when enabled), on the student's device, and a record of the run (steps, how it stopped,
+    first/last losses, final validation)."""
+    from worldforge.training.launch import setup_distributed
+    from worldforge.training.trainer import Trainer
+
+    info, _ = setup_distributed(config.train.device)
+    package = package_config(student)
+    trainer = Trainer(
+        Task(
+            name=name,
+            objective=objective,
+            batches=train_batches(config, dataset, info.rank, info.world_size),
+            package_prefix=prefix,
+            package_config=package,
+            tokens_per_sample=tokens_per_clip(student, config.data.clip_frames),
+            validate=world_validation(config, dataset, package),
+        ),
+        config.train,
+        steps=steps,
+        lr=lr,
+        seed=seed,
+        checkpoint_dir=checkpoint_dir,
+        track=track,
+    )
+    result = trainer.fit(resume=resume)
+    trained = build_world_model(package)
+    trained.load_state_dict(trainer.package_state(), strict=True)
+    window = max(1, min(10, len(result.losses)))
+    record = {
+        "steps": result.step,
+        "stopped": result.stopped,
+        "loss_first": sum(result.losses[:window]) / window if result.losses else None,
+        "loss_last": sum(result.losses[-window:]) / window if result.losses else None,
+        "validation": result.metrics,
+    }
+    return trained.to(student.dit.patch_embed.weight.device).eval(), record
