@@ -235,14 +235,10 @@ def _cost(model: WorldModel, steps: int) -> dict[str, float]:
     }
 
 
-@contextlib.contextmanager
 def _stage_run(
     track: bool, config: WorldforgeConfig, distill_cfg: DistillConfig, lineage: dict[str, Any]
-) -> Iterator[str | None]:
+) -> contextlib.AbstractContextManager[str | None]:
     """The MLflow stage run `distill` (its id), or nothing (None) without tracking."""
-    if not track:
-        yield None
-        return
     from worldforge.platform import tracking
 
     params = {**config.flat(), **flatten(distill_cfg.model_dump(mode="json"), "distill.")}
@@ -255,8 +251,7 @@ def _stage_run(
     }
     if lineage["parent_version"]:
         tags["parent.version"] = lineage["parent_version"]
-    with tracking.stage_run(STAGE, config.project.experiment, params, tags) as run:
-        yield run.info.run_id
+    return tracking.optional_stage_run(track, STAGE, config.project.experiment, params, tags)
 
 
 @contextlib.contextmanager

@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,20 +166,15 @@ def _log(out: Path, record: dict[str, Any]) -> None:
     tracking.log_artifacts(out, "package")
 
 
-@contextlib.contextmanager
 def _stage_run(
     track: bool, config: WorldforgeConfig, prune_cfg: PruneConfig, lineage: dict[str, Any]
-) -> Iterator[str | None]:
+) -> contextlib.AbstractContextManager[str | None]:
     """The MLflow stage run `prune` (its id), or nothing (None) without tracking."""
-    if not track:
-        yield None
-        return
     from worldforge.platform import tracking
 
     params = {**config.flat(), **flatten(prune_cfg.model_dump(mode="json"), "prune.")}
     tags = {"parent.model": lineage["parent"], "dataset.dvc_md5": lineage["dataset_md5"] or "untracked"}
-    with tracking.stage_run("prune", config.project.experiment, params, tags) as run:
-        yield run.info.run_id
+    return tracking.optional_stage_run(track, "prune", config.project.experiment, params, tags)
 
 
 def _write(out: Path, model: WorldModel, lineage: dict[str, Any], record: dict[str, Any]) -> Path:

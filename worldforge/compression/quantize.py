@@ -24,7 +24,6 @@ import fnmatch
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Literal
@@ -252,17 +251,12 @@ def _versions(backend: str) -> dict[str, str]:
     return versions
 
 
-@contextlib.contextmanager
 def _stage_run(
     track: bool, config: WorldforgeConfig, qcfg: QuantizeConfig, lineage: dict[str, Any]
-) -> Iterator[str | None]:
+) -> contextlib.AbstractContextManager[str | None]:
     """The MLflow stage run `quantize` (its id), or nothing (None) without tracking."""
-    if not track:
-        yield None
-        return
     from worldforge.platform import tracking
 
     params = {f"quantize.{key}": value for key, value in qcfg.model_dump(mode="json").items()}
     tags = {"parent.model": lineage["parent"], "dataset.dvc_md5": lineage["dataset_md5"] or ""}
-    with tracking.stage_run("quantize", config.project.experiment, params, tags) as run:
-        yield run.info.run_id
+    return tracking.optional_stage_run(track, "quantize", config.project.experiment, params, tags)

@@ -108,6 +108,19 @@ def pipeline_run(
 
 
 @contextlib.contextmanager
+def optional_stage_run(
+    track: bool, stage: str, experiment: str, params: Mapping[str, Any], tags: Mapping[str, str]
+) -> Iterator[str | None]:
+    """`stage_run` yielding its run id when `track`, else nothing at all (None): the stage run of a
+    library call that can be tracked or not (rank 0 of a launcher tracks, the others do not)."""
+    if not track:
+        yield None
+        return
+    with stage_run(stage, experiment, params, tags) as run:
+        yield run.info.run_id
+
+
+@contextlib.contextmanager
 def stage_run(
     stage: str,
     experiment: str,
