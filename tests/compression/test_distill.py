@@ -339,6 +339,9 @@ def test_registered_student_names_its_teacher_version_and_is_evaluated_against_i
     assert version.tags["package.md5"] == package_md5(result["path"])
     run = mlflow.get_run(package.lineage["mlflow_run_id"])
     assert run.data.tags["stage"] == "distill" and run.data.tags["parent.version"] == "models:/distill-test/1"
+    from worldforge.platform.lineage import DataRepo
+
+    assert run.data.tags["package.dvc_md5"] == DataRepo(tracked_quant_project).md5(result["path"])  # versioned
     assert (
         run.data.params["distill.method"] == "consistency" and run.data.params["distill.teacher_steps"] == "4"
     )

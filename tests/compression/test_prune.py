@@ -299,6 +299,7 @@ def test_cli_prunes_a_package_and_records_a_stage_run(tracked_quant_project, tin
     run = mlflow.get_run(package.lineage["mlflow_run_id"])
     assert run.data.tags["stage"] == "prune"
     assert run.data.tags["parent.model"] == str(source)
+    assert run.data.tags["package.dvc_md5"] == "untracked"  # --out outside the project root
     assert run.data.metrics["kept.parameters_dit"] <= 0.7
     assert run.data.params["prune.method"] == "taylor"
     assert run.data.params["prune.calibration_clips"] == "4"

@@ -71,3 +71,20 @@ def test_unwritable_remote_fails_with_advice(project, tmp_path):
     with pytest.raises(LineageError, match="writable"):
         repo.track_and_push(folder)
     assert (folder / "a.txt").read_text() == "alpha\n"  # nothing already written is lost
+
+
+def test_version_package_tracks_and_pushes_under_the_root_and_skips_outside(project, tmp_path, caplog):
+    from worldforge.platform.lineage import version_package
+
+    folder = make_folder(project, "package")
+    md5 = version_package(folder, project)
+    assert md5 == DataRepo(project).md5(folder)
+    shutil.rmtree(folder)
+    shutil.rmtree(project.root / ".dvc" / "cache")
+    DataRepo(project).restore(folder, md5)  # it was pushed: the remote alone brings it back
+    assert (folder / "a.txt").read_text() == "alpha\n"
+
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    assert version_package(outside, project) is None
+    assert "outside the project root" in caplog.text

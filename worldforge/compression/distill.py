@@ -33,7 +33,7 @@ from torch import nn
 from worldforge.compression.distill_config import DistillConfig, DistillConfigError, check_schedule
 from worldforge.models.world_model import WorldModel, package_config
 from worldforge.platform.config import WorldforgeConfig, flatten
-from worldforge.platform.lineage import tracked_md5
+from worldforge.platform.lineage import tracked_md5, version_package
 
 DISTILLATION_FILE = "distillation.json"
 STAGE = "distill"
@@ -278,6 +278,7 @@ def _log(out: Path, record: dict[str, Any]) -> None:
             {"distill.loss_first": record["rounds"][0]["loss_first"], "distill.loss_last": last["loss_last"]}
         )
     tracking.log_artifacts(out, "package")
+    tracking.set_tags({"package.dvc_md5": version_package(out) or "untracked"})
 
 
 def _write(out: Path, model: WorldModel, lineage: dict[str, Any], record: dict[str, Any]) -> Path:

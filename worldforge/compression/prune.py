@@ -44,7 +44,7 @@ from worldforge.compression.prune_surgery import apply_plan
 from worldforge.models.flops import count_parameters, rollout_flops
 from worldforge.models.world_model import WorldModel, package_config
 from worldforge.platform.config import WorldforgeConfig, flatten
-from worldforge.platform.lineage import tracked_md5
+from worldforge.platform.lineage import tracked_md5, version_package
 
 PRUNING_FILE = "pruning.json"
 
@@ -164,6 +164,7 @@ def _log(out: Path, record: dict[str, Any]) -> None:
             {"recovery.loss_first": recovery["loss_first"], "recovery.loss_last": recovery["loss_last"]}
         )
     tracking.log_artifacts(out, "package")
+    tracking.set_tags({"package.dvc_md5": version_package(out) or "untracked"})
 
 
 def _stage_run(

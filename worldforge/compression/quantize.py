@@ -38,7 +38,7 @@ from worldforge.compression.fp8_calibration import Batch, calibration_batches, c
 from worldforge.compression.fp8_execution import fp8_support, plan_execution, resolve_recipe
 from worldforge.models.world_model import WorldModel
 from worldforge.platform.config import WorldforgeConfig, describe_errors
-from worldforge.platform.lineage import tracked_md5
+from worldforge.platform.lineage import tracked_md5, version_package
 from worldforge.platform.packages import ModelPackage, PackageError, load_package, package_md5, save_package
 from worldforge.platform.schema import Section
 
@@ -239,6 +239,7 @@ def quantize_package(
 
             tracking.log_metrics(metrics)
             tracking.log_artifacts(path, "package")
+            tracking.set_tags({"package.dvc_md5": version_package(path) or "untracked"})
     return path
 
 

@@ -13,6 +13,7 @@ inter-process file lock.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,9 @@ LOCK_TIMEOUT_S = 600
 
 class LineageError(WorldforgeError, RuntimeError):
     """A DVC operation failed; the message says which path and what to do."""
+
+
+log = logging.getLogger(__name__)
 
 
 class DataRepo:
@@ -163,3 +167,13 @@ def tracked_md5(path: Path, project: Project | None = None) -> str | None:
         return DataRepo(project).md5(path)
     except LineageError:
         return None
+
+
+def version_package(path: Path, project: Project | None = None) -> str | None:
+    """Track a stage's output package in DVC and push it; its md5, or None (with a warning) when
+    the folder lies outside the project root, where DVC cannot track it (a user's `--out`)."""
+    repo = DataRepo(project)
+    if not Path(path).resolve().is_relative_to(Path(repo.root).resolve()):
+        log.warning("%s is outside the project root %s: not versioned in DVC", path, repo.root)
+        return None
+    return repo.track_and_push(Path(path))
