@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     from worldforge.data.shards import default_output
     from worldforge.evaluation import metrics as quality
     from worldforge.evaluation.evaluate import measure, open_subject
+    from worldforge.evaluation.report import ratio_cell
     from worldforge.evaluation.rollout_eval import load_clips
     from worldforge.platform.config import load_config
     from worldforge.platform.runtime import select_device, setup_logging
@@ -118,16 +119,18 @@ def main(argv: list[str] | None = None) -> int:
 
     lines = [
         (
-            "| model | steps | PSNR | dPSNR | SSIM | PSNR vs teacher | agent err | fps denoise | speedup "
-            "| fps e2e | distill s |"
+            "| model | steps | PSNR | dPSNR | SSIM | PSNR vs teacher | agent err (x teacher) | ball err (x teacher) "
+            "| fps denoise | speedup | fps e2e | distill s |"
         ),
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         m = row["metrics"]
         lines.append(
             f"| {row['model']} | {row['steps']} | {m['psnr_mean']:.2f} | {m['psnr_mean'] - reference['psnr_mean']:+.2f} "
-            f"| {m['ssim_mean']:.3f} | {row['psnr_vs_teacher']:.2f} | {m.get('agent_position_error', float('nan')):.4f} "
+            f"| {m['ssim_mean']:.3f} | {row['psnr_vs_teacher']:.2f} "
+            f"| {ratio_cell(m.get('agent_position_error'), reference.get('agent_position_error'))} "
+            f"| {ratio_cell(m.get('object_position_error'), reference.get('object_position_error'))} "
             f"| {m['fps_denoise']:.1f} | {m['fps_denoise'] / reference['fps_denoise']:.1f}x | {m['fps_e2e']:.1f} "
             f"| {row.get('seconds', float('nan')):.0f} |"
         )
@@ -145,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         target = "target: no 4-step student in this report"
     baseline = (
         f"copy-last-frame baseline on the same clips: PSNR {reference['baseline_psnr_mean']:.2f}, "
-        f"SSIM {reference['baseline_ssim_mean']:.3f}"
+        f"SSIM {reference['baseline_ssim_mean']:.3f}, agent err "
+        f"{ratio_cell(reference.get('baseline_agent_position_error'), None)}, ball err "
+        f"{ratio_cell(reference.get('baseline_object_position_error'), None)}"
     )
     facts = (
         f"{len(clips.episodes)} episodes of {Path(args.dataset).name}/{config.eval.split}, context "

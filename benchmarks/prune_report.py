@@ -9,7 +9,8 @@ distillation from the unpruned model on the shared trainer), then evaluates the 
 model on the same held-out clips (`eval` of the preset) and prints one markdown table: parameters,
 FLOPs per frame, frames/s (denoising loop and end to end, median of `eval.latency_repeats` runs,
 the models taking turns), peak memory, PSNR/SSIM vs ground truth, and action-following (the
-agent's position error, in frame widths). The table and every metric go to DIR/prune_report.{md,json}.
+agent's and the balls' position error, in frame widths, with their ratio to the unpruned model's).
+The table and every metric go to DIR/prune_report.{md,json}.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from worldforge.compression.prune import prune_package
     from worldforge.evaluation.cost import measure_costs
     from worldforge.evaluation.evaluate import measure, open_subject
+    from worldforge.evaluation.report import ratio_cell
     from worldforge.evaluation.rollout_eval import load_clips
     from worldforge.platform.config import load_config
     from worldforge.platform.runtime import select_device, setup_logging
@@ -68,21 +70,25 @@ def main(argv: list[str] | None = None) -> int:
     reference = rows[0]["metrics"]
 
     header = (
-        "| model | params (DiT) | GFLOPs/frame | fps denoise | fps e2e | peak MB | PSNR | dPSNR | SSIM "
-        "| agent err |\n|---|---|---|---|---|---|---|---|---|---|"
+        "| model | params (DiT) | kept | GFLOPs/frame | fps denoise | fps e2e | peak MB | PSNR | dPSNR | SSIM "
+        "| agent err (x unpruned) | ball err (x unpruned) |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     lines = [header]
     for row in rows:
         m = row["metrics"]
         lines.append(
-            f"| {row['model']} | {m['parameters_dit']:,} | {m['flops_per_frame'] / 1e9:.3f} | "
+            f"| {row['model']} | {m['parameters_dit']:,} | {m['parameters_dit'] / reference['parameters_dit']:.1%} | "
+            f"{m['flops_per_frame'] / 1e9:.3f} | "
             f"{m['fps_denoise']:.1f} | {m['fps_e2e']:.1f} | {m['peak_memory_mb']:.1f} | {m['psnr_mean']:.2f} | "
             f"{m['psnr_mean'] - reference['psnr_mean']:+.2f} | {m['ssim_mean']:.3f} | "
-            f"{m.get('agent_position_error', float('nan')):.4f} |"
+            f"{ratio_cell(m.get('agent_position_error'), reference.get('agent_position_error'))} | "
+            f"{ratio_cell(m.get('object_position_error'), reference.get('object_position_error'))} |"
         )
     baseline = (
         f"copy-last-frame baseline on the same clips: PSNR {reference['baseline_psnr_mean']:.2f}, "
-        f"SSIM {reference['baseline_ssim_mean']:.3f}"
+        f"SSIM {reference['baseline_ssim_mean']:.3f}, agent err "
+        f"{ratio_cell(reference.get('baseline_agent_position_error'), None)}, ball err "
+        f"{ratio_cell(reference.get('baseline_object_position_error'), None)}"
     )
     facts = (
         f"{len(clips.episodes)} episodes of {args.dataset.name}/{config.eval.split}, context "

@@ -112,6 +112,22 @@ def test_budget_keeps_at_most_the_target_and_not_much_less(measure, keep):
     assert keep - 0.03 < kept <= keep
 
 
+def test_a_budget_does_not_drop_a_block_that_would_overshoot_it():
+    """A 2-block DiT at params=0.7: dropping a block keeps about half (the old plan kept 59%);
+    the plan cuts width instead and lands within prune.tolerance (0.02) under the target."""
+    torch.manual_seed(0)
+    model = WorldModel.from_config(
+        TokenizerConfig(frame_size=(32, 32)), ModelConfig(preset="tiny", depth=2, num_actions=6), ObjectiveConfig()
+    ).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(std=0.05)
+    pruned, plan = prune(model, target={"params": 0.7}, units=["heads", "mlp", "blocks"])
+    kept = model_cost(pruned)["parameters_dit"] / model_cost(model)["parameters_dit"]
+    assert len(plan.blocks) == 2
+    assert 0.68 <= kept <= 0.70
+
+
 def test_pruning_nothing_is_the_identity():
     model = tiny_model()
     for target in ({"params": 1.0}, {"depth": DEPTH, "heads": HEADS, "mlp_hidden": HIDDEN}):

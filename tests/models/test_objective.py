@@ -7,10 +7,14 @@ from worldforge.models.config import ObjectiveConfig
 from worldforge.models.objective import (
     flow_matching_loss,
     noise_clips,
+    noise_targets,
+    rollout_context,
     sample_noise_levels,
     to_velocity,
     to_x0,
+    weighted_frame_mse,
 )
+from worldforge.models.streaming import generate_latents
 
 
 @pytest.mark.parametrize("schedule", ["logit_normal", "uniform"])
@@ -103,3 +107,59 @@ def test_a_tiny_model_overfits_a_tiny_batch(make_model, make_clips, residual, ra
         loss.backward()
         optimizer.step()
     assert held_out_loss() < ratio * before
+
+
+def test_rollout_context_is_ground_truth_then_the_models_own_rollout(make_model, random_weights, make_clips):
+    model = random_weights(make_model(objective=ObjectiveConfig(prediction="x0", residual=True)))
+    frames, actions = make_clips(2, 6)
+    clean = model.tokenizer.encode(frames)
+    condition = model.action_condition(actions, 6)
+    context = rollout_context(model, clean, condition, 2, 1, torch.Generator().manual_seed(3))
+    own, _ = generate_latents(model, clean[:, :2], condition, 3, 1, "euler", True, torch.Generator().manual_seed(3))
+    assert not context.requires_grad  # generated as in inference: no gradient through the rollout
+    torch.testing.assert_close(context[:, :2], clean[:, :2], rtol=0, atol=0)
+    torch.testing.assert_close(context[:, 2:5], own, rtol=0, atol=0)
+    assert not torch.allclose(context[:, 2:5], clean[:, 2:5], atol=1e-2)  # a random model's frames differ
+    torch.testing.assert_close(context[:, 5:], clean[:, 5:], rtol=0, atol=0)
+
+
+def test_without_rollouts_clean_context_training_is_teacher_forced(make_model, random_weights, make_clips):
+    """rollout_prob=0 (no unroll): the loss is exactly the teacher-forced loss on ground-truth context;
+    with rollout_prob=1 the same batch and noise give another loss (the context is the model's own)."""
+    frames, actions = make_clips(2, 6)
+
+    def loss(rollout_prob: float) -> float:
+        objective = ObjectiveConfig(
+            prediction="x0", residual=True, loss="x0", training_context="clean", rollout_prob=rollout_prob
+        )
+        model = random_weights(make_model(objective=objective), std=0.05)
+        torch.manual_seed(0)
+        with torch.no_grad():
+            return float(flow_matching_loss(model, frames, actions)[0])
+
+    teacher_forced = loss(0.0)
+    model = random_weights(make_model(objective=ObjectiveConfig(prediction="x0", residual=True, loss="x0")), std=0.05)
+    torch.manual_seed(0)
+    clean = model.tokenizer.encode(frames)
+    batch = noise_targets(clean, model.objective_cfg)
+    with torch.no_grad():
+        output = model.dit.forward_teacher_forced(batch.noisy, batch.levels, model.action_condition(actions, 6), clean)
+        x0 = to_x0(output, batch.noisy, batch.levels, model.objective_cfg, anchor=model.anchors(clean))
+        expected = float(weighted_frame_mse(x0 - clean, batch.weight)[0])
+    assert teacher_forced == pytest.approx(expected, rel=1e-6)
+    assert loss(1.0) != pytest.approx(teacher_forced, rel=1e-3)
+
+
+def test_rollout_training_needs_the_clean_context():
+    with pytest.raises(ValueError, match="rollout_prob needs"):
+        ObjectiveConfig(rollout_prob=0.5)
+
+
+def test_anchors_hold_the_previous_frames_newest_first_and_zeros_before_the_clip():
+    from worldforge.models.objective import next_anchor, previous_frames
+
+    frames = torch.arange(1.0, 5.0).view(1, 4, 1, 1, 1)  # frames valued 1, 2, 3, 4
+    anchors = previous_frames(frames, 2)  # (1, 4, 2, 1, 1): [frame t-1, frame t-2]
+    assert anchors.flatten(1).tolist() == [[0, 0, 1, 0, 2, 1, 3, 2]]
+    assert next_anchor(frames, 2).flatten().tolist() == [4, 3]
+    assert next_anchor(frames[:, :1], 2).flatten().tolist() == [1, 0]

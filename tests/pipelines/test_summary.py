@@ -54,7 +54,7 @@ def test_the_champion_is_the_last_decisions_even_when_a_compression_stage_took_i
     print_summary(run)
     out = capsys.readouterr().out
     assert "champion: version 2 (prune)" in out
-    assert "rejected (min_fps_ratio)" in out
+    assert "v3 quantize: rejected: min_fps_ratio" in out
 
 
 def test_a_champion_from_an_earlier_run_is_named_as_such(project, capsys):
@@ -69,3 +69,19 @@ def test_no_champion_at_all_is_said_plainly(project, capsys):
     assert champion_of(run)[0] is None
     print_summary(run)
     assert "no champion" in capsys.readouterr().out
+
+
+def test_every_version_shows_its_agent_and_ball_error_against_copy_last(project, capsys):
+    errors = {"agent_position_error": 0.03, "baseline_agent_position_error": 0.09,
+              "object_position_error": 0.05, "baseline_object_position_error": 0.1}
+    pretrained = {**metrics(20.0), **errors}
+    student = {**metrics(19.5), **errors, "agent_position_error": 0.1}  # worse than copy-last
+    run = result(decision("promoted", 1))
+    run["metrics"] = pretrained
+    run["compressed"] = [{"stage": "distill", "version": "2", "metrics": student, "package": {"path": "/p/d"},
+                          "decision": decision("rejected", 1, ["agent_error_below_copy_last"])}]
+    print_summary(run)
+    out = capsys.readouterr().out
+    assert "0.030 (0.33x)" in out and "0.050 (0.50x)" in out  # pretrained: agent, balls
+    assert "0.100 (1.11x)" in out  # the student's agent error, above copy-last's
+    assert "v2 distill: rejected: agent_error_below_copy_last" in out

@@ -32,6 +32,10 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 GOOD = {
     "psnr_mean": 25.0,
     "baseline_psnr_mean": 20.0,
+    "agent_position_error": 0.03,
+    "baseline_agent_position_error": 0.09,
+    "object_position_error": 0.04,
+    "baseline_object_position_error": 0.10,
     "fps_e2e": 100.0,
     "fps_denoise": 120.0,
     "device": "cpu",
@@ -192,6 +196,8 @@ def test_first_promotion_skips_champion_gates_but_must_beat_copy_last(store, fam
     assert decision.promoted and decision.champion_before is None and decision.champion_after == winner
     skipped = {check.name: check.detail for check in decision.checks if check.status == "skipped"}
     assert skipped == {
+        "agent_error_vs_parent": "not evaluated against a parent",
+        "object_error_vs_parent": "not evaluated against a parent",
         "psnr_drop_vs_champion": "no champion yet",
         "fps_e2e_ratio_vs_champion": "no champion yet",
     }
@@ -208,9 +214,9 @@ def test_a_failing_gate_leaves_the_champion_and_records_the_failing_check(store,
 
     worse = register(path, family, metrics(psnr_mean=24.0))  # drops 1.0 dB > 0.5
     slower = register(path, family, metrics(fps_e2e=80.0))  # 0.8x < 1.0x
-    cases = (
-        (worse, "psnr_drop_vs_champion", ["pass", "fail", "pass"]),
-        (slower, "fps_e2e_ratio_vs_champion", ["pass", "pass", "fail"]),
+    cases = (  # beats copy-last (PSNR, agent, balls), vs parent (agent, balls: none), vs champion
+        (worse, "psnr_drop_vs_champion", ["pass", "pass", "pass", "skipped", "skipped", "fail", "pass"]),
+        (slower, "fps_e2e_ratio_vs_champion", ["pass", "pass", "pass", "skipped", "skipped", "pass", "fail"]),
     )
     for version, failing, statuses in cases:
         decision = registry.promote(family, version)
@@ -229,6 +235,32 @@ def test_a_failing_gate_leaves_the_champion_and_records_the_failing_check(store,
     assert registry.promote(family, worse, lenient).promoted
     assert registry.alias_version(family, registry.CHAMPION) == worse
     assert len(registry.decisions(registry.get_version(family, worse))) == 2  # both decisions kept
+
+
+def test_a_model_that_follows_actions_worse_than_copy_last_is_rejected(store, family, make_package):
+    # Better PSNR than copy-last-frame, but the agent lands further from where the actions put it
+    # than if nothing had moved: a blurry frame that has not learned the world.
+    path = make_package(metrics(agent_position_error=0.0955, baseline_agent_position_error=0.0921))
+    version = register(path, family)
+    decision = registry.promote(family, version)
+    assert decision.outcome == "rejected" and decision.failed_checks == ["agent_error_below_copy_last"]
+    [check] = [c for c in decision.checks if c.name == "agent_error_below_copy_last"]
+    assert check.value == pytest.approx(0.0955 / 0.0921) and check.threshold == 1.0
+    assert "0.0955 vs copy-last-frame 0.0921" in check.detail
+    assert registry.alias_version(family, registry.CHAMPION) is None
+
+
+def test_a_compression_stage_may_not_place_things_much_worse_than_its_parent(store, family, make_package):
+    path = make_package(metrics())
+    assert registry.promote(family, register(path, family)).promoted
+    # evaluated against its parent: balls 15% worse than the parent's (allowed: 10%)
+    drifting = register(path, family, metrics(reference_agent_position_error=0.03, reference_object_position_error=0.0348))
+    decision = registry.promote(family, drifting)
+    assert decision.failed_checks == ["object_error_vs_parent"]
+    [check] = [c for c in decision.checks if c.name == "object_error_vs_parent"]
+    assert check.value == pytest.approx(0.04 / 0.0348) and check.threshold == pytest.approx(1.1)
+    close = register(path, family, metrics(reference_agent_position_error=0.03, reference_object_position_error=0.038))
+    assert registry.promote(family, close).promoted  # 5% worse: within the margin
 
 
 def test_rollback_walks_back_through_the_champions(store, family, make_package):

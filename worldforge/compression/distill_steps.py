@@ -44,7 +44,6 @@ from dataclasses import dataclass
 
 import torch
 
-from worldforge.models.objective import previous_frames
 from worldforge.models.sampler import timesteps
 from worldforge.models.world_model import WorldModel
 from worldforge.training.tasks import FrozenTeacher
@@ -77,7 +76,7 @@ def rollout_case(model: WorldModel, batch: dict[str, torch.Tensor], context_leve
     if context_level > 0:
         context = (1 - context_level) * context + context_level * torch.randn_like(context)
     condition = model.action_condition(batch["actions"], frames)[:, : j + 1]
-    return RolloutCase(context, clean[:, j:], condition, previous_frames(clean), context_level)
+    return RolloutCase(context, clean[:, j:], condition, model.anchors(clean), context_level)
 
 
 def frame_velocity(model: WorldModel, case: RolloutCase, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 The target says what the pruned DiT keeps, never what it loses:
 
-    target: {params: 0.7}                 keep at most 70% of the DiT's parameters (30% removed)
+    target: {params: 0.7}                 keep 70% of the DiT's parameters (30% removed; 68-70% with
+                                          the default tolerance 0.02)
     target: {flops: 0.5}                  keep at most 50% of the DiT's FLOPs per generated frame
     target: {depth: 3}                    keep 3 blocks (the least important ones go)
     target: {heads: 3, mlp_hidden: 256}   keep 3 heads and 256 MLP channels in every block
@@ -58,6 +59,13 @@ class PruneConfig(Section):
     units: list[Literal["heads", "mlp", "blocks"]] = Field(
         default_factory=lambda: ["blocks", "heads", "mlp"],
         description="what a params/flops budget may remove (a block goes when it is the cheapest per cost)",
+    )
+    tolerance: float = Field(
+        0.02,
+        ge=0.0,
+        lt=1.0,
+        description="a params/flops budget ends within [target - tolerance, target]: a block is removed only "
+        "when that does not overshoot below it (0.7 keeps 68-70%)",
     )
     mlp_multiple: int = Field(
         8, ge=1, description="MLP channels are removed in groups of this many (GPU-friendly widths)"

@@ -3,7 +3,8 @@
 Explicit parts of the target go first: `depth` drops the lowest-scoring blocks, `heads` and
 `mlp_hidden` keep the top-scoring heads and channels of every block. A `params` or `flops` budget
 then removes units greedily, cheapest loss per unit of cost first (score / cost, the greedy
-answer to "lose the least score while removing this much"), until the DiT is within budget:
+answer to "lose the least score while removing this much"), until the DiT is within budget, and
+not more than `prune.tolerance` under it (a whole block goes only when that does not overshoot):
 
 - heads and MLP channel groups (`mlp_multiple` channels, least important first) have a fixed cost;
 - a block's cost is what is left of it, so removing width from a block makes dropping it dearer;
@@ -210,6 +211,7 @@ class _Pruning:
 
     def meet_budget(self, config: PruneConfig, costs: UnitCosts, total: float, fraction: float) -> None:
         limit = fraction * total * (1 + 1e-9)  # float slack: a plan exactly on budget meets it
+        floor = (fraction - config.tolerance) * total
         current = self.cost(costs)
         candidates = iter(self.width_candidates(config.units, costs, config.mlp_multiple))
         width = next(candidates, None)
@@ -220,6 +222,8 @@ class _Pruning:
             block, block_ratio = (
                 self._cheapest_block(costs) if "blocks" in config.units else (None, float("inf"))
             )
+            if block is not None and width is not None and current - self._block_cost(block, costs) < floor:
+                block, block_ratio = None, float("inf")  # a whole block would overshoot the budget's floor
             if width is None and block is None:
                 raise PrunePlanError(
                     f"prune.target {costs.measure}={fraction}: removing {', '.join(config.units)} reaches at "

@@ -4,8 +4,9 @@ The loss of a batch of clips, on one noisy input shared by both models:
 
     task_weight * |v_pruned - (eps - x0)|^2  +  distill_weight * |v_pruned - v_unpruned|^2
 
-the first the flow-matching loss of pretraining (same noise-level sampling, same clean-context
-frames), the second distillation from the frozen unpruned teacher, whose velocity carries more
+(with `objective.loss: x0`, on clean frames instead of velocities: |x0_pruned - x0|^2 + ...),
+the first the flow-matching loss of pretraining (the same inputs: `training_inputs` of the model's
+objective config), the second distillation from the frozen unpruned teacher, whose velocity carries more
 signal per sample than the noisy flow-matching target. The tokenizer is shared and frozen (pruning
 never touches it). `Trainer` (DeepSpeed, EMA, checkpoints, validation rollouts) runs it.
 """
@@ -18,7 +19,13 @@ from typing import Any
 import torch
 
 from worldforge.compression.prune_config import RecoveryConfig
-from worldforge.models.objective import noise_clips, previous_frames, weighted_frame_mse
+from worldforge.models.objective import (
+    network_output,
+    to_velocity,
+    to_x0,
+    training_inputs,
+    weighted_frame_mse,
+)
 from worldforge.models.world_model import WorldModel
 from worldforge.platform.config import WorldforgeConfig
 from worldforge.training.tasks import FrozenTeacher
@@ -37,13 +44,22 @@ class RecoveryObjective(FrozenTeacher):
         with torch.no_grad():
             clean = model.tokenizer.encode(batch["frames"])  # (B, T', c, h, w)
         condition = model.action_condition(batch["actions"], clean.shape[1])
-        noised = noise_clips(clean, model.objective_cfg)  # the same noising as pretraining
-        anchor = previous_frames(clean)  # the residual objective's x0 = previous frame + output
-        velocity = model.velocity(noised.noisy, noised.levels, condition, anchor=anchor).float()
+        config = model.objective_cfg
+        inputs = training_inputs(model, clean, condition, config)  # the same inputs as pretraining
+        noised = inputs.batch
+        # compared where pretraining compared them (objective.loss): clean frames or velocities
+        convert = to_x0 if config.loss == "x0" else to_velocity
+        truth = clean if config.loss == "x0" else noised.target
+
+        def prediction(network: WorldModel) -> torch.Tensor:
+            output = network_output(network, inputs)
+            return convert(output, noised.noisy, noised.levels, config, anchor=inputs.anchor).float()
+
+        student = prediction(model)
         with torch.no_grad():
-            target = self.teacher.velocity(noised.noisy, noised.levels, condition, anchor=anchor).float()
-        task, _ = weighted_frame_mse(velocity - noised.target.float(), noised.weight)
-        distill, _ = weighted_frame_mse(velocity - target, noised.weight)
+            teacher = prediction(self.teacher)
+        task, _ = weighted_frame_mse(student - truth.float(), noised.weight)
+        distill, _ = weighted_frame_mse(student - teacher, noised.weight)
         loss = self.config.task_weight * task + self.config.distill_weight * distill
         return loss, {"loss": loss.detach(), "task_loss": task.detach(), "distill_loss": distill.detach()}
 

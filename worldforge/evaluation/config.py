@@ -23,6 +23,12 @@ class EvalConfig(Section):
     horizon: int = Field(
         8, ge=1, description="frames generated per episode; a multiple of temporal_compression"
     )
+    long_horizon: int | None = Field(
+        None,
+        ge=1,
+        description="also roll out this many frames (beyond the training clip, through the sliding KV window) "
+        "and record PSNR and agent/ball error per step against copy-last-frame, and the motion ratio",
+    )
     denoise_steps: int | None = Field(
         None, ge=1, description="solver steps per frame; None: the package's sampler.steps"
     )
@@ -53,6 +59,17 @@ class RegistryConfig(Section):
     )
     require_beats_baseline: bool = Field(
         True, description="candidate psnr_mean must exceed its copy-last-frame baseline"
+    )
+    require_action_following: bool = Field(
+        True,
+        description="candidate agent (and ball) position error must be below copy-last-frame's on the same "
+        "episodes (datasets with ground-truth state, e.g. the simulator)",
+    )
+    max_error_increase: float = Field(
+        0.10,
+        ge=0.0,
+        description="a model evaluated against its parent (a compression stage) may have at most this much "
+        "higher agent and ball position error than the parent, as a fraction (0.1: 10%)",
     )
     lock_timeout_s: float = Field(
         120.0, gt=0, description="embedded store: wait this long for the promotion lock"

@@ -6,7 +6,8 @@ Quality (PSNR and SSIM per horizon step, the copy-last-frame baseline, action-fo
 simulator) and cost (parameters, FLOPs, frames/s, latency, peak memory on the current device)
 of each model, measured in one run on the same held-out clips with the same noise. Writes the
 model's `metrics.json` into its package, a report folder (report.json, PSNR plot, videos), and,
-with `track`, an MLflow stage run `evaluate` holding the metrics and the report.
+with `track`, an MLflow stage run `evaluate` holding the metrics and the report. With
+`eval.long_horizon`, a longer rollout (beyond the training clip) is scored too.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from worldforge.evaluation import report
 from worldforge.evaluation.config import EvalConfig
 from worldforge.evaluation.cost import measure_cost, measure_costs
+from worldforge.evaluation.metrics import motion_ratio, overall
 from worldforge.evaluation.rollout_eval import (
     EvalClips,
     baseline_scores,
@@ -58,11 +60,45 @@ def open_subject(source: str | Path) -> Subject:
 
 
 
+def long_horizon_scores(model, clips: EvalClips, config: EvalConfig, device: torch.device) -> dict[str, Any]:
+    """A rollout of `clips.horizon` frames, beyond the training clip: the per-step curves under
+    `long_*` keys (PSNR, agent/ball error, each with copy-last-frame's), the motion ratio of its
+    second half (0: frozen, >> 1: noise) and scalars at half the horizon and at its end
+    (`psnr_h16`, `baseline_psnr_h16`, `agent_position_error_h32`, ...)."""
+    prediction = predict(model, clips, config.model_copy(update={"horizon": clips.horizon}), device)
+    scores = {**score(prediction, clips), **baseline_scores(clips)}
+    long: dict[str, Any] = {"long_horizon": clips.horizon}
+    for key in (
+        "psnr",
+        "ssim",
+        "agent_position_error",
+        "object_position_error",
+        "baseline_psnr",
+        "baseline_ssim",
+        "baseline_agent_position_error",
+        "baseline_object_position_error",
+    ):
+        curve = scores.get(f"{key}_per_step")
+        if curve is None:
+            continue
+        long[f"long_{key}_per_step"] = curve
+        for step in sorted({max(1, clips.horizon // 2), clips.horizon}):
+            long[f"{key}_h{step}"] = curve[step - 1]
+    half = clips.horizon // 2
+    long["long_motion_ratio"] = overall(motion_ratio(prediction[:, half:], clips.target[:, half:]))
+    return long
+
+
 def measure(
-    subject: Subject, clips: EvalClips, config: EvalConfig, device: torch.device, cost: bool = True
+    subject: Subject,
+    clips: EvalClips,
+    config: EvalConfig,
+    device: torch.device,
+    cost: bool = True,
+    long_clips: EvalClips | None = None,
 ) -> tuple[dict, torch.Tensor]:
-    """Quality and (with `cost`) cost of one model on `clips`: (metrics, its predictions
-    (N, horizon, C, H, W))."""
+    """Quality and (with `cost`) cost of one model on `clips` (and the long rollouts of
+    `long_clips`): (metrics, its predictions (N, horizon, C, H, W))."""
     model = subject.package.build(device)
     check_compatible(model, clips, config, str(subject.package.path))
     prediction = predict(model, clips, config, device)
@@ -71,6 +107,8 @@ def measure(
     metrics.update(detector_floor(clips))
     metrics["psnr_gain_over_baseline"] = metrics["psnr_mean"] - metrics["baseline_psnr_mean"]
     metrics["beats_baseline"] = metrics["psnr_gain_over_baseline"] > 0
+    if long_clips is not None:
+        metrics.update(long_horizon_scores(model, long_clips, config, device))
     if cost:
         metrics.update(measure_cost(model, clips, config, device))
     del model
@@ -105,6 +143,9 @@ def evaluate_package(
     device = select_device(config.device)
     dataset = Path(dataset).resolve()
     clips = load_clips(dataset, config)
+    long_clips = None
+    if config.long_horizon and config.long_horizon > config.horizon:
+        long_clips = load_clips(dataset, config.model_copy(update={"horizon": config.long_horizon}))
     subjects = [open_subject(package)] + ([open_subject(reference)] if reference is not None else [])
     name = "-vs-".join(s.name for s in subjects)
     out = Path(out_dir) if out_dir is not None else Project.current().reports / "eval" / name
@@ -122,7 +163,7 @@ def evaluate_package(
     steps = [config.denoise_steps] + ([reference_steps or config.denoise_steps] if reference is not None else [])
     for subject, chosen in zip(subjects, steps, strict=True):
         chosen_config = config.model_copy(update={"denoise_steps": chosen})
-        metrics, prediction = measure(subject, clips, chosen_config, device, cost=False)
+        metrics, prediction = measure(subject, clips, chosen_config, device, cost=False, long_clips=long_clips)
         results.append({**metrics, **context, "package_md5": package_md5(subject.package.path)})
         predictions["model" if not predictions else "reference"] = prediction
     # Speed of the model and its reference timed in turns, so their ratio is fair on a busy machine.
@@ -131,6 +172,12 @@ def evaluate_package(
         metrics.update(report.without_nan(cost))
     del models
     own = results[0]
+    if reference is not None:
+        # What the gates compare a compression stage with: its parent, on the same episodes.
+        own["reference_source"] = subjects[1].source
+        for key in ("psnr_mean", "agent_position_error", "object_position_error"):
+            if key in results[1]:
+                own[f"reference_{key}"] = results[1][key]
     write_metrics(subjects[0].package.path, own)
 
     summary: dict[str, Any] = {
@@ -146,7 +193,28 @@ def evaluate_package(
         curves[f"{subjects[1].name} (reference)"] = results[1]["psnr_per_step"]
     summary["config"] = config.model_dump(mode="json")
     report.write_json(out / "report.json", summary)
-    report.plot_psnr(out / "psnr_vs_horizon.png", curves, f"PSNR vs horizon on {dataset.name}/{config.split}")
+    where = f"{dataset.name}/{config.split}"
+    report.plot_curves(out / "psnr_vs_horizon.png", curves, f"PSNR vs horizon on {where}")
+    errors = position_error_curves(subjects, results)
+    if errors:
+        report.plot_curves(
+            out / "position_error_vs_horizon.png",
+            errors,
+            f"agent / ball position error vs horizon on {where}",
+            ylabel="position error (frame sides)",
+        )
+    if long_clips is not None:
+        long = {f"{s.name}": r["long_psnr_per_step"] for s, r in zip(subjects, results)}
+        long["copy last frame (baseline)"] = own["long_baseline_psnr_per_step"]
+        report.plot_curves(out / "long_horizon_psnr.png", long, f"PSNR over a {long_clips.horizon}-frame rollout on {where}")
+        errors = position_error_curves(subjects, results, prefix="long_")
+        if errors:
+            report.plot_curves(
+                out / "long_horizon_position_error.png",
+                errors,
+                f"agent / ball position error over a {long_clips.horizon}-frame rollout on {where}",
+                ylabel="position error (frame sides)",
+            )
     report.write_videos(out / "videos", clips, predictions, config.videos)
 
     result = {**own, "report_dir": str(out)}
@@ -156,6 +224,25 @@ def evaluate_package(
     if track:
         _track(summary, subjects, out, config, experiment)
     return result
+
+
+def position_error_curves(
+    subjects: list[Subject], results: list[dict[str, Any]], prefix: str = ""
+) -> dict[str, list[float]]:
+    """The agent and ball position error per horizon step of each model, copy-last-frame's and the
+    detectors' floor (their error on the recorded frames), for the error plot; {} without state.
+    prefix "long_": the curves of the long rollout."""
+    own, curves = results[0], {}
+    for what, metric in (("agent", "agent_position_error"), ("ball", "object_position_error")):
+        if f"{prefix}{metric}_per_step" not in own:
+            continue
+        for subject, model_metrics in zip(subjects, results):
+            curves[f"{subject.name} {what}"] = model_metrics.get(f"{prefix}{metric}_per_step", [])
+        curves[f"copy last frame {what} (baseline)"] = own[f"{prefix}baseline_{metric}_per_step"]
+        floor = own.get(f"{metric}_ground_truth")
+        if floor is not None:
+            curves[f"detector floor {what}"] = [floor] * len(own[f"{prefix}{metric}_per_step"])
+    return curves
 
 
 def _track(
@@ -177,7 +264,16 @@ def _track(
         params["reference"] = subjects[1].source
     with tracking.stage_run("evaluate", experiment, params=params, tags=tags):
         tracking.log_metrics(report.scalar_metrics(own))
-        curves = ("psnr", "ssim", "baseline_psnr", "baseline_ssim", "agent_position_error")
+        curves = (
+            "psnr",
+            "ssim",
+            "baseline_psnr",
+            "baseline_ssim",
+            "agent_position_error",
+            "baseline_agent_position_error",
+            "object_position_error",
+            "baseline_object_position_error",
+        )
         for step in range(own["horizon"]):  # one call per step: curves in MLflow's step charts
             values = {
                 f"{key}_by_step": own[f"{key}_per_step"][step] for key in curves if f"{key}_per_step" in own

@@ -2,8 +2,11 @@
 
 Each check passes, fails, or is skipped (and says why). A candidate is promoted only when no
 check fails. Checks relative to the champion are skipped while there is no champion; the
-absolute check (beats copy-last-frame) always applies. A metric that is missing fails its check:
-what cannot be verified does not pass.
+absolute checks (beats copy-last-frame in PSNR; places the agent and the balls better than
+copy-last-frame) always apply. A compression stage, evaluated against its parent, may not place
+them worse than the parent by more than `max_error_increase`. A metric that is missing fails its
+check: what cannot be verified does not pass. (Position errors exist only on datasets with
+ground-truth state: where the copy-last-frame error is absent too, those checks are skipped.)
 """
 
 from __future__ import annotations
@@ -20,6 +23,11 @@ KEY_METRICS = (
     "baseline_psnr_mean",
     "psnr_gain_over_baseline",
     "agent_position_error",
+    "baseline_agent_position_error",
+    "object_position_error",
+    "baseline_object_position_error",
+    "reference_agent_position_error",
+    "reference_object_position_error",
     "fps_e2e",
     "fps_denoise",
     "latency_ms_median",
@@ -109,6 +117,49 @@ def fps_ratio(candidate: dict[str, Any], champion: dict[str, Any] | None, config
     return Check(name, status, detail, value=ratio, threshold=config.min_fps_ratio)
 
 
+POSITION_ERRORS = {"agent": "agent_position_error", "object": "object_position_error"}
+
+
+def below_copy_last(candidate: dict[str, Any], what: str, config: RegistryConfig) -> Check:
+    """The candidate places the agent (`what="agent"`) or the balls (`"object"`) closer to the
+    simulator's truth than copy-last-frame does on the same episodes: it follows the actions and
+    moves the world."""
+    metric = POSITION_ERRORS[what]
+    name = f"{what}_error_below_copy_last"
+    if not config.require_action_following:
+        return Check(name, "skipped", "disabled (registry.require_action_following=false)")
+    baseline = f"baseline_{metric}"
+    if baseline not in candidate:
+        return Check(name, "skipped", f"no {baseline}: the dataset has no ground-truth {what} positions")
+    if metric not in candidate:
+        return _missing(name, metric, "candidate")
+    mine, theirs = candidate[metric], candidate[baseline]
+    ratio = mine / theirs if theirs else float("inf")
+    status = "pass" if mine < theirs else "fail"
+    detail = f"{metric} {mine:.4f} vs copy-last-frame {theirs:.4f} ({ratio:.2f}x, must be below 1x)"
+    return Check(name, status, detail, value=ratio, threshold=1.0)
+
+
+def error_vs_parent(candidate: dict[str, Any], what: str, config: RegistryConfig) -> Check:
+    """A model evaluated against its parent (`reference_*` metrics: a compression stage) places the
+    agent or the balls at most `max_error_increase` worse than the parent did on the same episodes."""
+    metric = POSITION_ERRORS[what]
+    name = f"{what}_error_vs_parent"
+    limit = 1.0 + config.max_error_increase
+    if not config.require_action_following:
+        return Check(name, "skipped", "disabled (registry.require_action_following=false)")
+    reference = f"reference_{metric}"
+    if reference not in candidate:
+        return Check(name, "skipped", "not evaluated against a parent", threshold=limit)
+    if metric not in candidate:
+        return _missing(name, metric, "candidate")
+    mine, theirs = candidate[metric], candidate[reference]
+    ratio = mine / theirs if theirs else float("inf")
+    status = "pass" if ratio <= limit else "fail"
+    detail = f"{metric} {mine:.4f} vs parent {theirs:.4f} ({ratio:.2f}x, allowed {limit:.2f}x)"
+    return Check(name, status, detail, value=ratio, threshold=limit)
+
+
 def check_gates(
     candidate: dict[str, Any], champion: dict[str, Any] | None, config: RegistryConfig
 ) -> list[Check]:
@@ -118,6 +169,10 @@ def check_gates(
     registered versions."""
     return [
         beats_baseline(candidate, config),
+        below_copy_last(candidate, "agent", config),
+        below_copy_last(candidate, "object", config),
+        error_vs_parent(candidate, "agent", config),
+        error_vs_parent(candidate, "object", config),
         psnr_drop(candidate, champion, config),
         fps_ratio(candidate, champion, config),
     ]

@@ -97,9 +97,46 @@ def agent_position_error(frames: torch.Tensor, positions: np.ndarray) -> np.ndar
     return np.linalg.norm(found.astype(np.float64) - positions, axis=-1)
 
 
+def object_position_error(frames: torch.Tensor, positions: np.ndarray, colors: np.ndarray) -> np.ndarray:
+    """Distance between each ball found in each frame (by its colour) and its true position, in
+    normalised units, as `agent_position_error` for the agent.
+
+    frames: (B, T, C, H, W) in [-1, 1]; positions: (B, T, K, 2) true ball (x, y); colors: (B, K, 3)
+    each ball's colour (`simulator.ball_colors` of the recorded frames). Returns (B, T, K) float64,
+    NaN where a ball is not found, and for every frame of a ball whose colour another ball of the
+    episode shares (`simulator.distinct_balls`): such balls cannot be told apart."""
+    from worldforge.data.sources.simulator import ball_positions_from_frames, distinct_balls
+
+    frames_np = frames.detach().to("cpu", torch.float32).numpy()
+    found = np.stack(
+        [ball_positions_from_frames(clip, clip_colors) for clip, clip_colors in zip(frames_np, colors)]
+    )  # (B, T, K, 2)
+    error = np.linalg.norm(found.astype(np.float64) - positions, axis=-1)  # (B, T, K)
+    scored = np.stack([distinct_balls(clip_colors) for clip_colors in colors])  # (B, K)
+    error[~np.broadcast_to(scored[:, None, :], error.shape)] = np.nan
+    return error
+
+
+def motion_ratio(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """How much the predicted frames change from one to the next, relative to the recorded ones:
+    mean |x_t - x_{t-1}| of the prediction / the same of the target, per step after the first.
+
+    (B, T, C, H, W) x 2 -> (B, T - 1) float64. A rollout frozen on one frame scores 0, one that
+    has dissolved into noise scores far above 1; a rollout that moves as the world does, about 1."""
+    _check_pair(prediction, target)
+
+    def change(frames: torch.Tensor) -> torch.Tensor:
+        return (frames[:, 1:].double() - frames[:, :-1].double()).abs().flatten(2).mean(dim=2)
+
+    return change(prediction) / change(target).clamp_min(1e-8)
+
+
 def per_step(values: torch.Tensor | np.ndarray) -> list[float]:
-    """(B, T) -> T means over episodes (NaNs ignored; NaN where a step has no value at all)."""
+    """(B, T) or (B, T, K) -> T means over episodes (and objects); NaNs ignored, NaN where a step has
+    no value at all."""
     array = np.asarray(values, dtype=np.float64)
+    if array.ndim == 3:  # (B, T, K) -> (B K, T)
+        array = array.transpose(0, 2, 1).reshape(-1, array.shape[1])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN step is reported as NaN on purpose
         return [float(v) for v in np.nanmean(array, axis=0)]

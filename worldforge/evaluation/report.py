@@ -1,5 +1,5 @@
-"""What an evaluation leaves behind for people: a JSON report, a PSNR-vs-horizon plot, and
-side-by-side videos (ground truth | prediction [| reference]) as GIF, and MP4 when PyAV is installed."""
+"""What an evaluation leaves behind for people: a JSON report, PSNR- and position-error-vs-horizon
+plots, and side-by-side videos (ground truth | prediction [| reference]) as GIF, and MP4 when PyAV is installed."""
 
 from __future__ import annotations
 
@@ -36,6 +36,16 @@ def compare(model: dict[str, Any], reference: dict[str, Any]) -> dict[str, dict[
     return table
 
 
+def ratio_cell(value: float | None, reference: float | None, fmt: str = "{:.4f}") -> str:
+    """"0.0212 (1.05x)": a value and its ratio to a reference (a parent, copy-last-frame); "-"
+    when the value is missing."""
+    if value is None or not math.isfinite(value):
+        return "-"
+    if reference is None or not math.isfinite(reference) or reference == 0:
+        return fmt.format(value)
+    return f"{fmt.format(value)} ({value / reference:.2f}x)"
+
+
 def without_nan(value: Any) -> Any:
     """`value` with every non-finite float (NaN: e.g. no agent found at a step) replaced by None,
     in nested dicts and lists: what standard JSON, Prefect results and MLflow tags can carry."""
@@ -54,8 +64,16 @@ def write_json(path: Path, report: dict[str, Any]) -> Path:
     return path
 
 
-def plot_psnr(path: Path, curves: dict[str, list[float]], title: str) -> Path:
-    """PSNR (dB) against horizon step (1-based), one line per label."""
+def plot_curves(
+    path: Path,
+    curves: dict[str, list[float]],
+    title: str,
+    ylabel: str = "PSNR (dB)",
+    steps: list[int] | None = None,
+    xlabel: str = "horizon step (generated frame)",
+) -> Path:
+    """A metric against horizon step (1-based; or against `steps`), one line per label; labels
+    naming a baseline or a detector floor are dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -63,11 +81,11 @@ def plot_psnr(path: Path, curves: dict[str, list[float]], title: str) -> Path:
 
     figure, axis = plt.subplots(figsize=(6, 4), dpi=100)
     for label, values in curves.items():
-        steps = np.arange(1, len(values) + 1)
-        style = "--" if "baseline" in label else "-"
-        axis.plot(steps, values, style, marker="o", markersize=3, label=label)
-    axis.set_xlabel("horizon step (generated frame)")
-    axis.set_ylabel("PSNR (dB)")
+        x = np.asarray(steps) if steps is not None else np.arange(1, len(values) + 1)
+        style = "--" if "baseline" in label or "floor" in label else "-"
+        axis.plot(x, values, style, marker="o", markersize=3, label=label)
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
     axis.set_title(title)
     axis.grid(alpha=0.3)
     axis.legend()

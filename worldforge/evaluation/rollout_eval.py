@@ -2,12 +2,14 @@
 
 One clip per episode, from the episode's first frame: `context_frames` ground-truth frames go in,
 the recorded actions drive `horizon` generated frames, which are compared with the recorded ones.
-The copy-last-frame baseline is scored on the very same clips. On simulator data the agent is
-found in each generated frame and compared with the ground-truth state (action-following).
+The copy-last-frame baseline is scored on the very same clips. On simulator data the agent and the
+balls are found in each generated frame (the agent by its white, each ball by its colour) and
+compared with the ground-truth state: action-following (the agent) and dynamics (the balls).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from worldforge.data.sources.simulator import ball_colors
 from worldforge.errors import WorldforgeError
 from worldforge.evaluation import metrics
 from worldforge.evaluation.config import EvalConfig
@@ -36,6 +39,8 @@ class EvalClips:
     action_space: dict[str, Any]
     positions: np.ndarray | None  # (N, horizon, 2) true agent (x, y) in the target frames; simulator only
     fps: float
+    object_positions: np.ndarray | None = None  # (N, horizon, K, 2) true ball (x, y); simulator only
+    object_colors: np.ndarray | None = None  # (N, K, 3) each ball's colour (0..255), from the recorded frames
 
     @property
     def horizon(self) -> int:
@@ -77,12 +82,17 @@ def load_clips(dataset: str | Path, config: EvalConfig) -> EvalClips:
         raise EvaluationError(f"{dataset}: split {config.split!r} has no episodes (eval.split)")
     frames = torch.stack([to_model_frames(e.frames[:length]) for e in episodes])  # (N, L, 3, H, W)
     actions = torch.from_numpy(np.stack([e.actions[:length] for e in episodes]))
-    positions = None
+    positions = object_positions = object_colors = None
     if manifest.source == "simulator" and all(e.state is not None for e in episodes):
-        # The state starts with the agent's (x, y): simulator.STATE_LAYOUT.
-        positions = np.stack([e.state[config.context_frames : length, :2] for e in episodes]).astype(
-            np.float64
-        )
+        # The state is the agent's x, y, vx, vy, then x, y, vx, vy per ball: simulator.STATE_LAYOUT.
+        state = np.stack([e.state[:length] for e in episodes]).astype(np.float64)  # (N, L, S)
+        positions = state[:, config.context_frames :, :2]
+        balls = state[:, :, 4:].reshape(len(episodes), length, -1, 4)[..., :2]  # (N, L, K, 2)
+        if balls.shape[2]:
+            object_positions = balls[:, config.context_frames :]
+            object_colors = np.stack(
+                [ball_colors(e.frames[:length], clip) for e, clip in zip(episodes, balls)]
+            )
     return EvalClips(
         dataset=dataset,
         split=config.split,
@@ -94,6 +104,8 @@ def load_clips(dataset: str | Path, config: EvalConfig) -> EvalClips:
         action_space=manifest.action_space.model_dump(exclude_none=True),
         positions=positions,
         fps=manifest.fps,
+        object_positions=object_positions,
+        object_colors=object_colors,
     )
 
 
@@ -157,7 +169,8 @@ def score(prediction: torch.Tensor, clips: EvalClips) -> dict[str, Any]:
     """Quality of predicted frames (N, horizon, C, H, W) against the clips' targets:
     `psnr_mean`, `psnr_per_step`, `ssim_mean`, `ssim_per_step` and, with ground-truth positions,
     `agent_position_error` (mean over frames where the agent is found, normalised units),
-    its `_per_step` curve and `agent_found_fraction`."""
+    its `_per_step` curve and `agent_found_fraction`, and likewise `object_position_error`,
+    `object_position_error_per_step`, `object_found_fraction` for the balls."""
     psnr = metrics.psnr(prediction, clips.target)  # (N, horizon)
     ssim = metrics.ssim(prediction, clips.target)
     scores: dict[str, Any] = {
@@ -171,6 +184,13 @@ def score(prediction: torch.Tensor, clips: EvalClips) -> dict[str, Any]:
         scores["agent_position_error"] = metrics.overall(error)
         scores["agent_position_error_per_step"] = metrics.per_step(error)
         scores["agent_found_fraction"] = float(np.isfinite(error).mean())
+    if clips.object_positions is not None:
+        error = metrics.object_position_error(prediction, clips.object_positions, clips.object_colors)
+        scorable = np.isfinite(metrics.object_position_error(clips.target, clips.object_positions, clips.object_colors))
+        scores["object_position_error"] = metrics.overall(error)
+        scores["object_position_error_per_step"] = metrics.per_step(error)
+        # of the balls found in the recorded frames, how many are found in the predicted ones
+        scores["object_found_fraction"] = float(np.isfinite(error[scorable]).mean()) if scorable.any() else math.nan
     return scores
 
 
@@ -181,8 +201,13 @@ def baseline_scores(clips: EvalClips) -> dict[str, Any]:
 
 
 def detector_floor(clips: EvalClips) -> dict[str, float]:
-    """The agent detector's own error on the recorded frames: the best action-following can score."""
-    if clips.positions is None:
-        return {}
-    error = metrics.agent_position_error(clips.target, clips.positions)
-    return {"agent_position_error_ground_truth": metrics.overall(error)}
+    """The detectors' own errors on the recorded frames: the best action-following (agent) and
+    dynamics (balls) can score."""
+    floor = {}
+    if clips.positions is not None:
+        error = metrics.agent_position_error(clips.target, clips.positions)
+        floor["agent_position_error_ground_truth"] = metrics.overall(error)
+    if clips.object_positions is not None:
+        error = metrics.object_position_error(clips.target, clips.object_positions, clips.object_colors)
+        floor["object_position_error_ground_truth"] = metrics.overall(error)
+    return floor

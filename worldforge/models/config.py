@@ -109,6 +109,30 @@ class ModelConfig(Section):
     action_dim: int = Field(2, ge=1, description="continuous: size of an action vector")
     qk_norm: bool = True
     grad_checkpointing: bool = False
+    stem: Literal["linear", "conv"] = Field(
+        "linear",
+        description="linear: a token is a linear map of its latent patch (DiT); conv: 3x3 convolutions at "
+        "latent resolution before patchifying and after unpatchifying (with a skip from the stem), so that "
+        "outputs can be sharp to the latent cell, e.g. small objects moving a pixel a frame",
+    )
+    stem_channels: int = Field(32, ge=1, description="stem conv: channels at latent resolution")
+    stack_previous: int = Field(
+        0,
+        ge=0,
+        le=4,
+        description="this many previous clean latent frames are stacked onto each frame's channels at the "
+        "input (frame stacking): every token sees, at full resolution, the frame it changes from (1) and how "
+        "things moved into it (2)",
+    )
+    action_tokens: bool = Field(
+        False, description="the action embedding is also added to every token of its frame (besides AdaLN)"
+    )
+
+    @property
+    def anchor_frames(self) -> int:
+        """Previous clean frames each frame's anchor holds: the stacked ones, at least the one the
+        residual objective changes from."""
+        return max(1, self.stack_previous)
 
     @field_validator("preset")
     @classmethod
@@ -176,6 +200,20 @@ class ObjectiveConfig(Section):
         description="clips with a clean context: how many noisy frames after it carry loss (1: only the next "
         "frame, exactly a rollout's step); None: all of them",
     )
+    training_context: Literal["diffusion_forcing", "clean"] = Field(
+        "diffusion_forcing",
+        description="diffusion_forcing: each frame once, at its own noise level (context is noisy, clean only "
+        "before a random split, see clean_context_prob); clean: each frame twice, a clean copy as context and "
+        "a noisy copy as target, so every frame is trained as a rollout step sees it (twice the tokens)",
+    )
+    rollout_prob: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="training_context=clean: chance that a batch's context after a random split is the "
+        "model's own rollout (generated without gradient, as in inference), so training sees its own errors",
+    )
+    rollout_steps: int = Field(1, ge=1, description="sampler steps of those training rollouts")
     x0_min_level: float = Field(0.05, gt=0, description="x0 prediction: v = (x_t - x0) / max(t, this)")
     residual: bool = Field(
         False,
@@ -184,9 +222,11 @@ class ObjectiveConfig(Section):
     )
 
     @model_validator(mode="after")
-    def _residual_needs_x0(self) -> ObjectiveConfig:
+    def _consistent(self) -> ObjectiveConfig:
         if self.residual and self.prediction != "x0":
             raise ValueError("objective.residual needs objective.prediction='x0'")
+        if self.rollout_prob > 0 and self.training_context != "clean":
+            raise ValueError("objective.rollout_prob needs objective.training_context='clean'")
         return self
 
 

@@ -27,6 +27,7 @@ from torch.utils.checkpoint import checkpoint
 
 from worldforge.models.attention import Attention, KVCache, frame_mask, rope_tables
 from worldforge.models.config import ModelConfig, ModelConfigError
+from worldforge.models.objective import previous_frames
 
 
 def action_condition(
@@ -149,17 +150,70 @@ class Block(nn.Module):
         return x + gate2 * self.mlp(h)
 
 
+class ConvStem(nn.Module):
+    """`model.stem='conv'`: a residual 3x3 conv layer at latent resolution, then a p x p patchify conv.
+
+    (B T, C_in, h p, w p) -> tokens (B T, h w, D) and the stem's feature map (B T, S, h p, w p), which
+    the head takes as a skip connection."""
+
+    def __init__(self, in_channels: int, channels: int, width: int, patch: int):
+        super().__init__()
+        self.conv_in = nn.Conv2d(in_channels, channels, 3, padding=1)
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.proj = nn.Conv2d(channels, width, patch, stride=patch)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.conv_in(x)
+        features = features + self.conv(F.gelu(features))
+        tokens = self.proj(F.gelu(features))  # (B T, D, h, w)
+        return tokens.flatten(2).transpose(1, 2), features
+
+
+class ConvHead(nn.Module):
+    """The unpatchified output (B T, S, h p, w p) and the stem's features -> (B T, C, h p, w p)."""
+
+    def __init__(self, channels: int, out_channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(2 * channels, channels, 3, padding=1)
+        self.conv_out = nn.Conv2d(channels, out_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        h = self.conv(F.gelu(torch.cat([x, skip], dim=1)))
+        return self.conv_out(F.gelu(h))
+
+
 class FinalLayer(nn.Module):
-    def __init__(self, width: int, out_features: int):
+    """AdaLN-modulated output projection per token; with the conv stem, a conv head after it."""
+
+    def __init__(self, width: int, out_features: int, head: ConvHead | None = None):
         super().__init__()
         self.norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.adaln = nn.Linear(width, 2 * width)
         self.linear = nn.Linear(width, out_features)
+        self.head = head
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        # (B, T, N, D) -> (B, T, N, p p C)
+        # (B, T, N, D) -> (B, T, N, p p C) (linear stem) or (B, T, N, p p S) (conv stem, before the head)
         shift, scale = self.adaln(c).unsqueeze(2).chunk(2, dim=-1)
         return self.linear(self.norm(x) * (1 + scale) + shift)
+
+
+def pair_mask(frames: int, tokens_per_frame: int, window: int, device) -> torch.Tensor:
+    """Boolean (2 T N, 2 T N) mask of a teacher-forced sequence: T context frames, then T noisy ones.
+
+    Context frame f sees context frames f - window < g <= f; noisy frame f sees context frames
+    f - window < g < f and itself: exactly what a KV-cached rollout step sees (`WorldDiT.forward`)."""
+    f = torch.arange(frames)
+    recent = (f[None, :] > f[:, None] - window) & (f[None, :] <= f[:, None])  # (T, T): query, key
+    allowed = torch.cat(
+        [
+            torch.cat([recent, torch.zeros(frames, frames, dtype=torch.bool)], dim=1),
+            torch.cat([recent & (f[None, :] < f[:, None]), torch.eye(frames, dtype=torch.bool)], dim=1),
+        ]
+    )  # (2T, 2T)
+    return (
+        allowed.to(device).repeat_interleave(tokens_per_frame, 0).repeat_interleave(tokens_per_frame, 1)
+    )
 
 
 class WorldDiT(nn.Module):
@@ -171,33 +225,86 @@ class WorldDiT(nn.Module):
         self.patch = config.patch_size
         self.window = config.context_window
         width, p = config.width, config.patch_size
-        self.patch_embed = nn.Linear(latent_channels * p * p, width)
+        in_channels = latent_channels * (1 + config.stack_previous)
+        if config.stem == "conv":
+            channels = config.stem_channels
+            self.patch_embed = ConvStem(in_channels, channels, width, p)
+            self.final = FinalLayer(width, channels * p * p, ConvHead(channels, latent_channels))
+        else:
+            self.patch_embed = nn.Linear(in_channels * p * p, width)
+            self.final = FinalLayer(width, latent_channels * p * p)
         self.t_embed = TimestepEmbed(width)
         self.action_embed = ActionEmbed(config, width, frames_per_latent)
         self.blocks = nn.ModuleList(
             Block(width, heads, config.head_dim, hidden, config.qk_norm)
             for heads, hidden in zip(config.heads_per_block, config.mlp_hidden_per_block)
         )
-        self.final = FinalLayer(width, latent_channels * p * p)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """DiT init: Xavier linears, small embeddings, zero AdaLN and output (blocks start as identity)."""
         for module in self.modules():
-            if isinstance(module, nn.Linear):
+            if isinstance(module, nn.Linear | nn.Conv2d):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, std=0.02)
-        for block in self.blocks:
-            nn.init.zeros_(block.adaln.weight)
-            nn.init.zeros_(block.adaln.bias)
-        for layer in (self.final.adaln, self.final.linear):
+        zeroed = [block.adaln for block in self.blocks] + [self.final.adaln, self.final.linear]
+        if self.final.head is not None:
+            zeroed.append(self.final.head.conv_out)
+        for layer in zeroed:
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
     def new_cache(self) -> KVCache:
         return KVCache(len(self.blocks), max_frames=self.window - 1)
+
+    def _embed(self, latents: torch.Tensor, anchor: torch.Tensor | None):
+        """(B, T, C, h p, w p) latents -> tokens (B, T, N, D) and the conv stem's skip (None: linear)."""
+        b, t = latents.shape[:2]
+        p = self.patch
+        if latents.shape[-2] % p or latents.shape[-1] % p:
+            raise ModelConfigError(
+                f"latent size {latents.shape[-2]}x{latents.shape[-1]} is not divisible by model.patch_size {p}"
+            )
+        stacked = self.config.stack_previous
+        if stacked:
+            if anchor is None or anchor.shape[2] < stacked * latents.shape[2]:
+                raise ModelConfigError(
+                    f"model.stack_previous={stacked}: the DiT needs each frame's {stacked} previous clean latent "
+                    "frames (anchor=, from WorldModel.anchors)"
+                )
+            latents = torch.cat([latents, anchor[:, :, : stacked * latents.shape[2]].to(latents.dtype)], dim=2)
+        if self.final.head is None:
+            # (B, T, C, h p, w p) -> (B, T, N, C p p) -> (B, T, N, D)
+            return self.patch_embed(
+                rearrange(latents, "b t c (h p1) (w p2) -> b t (h w) (c p1 p2)", p1=p, p2=p)
+            ), None
+        tokens, skip = self.patch_embed(latents.flatten(0, 1))  # (B T, N, D), (B T, S, h p, w p)
+        return tokens.unflatten(0, (b, t)), skip
+
+    def _condition(self, noise_levels: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(per-frame AdaLN conditioning (B, T, D) after SiLU, the action embedding (B, T, D))."""
+        action = self.action_embed(actions)
+        return F.silu(self.t_embed(noise_levels) + action), action
+
+    def _output(self, x: torch.Tensor, c: torch.Tensor, skip: torch.Tensor | None, h: int, w: int) -> torch.Tensor:
+        """Tokens (B, T, N, D) -> (B, T, C, h p, w p)."""
+        b, t = x.shape[:2]
+        p = self.patch
+        out = self.final(x, c)  # (B, T, N, p p C) or (B, T, N, p p S)
+        if skip is None:
+            return rearrange(out, "b t (h w) (c p1 p2) -> b t c (h p1) (w p2)", h=h, p1=p, p2=p)
+        out = rearrange(out, "b t (h w) (s p1 p2) -> (b t) s (h p1) (w p2)", h=h, p1=p, p2=p)
+        return self.final.head(out, skip).unflatten(0, (b, t))
+
+    def _blocks(self, x, c, rope, mask, cache: KVCache | None = None, commit: bool = False) -> torch.Tensor:
+        for index, block in enumerate(self.blocks):
+            if self.config.grad_checkpointing and self.training and cache is None:
+                x = checkpoint(block, x, c, rope, mask, use_reentrant=False)
+            else:
+                x = block(x, c, rope, mask, cache, index, commit)
+        return x
 
     def forward(
         self,
@@ -207,23 +314,23 @@ class WorldDiT(nn.Module):
         cache: KVCache | None = None,
         commit: bool = False,
         first_frame: int = 0,
+        anchor: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Network output (velocity or x0, see ObjectiveConfig.prediction) for every frame.
 
         latents: (B, T, C, h, w) noisy latents; noise_levels: (B, T) in [0, 1]; actions: the
-        conditioning from `action_condition`, (B, T, r) or (B, T, r, A + 1).
+        conditioning from `action_condition`, (B, T, r) or (B, T, r, A + 1); anchor: (B, T, k C, h, w)
+        each frame's previous clean latent frames, newest first (needed with `model.stack_previous`).
         Without a cache the frames sit at absolute positions first_frame .. first_frame + T - 1.
         With a cache they follow the frames it holds (from `cache.next_frame`) and attend to them;
         `commit=True` appends their keys/values, making them context for later calls.
         Returns (B, T, C, h, w)."""
         _, t, _, height, width = latents.shape
-        p = self.patch
-        if height % p or width % p:
-            raise ModelConfigError(f"latent size {height}x{width} is not divisible by model.patch_size {p}")
-        h, w = height // p, width // p
-        # (B, T, C, h p, w p) -> (B, T, N, C p p) -> (B, T, N, D)
-        x = self.patch_embed(rearrange(latents, "b t c (h p1) (w p2) -> b t (h w) (c p1 p2)", p1=p, p2=p))
-        c = F.silu(self.t_embed(noise_levels) + self.action_embed(actions))  # (B, T, D)
+        h, w = height // self.patch, width // self.patch
+        x, skip = self._embed(latents, anchor)  # (B, T, N, D)
+        c, action = self._condition(noise_levels, actions)  # (B, T, D)
+        if self.config.action_tokens:
+            x = x + action[:, :, None]
         if cache is not None:
             first_frame = cache.next_frame
             key_first, key_frames = cache.first_frame, cache.frames + t
@@ -231,12 +338,37 @@ class WorldDiT(nn.Module):
             key_first, key_frames = first_frame, t
         rope = rope_tables(self.config.head_dim, first_frame, t, h, w, latents.device)
         mask = frame_mask(first_frame, t, key_first, key_frames, h * w, self.window, latents.device)
-        for index, block in enumerate(self.blocks):
-            if self.config.grad_checkpointing and self.training and cache is None:
-                x = checkpoint(block, x, c, rope, mask, use_reentrant=False)
-            else:
-                x = block(x, c, rope, mask, cache, index, commit)
+        x = self._blocks(x, c, rope, mask, cache, commit)
         if cache is not None and commit:
             cache.advance(t)
-        out = self.final(x, c)  # (B, T, N, C p p)
-        return rearrange(out, "b t (h w) (c p1 p2) -> b t c (h p1) (w p2)", h=h, p1=p, p2=p)
+        return self._output(x, c, skip, h, w)
+
+    def forward_teacher_forced(
+        self,
+        noisy: torch.Tensor,
+        noise_levels: torch.Tensor,
+        actions: torch.Tensor,
+        context: torch.Tensor,
+        context_level: float = 0.0,
+    ) -> torch.Tensor:
+        """Every frame predicted as a rollout predicts it, all in one pass: noisy frame f attends to
+        the context frames before it (within the window) and to itself, never to other noisy frames.
+
+        noisy: (B, T, C, h, w) frames to denoise at noise_levels (B, T); context: (B, T, C, h, w) the
+        frames a rollout would have committed (ground truth, or the model's own rollout), at level
+        `context_level`; actions as `forward`. Each frame's anchor is the context frame before it.
+        Returns the output for the noisy frames, (B, T, C, h, w)."""
+        b, t, _, height, width = noisy.shape
+        h, w = height // self.patch, width // self.patch
+        anchor = previous_frames(context, self.config.anchor_frames)
+        x, skip = self._embed(torch.cat([context, noisy], dim=1), torch.cat([anchor, anchor], dim=1))
+        levels = torch.cat([noise_levels.new_full((b, t), context_level), noise_levels], dim=1)
+        c, action = self._condition(levels, torch.cat([actions, actions], dim=1))  # (B, 2T, D)
+        if self.config.action_tokens:
+            x = x + action[:, :, None]
+        cos, sin = rope_tables(self.config.head_dim, 0, t, h, w, noisy.device)
+        rope = (torch.cat([cos, cos]), torch.cat([sin, sin]))
+        x = self._blocks(x, c, rope, pair_mask(t, h * w, self.window, noisy.device))
+        if skip is not None:
+            skip = skip.unflatten(0, (b, 2 * t))[:, t:].flatten(0, 1)
+        return self._output(x[:, t:], c[:, t:], skip, h, w)

@@ -44,7 +44,11 @@ def forward_flops(model: WorldModel, latent_frames: int) -> int:
     latents = torch.zeros(1, latent_frames, *_latent_shape(model), device="meta")
     levels = torch.zeros(1, latent_frames, device="meta")
     condition = _meta_condition(meta, latent_frames)
-    return _counted(lambda: meta.dit(latents, levels, condition))
+    return _counted(lambda: meta.dit(latents, levels, condition, anchor=_meta_anchor(meta, latents)))
+
+
+def _meta_anchor(model: WorldModel, latents: torch.Tensor) -> torch.Tensor:
+    return latents.repeat(1, 1, model.model_cfg.anchor_frames, 1, 1)
 
 
 def _meta_condition(model: WorldModel, latent_frames: int) -> torch.Tensor:
@@ -73,16 +77,24 @@ def rollout_flops(model: WorldModel, steps: int | None = None, solver: str | Non
     cache = meta.dit.new_cache()
     context = cache.max_frames
     if context:
+        latents = torch.zeros(1, context, *shape, device="meta")
         meta.dit(
-            torch.zeros(1, context, *shape, device="meta"),
+            latents,
             torch.zeros(1, context, device="meta"),
             _meta_condition(meta, context),
             cache=cache,
             commit=True,
+            anchor=_meta_anchor(meta, latents),
         )
     frame = torch.zeros(1, 1, *shape, device="meta")
     step = _counted(
-        lambda: meta.dit(frame, torch.zeros(1, 1, device="meta"), _meta_condition(meta, 1), cache=cache)
+        lambda: meta.dit(
+            frame,
+            torch.zeros(1, 1, device="meta"),
+            _meta_condition(meta, 1),
+            cache=cache,
+            anchor=_meta_anchor(meta, frame),
+        )
     )
 
     def decode(latent_frames: int):

@@ -61,13 +61,26 @@ def to_x0(
 ) -> torch.Tensor:
     """The clean frame implied by the network output (shapes as `to_velocity`): x0 = x_t - t v."""
     if config.prediction == "x0":
-        return output + anchor if config.residual and anchor is not None else output
+        return output + anchor[:, :, : output.shape[2]] if config.residual and anchor is not None else output
     return noisy - levels.to(output.dtype)[:, :, None, None, None] * output
 
 
-def previous_frames(latents: torch.Tensor) -> torch.Tensor:
-    """(B, T, c, h, w) -> the frame before each one, zeros before the first: the residual anchor."""
-    return torch.cat([torch.zeros_like(latents[:, :1]), latents[:, :-1]], dim=1)
+def previous_frames(latents: torch.Tensor, count: int = 1) -> torch.Tensor:
+    """Each frame's anchor: the `count` frames before it, newest first, stacked on channels (zeros
+    before the first frame). (B, T, c, h, w) -> (B, T, count c, h, w); channels :c are the frame
+    just before, the one the residual objective changes from."""
+    t = latents.shape[1]
+    shifted = [
+        torch.cat([torch.zeros_like(latents[:, : min(k, t)]), latents[:, : max(t - k, 0)]], dim=1)
+        for k in range(1, count + 1)
+    ]
+    return torch.cat(shifted, dim=2)
+
+
+def next_anchor(latents: torch.Tensor, count: int) -> torch.Tensor:
+    """The anchor (B, 1, count c, h, w) of the frame that follows the clean frames `latents`."""
+    recent = latents[:, -count:]
+    return previous_frames(torch.cat([recent, recent[:, -1:]], dim=1), count)[:, -1:]
 
 
 @dataclass
@@ -121,6 +134,74 @@ def weighted_frame_mse(error: torch.Tensor, weight: torch.Tensor) -> tuple[torch
     return (per_frame * weight).sum() / weight.sum().clamp_min(1e-8), per_frame
 
 
+def noise_targets(clean: torch.Tensor, config: ObjectiveConfig, generator=None) -> NoisedClips:
+    """`training_context=clean`: every frame a target at its own noise level (the context is a
+    separate clean copy, see `WorldDiT.forward_teacher_forced`); with `residual` the first frame,
+    which has no previous frame to change from, carries no loss."""
+    b, t = clean.shape[:2]
+    levels = sample_noise_levels(b, t, config, clean.device, generator)  # (B, T')
+    weight = torch.ones_like(levels)
+    if config.residual and t > 1:
+        weight[:, 0] = 0.0
+    noise = torch.randn(clean.shape, device=clean.device, generator=generator, dtype=clean.dtype)
+    expand = levels[:, :, None, None, None].to(clean.dtype)
+    return NoisedClips(clean=clean, noise=noise, noisy=(1 - expand) * clean + expand * noise, levels=levels, weight=weight)
+
+
+def rollout_context(
+    model: WorldModel, clean: torch.Tensor, condition: torch.Tensor, split: int, steps: int, generator=None
+) -> torch.Tensor:
+    """The context a rollout from frame `split` commits: ground truth before it, then the model's
+    own frames, generated without gradient by the KV-cached sampler (`steps` Euler steps).
+
+    clean: (B, T', c, h, w) -> (B, T', c, h, w); the last frame stays ground truth (no frame of the
+    clip attends to it as context)."""
+    from worldforge.models.streaming import generate_latents
+
+    t = clean.shape[1]
+    if not 1 <= split < t - 1:
+        return clean
+    generated, _ = generate_latents(
+        model, clean[:, :split], condition[:, : t - 1], t - 1 - split, steps, "euler", True, generator
+    )
+    return torch.cat([clean[:, :split], generated.to(clean.dtype), clean[:, t - 1 :]], dim=1)
+
+
+@dataclass
+class TrainingInputs:
+    """What the DiT is trained on for a batch of latent clips, whichever `training_context`."""
+
+    batch: NoisedClips  # the frames to denoise (targets, noise levels, loss weights)
+    condition: torch.Tensor  # (B, T', r[, A + 1]) action conditioning
+    context: torch.Tensor | None  # (B, T', c, h, w) clean context copies (training_context=clean), else None
+    anchor: torch.Tensor  # (B, T', k c, h, w) each frame's previous clean frames
+    rolled: bool  # the context after a split is the model's own rollout
+
+
+def training_inputs(
+    model: WorldModel, clean: torch.Tensor, condition: torch.Tensor, config: ObjectiveConfig, generator=None
+) -> TrainingInputs:
+    """Noise a batch of clean latent clips (B, T', c, h, w) as `config` says: diffusion forcing, or
+    clean context copies (with `rollout_prob`, the model's own rollout after a random split)."""
+    if config.training_context == "diffusion_forcing":
+        return TrainingInputs(noise_clips(clean, config, generator), condition, None, model.anchors(clean), False)
+    batch = noise_targets(clean, config, generator)
+    context, t = clean, clean.shape[1]
+    rolled = t > 2 and float(torch.rand((), generator=generator, device=clean.device)) < config.rollout_prob
+    if rolled:  # ground truth up to a random split, the model's own frames after it
+        split = int(torch.randint(1, t - 1, (), generator=generator, device=clean.device))
+        context = rollout_context(model, clean, condition, split, config.rollout_steps, generator)
+    return TrainingInputs(batch, condition, context, model.anchors(context), rolled)
+
+
+def network_output(model: WorldModel, inputs: TrainingInputs) -> torch.Tensor:
+    """The DiT's output (velocity or x0) for the frames to denoise, (B, T', c, h, w)."""
+    batch = inputs.batch
+    if inputs.context is not None:
+        return model.dit.forward_teacher_forced(batch.noisy, batch.levels, inputs.condition, inputs.context)
+    return model.dit(batch.noisy, batch.levels, inputs.condition, anchor=inputs.anchor)
+
+
 def flow_matching_loss(
     model: WorldModel,
     frames: torch.Tensor,
@@ -133,14 +214,14 @@ def flow_matching_loss(
     frames: (B, T, C, H, W) in [-1, 1]; actions: (B, T) int64 or (B, T, A) float, action t taken
     after frame t (the last one is unused). The tokenizer is frozen here (encoded without grad).
     config defaults to the model's own objective config.
-    Returns the scalar loss and detached logs: loss, loss_per_frame (T',), noise_level (mean)."""
+    Returns the scalar loss and detached logs: loss, loss_per_frame (T',), noise_level (mean),
+    rollout (1 when the context was the model's own rollout)."""
     config = config or model.objective_cfg
     with torch.no_grad():
         clean = model.tokenizer.encode(frames)  # (B, T', c, h, w)
-    condition = model.action_condition(actions, clean.shape[1])
-    batch = noise_clips(clean, config, generator)
-    output = model.dit(batch.noisy, batch.levels, condition)
-    anchor = previous_frames(clean)
+    inputs = training_inputs(model, clean, model.action_condition(actions, clean.shape[1]), config, generator)
+    batch, anchor = inputs.batch, inputs.anchor
+    output = network_output(model, inputs)
     if config.loss == "x0":
         x0 = to_x0(output, batch.noisy, batch.levels, config, anchor=anchor)
         loss, per_frame = weighted_frame_mse(x0.float() - clean.float(), batch.weight)
@@ -152,5 +233,6 @@ def flow_matching_loss(
         "loss": loss.detach(),
         "loss_per_frame": ((per_frame * weight).sum(0) / weight.sum(0).clamp_min(1)).detach(),
         "noise_level": batch.levels.mean().detach(),
+        "rollout": torch.tensor(float(inputs.rolled)),
     }
     return loss, logs

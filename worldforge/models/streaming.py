@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from worldforge.models.config import ModelConfigError
+from worldforge.models.objective import next_anchor
 from worldforge.models.sampler import VelocityFn, sample
 from worldforge.models.world_model import WorldModel
 
@@ -53,14 +54,19 @@ def cached_velocity(model: WorldModel, cache, condition: torch.Tensor, previous:
 
 
 def recomputed_velocity(
-    model: WorldModel, past: torch.Tensor, level: float, condition: torch.Tensor, first: int, previous: torch.Tensor
+    model: WorldModel,
+    past: torch.Tensor,
+    past_anchor: torch.Tensor,
+    level: float,
+    condition: torch.Tensor,
+    first: int,
+    previous: torch.Tensor,
 ) -> VelocityFn:
     """The velocity field of the next frame, recomputing its context `past` (B, Tp, c, h, w), frames
-    first .. first + Tp - 1 at noise level `level`, from scratch; condition covers past + the frame."""
+    first .. first + Tp - 1 at noise level `level`, from scratch; past_anchor: each past frame's
+    previous clean frame; condition covers past + the frame."""
     past_levels = past.new_full(past.shape[:2], level)
-
-    # Only the new frame's output is used, so only its anchor matters: the last clean frame.
-    anchor = torch.cat([torch.zeros_like(past), previous], dim=1)
+    anchor = torch.cat([past_anchor, previous], dim=1)
 
     def velocity(x: torch.Tensor, t: float) -> torch.Tensor:
         levels = torch.cat([past_levels, x.new_full((x.shape[0], 1), t)], dim=1)
@@ -68,6 +74,70 @@ def recomputed_velocity(
         return model.velocity(latents, levels, condition, first_frame=first, anchor=anchor)[:, -1:]
 
     return velocity
+
+
+@torch.no_grad()
+def generate_latents(
+    model: WorldModel,
+    context: torch.Tensor,
+    condition: torch.Tensor,
+    new: int,
+    steps: int,
+    solver: str,
+    use_cache: bool = True,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, int]:
+    """The latent half of a rollout: `new` latent frames after the clean latent `context`
+    (B, Tc', c, h, w), conditioned on `condition` (B, Tc' + new, r[, A + 1]) from `action_condition`.
+
+    Returns the generated latents (B, new, c, h, w) and the most frames the KV cache held."""
+    config = model.sampler_cfg
+    b, known = context.shape[:2]
+    level = config.context_noise
+    clean = [context]  # every clean latent frame so far (each frame's anchor is the one before it)
+    committed = [_noised(context, level, generator)]  # the context as the DiT sees it
+    window = model.model_cfg.context_window
+    receptive = model.model_cfg.depth * (window - 1) + 1  # frames that can reach the newest one
+    count = model.model_cfg.anchor_frames
+    cache = model.dit.new_cache() if use_cache else None
+    peak = 0
+    if cache is not None:
+        model.velocity(
+            committed[0],
+            context.new_full((b, known), level),
+            condition[:, :known],
+            cache,
+            commit=True,
+            anchor=model.anchors(context),
+        )
+        peak = cache.frames
+    generated = []
+    for j in range(known, known + new):
+        noise = torch.randn(
+            (b, 1, *context.shape[2:]), generator=generator, device=context.device, dtype=context.dtype
+        )
+        action = condition[:, j : j + 1]
+        previous = next_anchor(torch.cat(clean[-count:], dim=1), count)  # the last clean frame(s)
+        if cache is not None:
+            velocity = cached_velocity(model, cache, action, previous)
+        else:
+            first = max(0, j - receptive + 1)
+            past = torch.cat(committed, dim=1)[:, first:j]  # (B, j - first, c, h, w)
+            past_anchor = model.anchors(torch.cat(clean, dim=1))[:, first:j]
+            velocity = recomputed_velocity(
+                model, past, past_anchor, level, condition[:, first : j + 1], first, previous
+            )
+        frame = sample(velocity, noise, steps, config.shift, solver)  # (B, 1, c, h, w)
+        generated.append(frame)
+        if j < known + new - 1:  # the last frame never becomes context
+            clean.append(frame)
+            committed.append(_noised(frame, level, generator))
+            if cache is not None:
+                model.velocity(
+                    committed[-1], context.new_full((b, 1), level), action, cache, commit=True, anchor=previous
+                )
+                peak = max(peak, cache.frames)
+    return torch.cat(generated, dim=1), peak
 
 
 @torch.no_grad()
@@ -113,41 +183,9 @@ def rollout(
     context = model.tokenizer.encode(context_frames)  # (B, Tc', c, h, w)
     known, new = context.shape[1], horizon // r
     condition = model.action_condition(actions, known + new)  # (B, Tc' + H', r[, A + 1])
-    level = config.context_noise
-    history = [_noised(context, level, generator)]  # committed latents, as the DiT sees them
     _synchronize(device)
     denoise_start = time.perf_counter()
-
-    window = model.model_cfg.context_window
-    receptive = model.model_cfg.depth * (window - 1) + 1  # frames that can reach the newest one
-    cache = model.dit.new_cache() if use_cache else None
-    peak = 0
-    if cache is not None:
-        model.velocity(
-            history[0], context.new_full((b, known), level), condition[:, :known], cache, commit=True
-        )
-        peak = cache.frames
-    generated = []
-    for j in range(known, known + new):
-        noise = torch.randn(
-            (b, 1, *context.shape[2:]), generator=generator, device=device, dtype=context.dtype
-        )
-        action = condition[:, j : j + 1]
-        previous = generated[-1] if generated else context[:, -1:]  # the last clean latent frame
-        if cache is not None:
-            velocity = cached_velocity(model, cache, action, previous)
-        else:
-            first = max(0, j - receptive + 1)
-            past = torch.cat(history, dim=1)[:, first:j]  # (B, j - first, c, h, w)
-            velocity = recomputed_velocity(model, past, level, condition[:, first : j + 1], first, previous)
-        frame = sample(velocity, noise, steps, config.shift, solver)  # (B, 1, c, h, w)
-        generated.append(frame)
-        if j < known + new - 1:  # the last frame never becomes context
-            history.append(_noised(frame, level, generator))
-            if cache is not None:
-                model.velocity(history[-1], context.new_full((b, 1), level), action, cache, commit=True)
-                peak = max(peak, cache.frames)
-    latents = torch.cat(generated, dim=1)  # (B, H', c, h, w)
+    latents, peak = generate_latents(model, context, condition, new, steps, solver, use_cache, generator)
     _synchronize(device)
     denoise_seconds = time.perf_counter() - denoise_start
 

@@ -25,7 +25,7 @@ from worldforge.models.config import (
     TokenizerConfig,
 )
 from worldforge.models.dit import WorldDiT, action_condition
-from worldforge.models.objective import to_velocity
+from worldforge.models.objective import previous_frames, to_velocity
 from worldforge.models.tokenizer import build_tokenizer
 
 KIND = "world_model"
@@ -73,6 +73,11 @@ class WorldModel(nn.Module):
     def frames_per_latent(self) -> int:
         return self.tokenizer.frames_per_latent
 
+    def anchors(self, clean: torch.Tensor) -> torch.Tensor:
+        """Each frame's anchor, (B, T, c, h, w) -> (B, T, k c, h, w): its k previous clean frames
+        (`model.stack_previous`, at least 1 for the residual objective); see `previous_frames`."""
+        return previous_frames(clean, self.model_cfg.anchor_frames)
+
     def action_condition(self, actions: torch.Tensor, latent_frames: int) -> torch.Tensor:
         """Data-convention actions (B, T[, A]) -> per-latent-frame conditioning; see dit.action_condition."""
         return action_condition(actions, latent_frames, self.frames_per_latent, self.model_cfg)
@@ -88,9 +93,10 @@ class WorldModel(nn.Module):
         anchor: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The velocity field at (latents, noise_levels): (B, T, c, h, w). Arguments as
-        WorldDiT.forward; anchor: each frame's previous clean latent frame (`residual` objective)."""
+        WorldDiT.forward; anchor: each frame's previous clean latent frames (`anchors`), for the
+        `residual` objective and `model.stack_previous`)."""
         output = self.dit(
-            latents, noise_levels, condition, cache=cache, commit=commit, first_frame=first_frame
+            latents, noise_levels, condition, cache=cache, commit=commit, first_frame=first_frame, anchor=anchor
         )
         return to_velocity(output, latents, noise_levels, self.objective_cfg, anchor=anchor)
 

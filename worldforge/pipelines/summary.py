@@ -23,13 +23,21 @@ def champion_of(result: dict[str, Any]) -> tuple[str | None, str, dict[str, Any]
     return (None if champion is None else str(champion)), "", result["metrics"], result["world"]["path"]
 
 
+def position_error(metrics: dict[str, Any], key: str) -> str:
+    """"0.029 (0.36x)": the error and its ratio to copy-last-frame's on the same episodes."""
+    mine, baseline = metrics.get(key), metrics.get(f"baseline_{key}")
+    if mine is None:
+        return "-"
+    return f"{mine:.3f} ({mine / baseline:.2f}x)" if baseline else f"{mine:.3f}"
+
+
 def print_summary(result: dict[str, Any]) -> None:
     """Print the stages (ran or cached), every promotion decision, the champion against
     copy-last-frame, and where the MLflow UI, the reports (plot, videos) and the packages are."""
     from rich.console import Console
     from rich.table import Table
 
-    console = Console() if Console().is_terminal else Console(width=120)
+    console = Console() if Console().is_terminal else Console(width=100)
     project = Project.current()
     stages = Table(title="train_and_compress")
     stages.add_column("stage")
@@ -38,31 +46,38 @@ def print_summary(result: dict[str, Any]) -> None:
         stages.add_row(stage, "cached (inputs unchanged)" if cached else "ran")
     console.print(stages)
 
-    pretrained = result["metrics"]
-    versions = Table(title="registered versions (compression stages evaluated against their parent, same episodes)")
-    for column in ("stage", "version", "PSNR dB", "vs parent", "vs copy-last", "frames/s e2e", "parameters",
-                   "promotion"):
-        versions.add_column(column)
-    rows = [{"stage": "pretrain", "version": result["version"], "metrics": pretrained,
+    versions = Table(
+        title="registered versions: held-out episodes; compression stages against their parent",
+        caption="errors: agent / ball position error (x: of copy-last-frame's)",
+    )
+    for column in ("stage", "v", "PSNR", "vs parent", "vs copy", "agent error", "ball error", "fps", "params"):
+        versions.add_column(column, no_wrap=True)
+    rows = [{"stage": "pretrain", "version": result["version"], "metrics": result["metrics"],
              "decision": result.get("decision", {})}, *result.get("compressed", [])]
+    outcomes = []
     for entry in rows:
         own = entry["metrics"]
         delta = own.get("comparison", {}).get("psnr_mean", {}).get("delta")
         decision = entry.get("decision") or {}
-        outcome = decision.get("outcome", "-")
+        outcome = decision.get("outcome", "not offered")
         if decision.get("failed_checks"):
-            outcome += f" ({', '.join(decision['failed_checks'])})"
+            outcome += f": {', '.join(decision['failed_checks'])}"
+        outcomes.append(f"  v{entry['version']} {entry['stage']}: {outcome}")
         versions.add_row(
             entry["stage"],
             str(entry["version"]),
             f"{own['psnr_mean']:.2f}",
             "-" if delta is None else f"{delta:+.2f}",
             f"{own['psnr_mean'] - own['baseline_psnr_mean']:+.2f}",
-            f"{own['fps_e2e']:.1f}",
-            f"{own.get('parameters', 0):,}",
-            outcome,
+            position_error(own, "agent_position_error"),
+            position_error(own, "object_position_error"),
+            f"{own['fps_e2e']:.0f}",
+            f"{own.get('parameters', 0) / 1e6:.2f}M",
         )
     console.print(versions)
+    console.print("promotion decisions:")
+    for line in outcomes:
+        console.print(line, highlight=False)
 
     champion, stage, metrics, package = champion_of(result)
     if champion is None:
@@ -73,23 +88,36 @@ def print_summary(result: dict[str, Any]) -> None:
     else:
         console.print(f"registry: the champion is version {champion}, from an earlier run; this run's pretrained model:")
         title = f"version {result['version']} (pretrain)"
-    quality = Table(title=f"{title} on held-out episodes, PSNR dB per horizon step")
+    quality = Table(title=f"{title} on held-out episodes, per horizon step (copy-last-frame in brackets)")
+    curves = [("PSNR dB", "psnr", "{:.2f}"), ("agent error", "agent_position_error", "{:.3f}"),
+              ("ball error", "object_position_error", "{:.3f}")]
+    curves = [curve for curve in curves if f"{curve[1]}_per_step" in metrics]
     quality.add_column("horizon")
-    quality.add_column("model", justify="right")
-    quality.add_column("copy-last-frame", justify="right")
+    for label, _, _ in curves:
+        quality.add_column(label, justify="right")
+
+    def cell(key: str, fmt: str, step: int | None) -> str:
+        mine = metrics[f"{key}_per_step"][step] if step is not None else metrics.get(f"{key}_mean", metrics.get(key))
+        base = (metrics[f"baseline_{key}_per_step"][step] if step is not None
+                else metrics.get(f"baseline_{key}_mean", metrics.get(f"baseline_{key}")))
+        return f"{fmt.format(mine)} ({fmt.format(base)})" if mine is not None and base is not None else "-"
+
     for step in range(len(metrics.get("psnr_per_step", []))):
-        quality.add_row(
-            str(step + 1), f"{metrics['psnr_per_step'][step]:.2f}", f"{metrics['baseline_psnr_per_step'][step]:.2f}"
-        )
-    quality.add_row("mean", f"{metrics['psnr_mean']:.2f}", f"{metrics['baseline_psnr_mean']:.2f}")
+        quality.add_row(str(step + 1), *(cell(key, fmt, step) for _, key, fmt in curves))
+    quality.add_row("mean", *(cell(key, fmt, None) for _, key, fmt in curves))
     console.print(quality)
     console.print(
         f"SSIM {metrics['ssim_mean']:.3f} (baseline {metrics['baseline_ssim_mean']:.3f}); "
+        f"agent position error {position_error(metrics, 'agent_position_error')}, "
+        f"ball position error {position_error(metrics, 'object_position_error')} (x: of copy-last-frame's); "
         f"end-to-end {metrics['fps_e2e']:.1f} frames/s on {metrics['device']}"
     )
     uri = tracking.tracking_uri(project)
     console.print("\nwhere to look:")
     console.print(f"  MLflow UI:  mlflow ui --backend-store-uri {uri}   (run {result['mlflow_run_id']})")
-    console.print(f"  report:     {metrics.get('report_dir', '')}  (report.json, psnr_vs_horizon.png, videos/)")
+    console.print(
+        f"  report:     {metrics.get('report_dir', '')}  (report.json, psnr_vs_horizon.png, "
+        "position_error_vs_horizon.png, videos/)"
+    )
     console.print(f"  package:    {package}")
     console.print(f"  dataset:    {result['dataset']['path']}  (DVC md5 {result['dataset']['md5']})")

@@ -147,8 +147,14 @@ def world_validation(config: WorldforgeConfig, dataset: Path, package: dict[str,
             metrics[f"val/psnr_h{h}"] = model_psnr
             metrics[f"val/baseline_psnr_h{h}"] = base_psnr
             metrics[f"val/ssim_h{h}"] = ssim
-        if "agent_position_error" in scores:
-            metrics["val/agent_position_error"] = scores["agent_position_error"]
+        for what in ("agent", "object"):
+            key = f"{what}_position_error"
+            if key in scores:
+                metrics[f"val/{key}"] = scores[key]
+                metrics[f"val/baseline_{key}"] = baseline[f"baseline_{key}"]
+                metrics[f"val/{what}_error_ratio"] = scores[key] / baseline[f"baseline_{key}"]
+                for h, value in enumerate(scores[f"{key}_per_step"], start=1):
+                    metrics[f"val/{key}_h{h}"] = value
         if config.train.validation.gif:
             report.write_videos(folder, clips, {"model": prediction}, count=2)
         return metrics

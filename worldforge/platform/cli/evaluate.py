@@ -20,6 +20,11 @@ ROWS = (
     ("agent_position_error", "agent position error", "{:.4f}"),
     ("baseline_agent_position_error", "  copy-last-frame error", "{:.4f}"),
     ("agent_found_fraction", "  agent found in frames", "{:.0%}"),
+    ("agent_position_error_ground_truth", "  detector floor", "{:.4f}"),
+    ("object_position_error", "ball position error", "{:.4f}"),
+    ("baseline_object_position_error", "  copy-last-frame error", "{:.4f}"),
+    ("object_found_fraction", "  balls found in frames", "{:.0%}"),
+    ("object_position_error_ground_truth", "  detector floor", "{:.4f}"),
     ("fps_denoise", "frames/s, denoising", "{:.1f}"),
     ("fps_e2e", "frames/s, end to end", "{:.1f}"),
     ("latency_ms_median", "latency/frame median (ms)", "{:.1f}"),
@@ -67,7 +72,9 @@ def print_report(result: dict[str, Any]) -> None:
     console.print(table)
     verdict = "beats" if result["beats_baseline"] else "does NOT beat"
     console.print(f"the model {verdict} the copy-last-frame baseline")
-    console.print(f"report: {result['report_dir']} (report.json, psnr_vs_horizon.png, videos/)")
+    console.print(
+        f"report: {result['report_dir']} (report.json, psnr_vs_horizon.png, position_error_vs_horizon.png, videos/)"
+    )
 
 
 def eval_command(

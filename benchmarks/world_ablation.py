@@ -1,0 +1,184 @@
+"""Ablations of the world model: which architecture and objective learn the world in a CPU budget.
+
+Each variant is the quickstart config plus dotted overrides. It is trained for the same wall-clock
+budget (the step count is set from the speed of its first steps, so that its learning-rate schedule
+ends with the budget), on the dataset's train split (random clips of `data.clip_frames` frames held
+in memory), with the trainer's optimizer, schedule, clipping and EMA, then rolled out on the
+held-out episodes of `--split` and scored as the evaluation stage scores: PSNR and SSIM against the
+copy-last-frame baseline, agent- and ball-position error from the simulator's state.
+
+    python benchmarks/world_ablation.py --dataset ROOT/datasets/simulator-32px --minutes 4 \\
+        --variant base --variant patch4="tokenizer.patch_size=4" ...
+
+A variant is NAME or NAME=OVERRIDE[,OVERRIDE...]; the named variants of VARIANTS can be used by
+name alone. Prints one table row per variant as it finishes, and writes every number to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from worldforge.data.samples import iter_episodes
+from worldforge.evaluation.config import EvalConfig
+from worldforge.evaluation.rollout_eval import baseline_scores, detector_floor, load_clips, predict, score
+from worldforge.models.flops import count_parameters
+from worldforge.models.objective import flow_matching_loss
+from worldforge.models.world_model import WorldModel
+from worldforge.platform.config import load_config
+from worldforge.training.schedule import WarmupCosine
+
+VARIANTS: dict[str, list[str]] = {
+    "base": [],
+}
+
+
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    name, _, overrides = text.partition("=")
+    if not overrides:
+        if name not in VARIANTS:
+            raise SystemExit(f"unknown variant {name!r}; named ones: {', '.join(VARIANTS)}")
+        return name, VARIANTS[name]
+    return name, [o for o in overrides.split(",") if o]
+
+
+class Clips:
+    """Every train episode in memory; `batch(n)` draws n random clips of `length` frames."""
+
+    def __init__(self, dataset: Path, length: int, seed: int):
+        episodes = list(iter_episodes(dataset, "train"))
+        self.frames = torch.from_numpy(np.stack([e.frames for e in episodes]))  # (E, L, H, W, 3) uint8
+        self.actions = torch.from_numpy(np.stack([e.actions for e in episodes]))  # (E, L)
+        self.length = length
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def batch(self, n: int) -> dict[str, torch.Tensor]:
+        episode = torch.randint(len(self.frames), (n,), generator=self.generator)
+        start = torch.randint(self.frames.shape[1] - self.length + 1, (n,), generator=self.generator)
+        index = start[:, None] + torch.arange(self.length)
+        frames = self.frames[episode[:, None], index]  # (n, T, H, W, 3)
+        return {
+            "frames": frames.permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0,
+            "actions": self.actions[episode[:, None], index],
+        }
+
+
+def train(model: WorldModel, config, clips: Clips, seconds: float, probe_steps: int = 20) -> dict:
+    """Train `model.dit` for `seconds`; returns the EMA weights' model and a record."""
+    train_cfg = config.train
+    params = [p for p in model.dit.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=train_cfg.lr, betas=train_cfg.betas, weight_decay=train_cfg.weight_decay)
+    ema = [p.detach().clone() for p in params]
+    model.train()
+    start = time.perf_counter()
+    steps, step, losses = None, 0, []
+    schedule = None
+    while True:
+        if steps is None and step == probe_steps:
+            per_step = (time.perf_counter() - start) / probe_steps
+            steps = max(probe_steps + 1, int(seconds / per_step))
+            schedule = WarmupCosine(min(train_cfg.warmup_steps, steps), steps, train_cfg.min_lr_ratio)
+        if steps is not None and step >= steps:
+            break
+        multiplier = schedule(step) if schedule else min(1.0, (step + 1) / train_cfg.warmup_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = train_cfg.lr * multiplier
+        batch = clips.batch(train_cfg.batch_size)
+        loss, _ = flow_matching_loss(model, batch["frames"], batch["actions"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if train_cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, train_cfg.grad_clip)
+        optimizer.step()
+        decay = min(train_cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for average, p in zip(ema, params):
+                average.lerp_(p.detach(), 1 - decay)
+        losses.append(float(loss.detach()))
+        step += 1
+    with torch.no_grad():
+        for average, p in zip(ema, params):
+            p.copy_(average)
+    model.eval()
+    return {"steps": step, "seconds": time.perf_counter() - start, "loss_last": float(np.mean(losses[-20:]))}
+
+
+def evaluate(model: WorldModel, dataset: Path, eval_cfg: EvalConfig) -> dict:
+    clips = load_clips(dataset, eval_cfg)
+    prediction = predict(model, clips, eval_cfg, torch.device("cpu"))
+    return {**score(prediction, clips), **baseline_scores(clips), **detector_floor(clips)}
+
+
+def row(name: str, record: dict, scores: dict, horizon: int) -> str:
+    def ratio(key: str, index: int | None = None) -> float:
+        mine, base = scores.get(f"{key}_per_step" if index is not None else key), scores.get(
+            f"baseline_{key}_per_step" if index is not None else f"baseline_{key}"
+        )
+        if mine is None or base is None:
+            return math.nan
+        return (mine[index] / base[index]) if index is not None else mine / base
+
+    gain = scores["psnr_mean"] - scores["baseline_psnr_mean"]
+    gain_h = scores["psnr_per_step"][horizon - 1] - scores["baseline_psnr_per_step"][horizon - 1]
+    return (
+        f"| {name:<24} | {record['steps']:>5} | {record['loss_last']:.4f} | {scores['psnr_mean']:6.2f} | "
+        f"{gain:+5.2f} | {gain_h:+5.2f} | {scores['ssim_mean']:.3f} / {scores['baseline_ssim_mean']:.3f} | "
+        f"{scores['agent_position_error']:.4f} ({ratio('agent_position_error'):.2f}x, "
+        f"h{horizon} {ratio('agent_position_error', horizon - 1):.2f}x) | "
+        f"{scores.get('object_position_error', math.nan):.4f} ({ratio('object_position_error'):.2f}x) |"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", type=Path, required=True, help="a built simulator dataset folder")
+    parser.add_argument("--config", default="quickstart", help="the preset every variant starts from")
+    parser.add_argument("--variant", action="append", default=[], help="NAME or NAME=OVERRIDE[,OVERRIDE...]")
+    parser.add_argument("--minutes", type=float, default=4.0, help="training wall-clock per variant")
+    parser.add_argument("--split", default="test", help="held-out split scored")
+    parser.add_argument("--episodes", type=int, default=24, help="held-out episodes scored")
+    parser.add_argument("--horizon", type=int, default=8, help="frames generated per episode")
+    parser.add_argument("--long-horizon", type=int, default=0, help="also score this horizon (e.g. 32)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--out", type=Path, default=Path("world_ablation.json"))
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    variants = [parse_variant(v) for v in (args.variant or ["base"])]
+    results = json.loads(args.out.read_text()) if args.out.exists() else {}
+    print(
+        f"| {'variant':<24} | steps | loss   | PSNR   | dPSNR | dh{args.horizon:<3}| SSIM (copy-last) | "
+        "agent error (vs copy-last) | ball error (vs copy-last) |"
+    )
+    for name, overrides in variants:
+        config = load_config(args.config, overrides)
+        torch.manual_seed(config.project.seed)
+        model = WorldModel(config.tokenizer, config.model, config.objective, config.sampler)
+        clips = Clips(args.dataset, config.data.clip_frames, config.project.seed)
+        record = train(model, config, clips, args.minutes * 60)
+        record["parameters"] = count_parameters(model.dit)
+        eval_cfg = EvalConfig(
+            split=args.split, episodes=args.episodes, context_frames=config.eval.context_frames, horizon=args.horizon
+        )
+        scores = evaluate(model, args.dataset, eval_cfg)
+        entry = {"overrides": overrides, "record": record, "scores": scores}
+        if args.long_horizon:
+            long_cfg = eval_cfg.model_copy(update={"horizon": args.long_horizon})
+            entry["long"] = evaluate(model, args.dataset, long_cfg)
+        results[name] = entry
+        args.out.write_text(json.dumps(results, indent=1))
+        print(row(name, record, scores, args.horizon), flush=True)
+        if args.long_horizon:
+            print(row(f"  {name} h{args.long_horizon}", record, entry["long"], args.long_horizon), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
