@@ -10,8 +10,8 @@ copy-last-frame baseline, agent- and ball-position error from the simulator's st
     python benchmarks/world_ablation.py --dataset ROOT/datasets/simulator-32px --minutes 4 \\
         --variant base --variant patch4="tokenizer.patch_size=4" ...
 
-A variant is NAME or NAME=OVERRIDE[,OVERRIDE...]; the named variants of VARIANTS can be used by
-name alone. Prints one table row per variant as it finishes, and writes every number to --out.
+A variant is NAME=OVERRIDE[,OVERRIDE...] (NAME= alone: the config as it is); the named variants
+of VARIANTS can be used by name alone. Prints one table row per variant as it finishes, and writes every number to --out.
 """
 
 from __future__ import annotations
@@ -28,21 +28,53 @@ import torch
 
 from worldforge.data.samples import iter_episodes
 from worldforge.evaluation.config import EvalConfig
+from worldforge.evaluation.report import write_videos
 from worldforge.evaluation.rollout_eval import baseline_scores, detector_floor, load_clips, predict, score
 from worldforge.models.flops import count_parameters
 from worldforge.models.objective import flow_matching_loss
-from worldforge.models.world_model import WorldModel
+from worldforge.models.world_model import WorldModel, package_config
 from worldforge.platform.config import load_config
+from worldforge.platform.packages import save_package
 from worldforge.training.schedule import WarmupCosine
 
+# The rows of the ablation in the README, as overrides of the current quickstart. SEED is the
+# quickstart of session 2 (patch-8 tokens, linear embedding, no stacked frames): the model that did
+# not learn the world. Each later row changes one thing (or names what it adds).
+SEED = ["tokenizer.patch_size=8", "model.patch_size=1", "model.stem=linear", "model.stack_previous=0",
+        "objective.logit_mean=2", "train.lr=1e-3", "train.batch_size=16"]
+CONV8 = ["tokenizer.patch_size=1", "model.patch_size=8", "model.stem=conv", "model.stem_channels=32",
+         "model.stack_previous=0", "objective.logit_mean=2", "train.lr=1e-3", "train.batch_size=16"]
 VARIANTS: dict[str, list[str]] = {
-    "base": [],
+    "quickstart": [],
+    "seed": SEED,
+    "seed+patch4": [*SEED, "tokenizer.patch_size=4"],
+    "seed+stack1": [*SEED, "model.stack_previous=1"],
+    "seed+patch4+stack1": [*SEED, "tokenizer.patch_size=4", "model.stack_previous=1"],
+    "conv8": CONV8,
+    "conv4": [*CONV8, "model.patch_size=4"],
+    "conv8+stack1": [*CONV8, "model.stack_previous=1"],
+    "conv8+stack1+clean": [*CONV8, "model.stack_previous=1", "objective.training_context=clean"],
+    "conv8+stack1+s16": [*CONV8, "model.stack_previous=1", "model.stem_channels=16"],
+    "conv8+stack1+lm3": [*CONV8, "model.stack_previous=1", "objective.logit_mean=3"],
+    "c16lm3": [*CONV8, "model.stack_previous=1", "model.stem_channels=16", "objective.logit_mean=3"],
+    "c16lm3+lr2e-3": [*CONV8, "model.stack_previous=1", "model.stem_channels=16", "objective.logit_mean=3",
+                      "train.lr=2e-3"],
+    "c16lm3+clean+rollout": [*CONV8, "model.stack_previous=1", "model.stem_channels=16", "objective.logit_mean=3",
+                             "objective.training_context=clean", "objective.rollout_prob=0.5"],
+    "c16lm3+batch8": [*CONV8, "model.stack_previous=1", "model.stem_channels=16", "objective.logit_mean=3",
+                      "train.batch_size=8"],
+    "c16lm3+depth6": [*CONV8, "model.stack_previous=1", "model.stem_channels=16", "objective.logit_mean=3",
+                      "model.depth=6"],
+    "stack1": ["model.stack_previous=1"],
+    "stack2": [],
+    "stack2+clean": ["objective.training_context=clean"],
+    "stack2+clean+rollout": ["objective.training_context=clean", "objective.rollout_prob=0.5"],
 }
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:
-    name, _, overrides = text.partition("=")
-    if not overrides:
+    name, equals, overrides = text.partition("=")
+    if not equals:
         if name not in VARIANTS:
             raise SystemExit(f"unknown variant {name!r}; named ones: {', '.join(VARIANTS)}")
         return name, VARIANTS[name]
@@ -71,7 +103,9 @@ class Clips:
 
 
 def train(model: WorldModel, config, clips: Clips, seconds: float, probe_steps: int = 20) -> dict:
-    """Train `model.dit` for `seconds`; returns the EMA weights' model and a record."""
+    """Train `model.dit` for `seconds` (the step count, and so the learning-rate schedule, is
+    re-estimated every `probe_steps` steps from the speed so far); loads the EMA weights into the
+    model and returns a record."""
     train_cfg = config.train
     params = [p for p in model.dit.parameters()]
     optimizer = torch.optim.AdamW(params, lr=train_cfg.lr, betas=train_cfg.betas, weight_decay=train_cfg.weight_decay)
@@ -81,9 +115,9 @@ def train(model: WorldModel, config, clips: Clips, seconds: float, probe_steps: 
     steps, step, losses = None, 0, []
     schedule = None
     while True:
-        if steps is None and step == probe_steps:
-            per_step = (time.perf_counter() - start) / probe_steps
-            steps = max(probe_steps + 1, int(seconds / per_step))
+        if step >= probe_steps and step % probe_steps == 0:  # re-estimated as it goes: robust to load changes
+            elapsed = time.perf_counter() - start
+            steps = max(step + 1, int(step + (seconds - elapsed) * step / elapsed))
             schedule = WarmupCosine(min(train_cfg.warmup_steps, steps), steps, train_cfg.min_lr_ratio)
         if steps is not None and step >= steps:
             break
@@ -110,9 +144,11 @@ def train(model: WorldModel, config, clips: Clips, seconds: float, probe_steps: 
     return {"steps": step, "seconds": time.perf_counter() - start, "loss_last": float(np.mean(losses[-20:]))}
 
 
-def evaluate(model: WorldModel, dataset: Path, eval_cfg: EvalConfig) -> dict:
+def evaluate(model: WorldModel, dataset: Path, eval_cfg: EvalConfig, videos: Path | None = None) -> dict:
     clips = load_clips(dataset, eval_cfg)
     prediction = predict(model, clips, eval_cfg, torch.device("cpu"))
+    if videos is not None:
+        write_videos(videos, clips, {"model": prediction}, count=4)
     return {**score(prediction, clips), **baseline_scores(clips), **detector_floor(clips)}
 
 
@@ -148,10 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--long-horizon", type=int, default=0, help="also score this horizon (e.g. 32)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--out", type=Path, default=Path("world_ablation.json"))
+    parser.add_argument("--videos", type=Path, help="write side-by-side GIFs of 4 episodes per variant here")
+    parser.add_argument("--packages", type=Path, help="save each trained variant as a model package here")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    variants = [parse_variant(v) for v in (args.variant or ["base"])]
+    variants = [parse_variant(v) for v in (args.variant or ["quickstart"])]
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     print(
         f"| {'variant':<24} | steps | loss   | PSNR   | dPSNR | dh{args.horizon:<3}| SSIM (copy-last) | "
@@ -164,14 +202,18 @@ def main(argv: list[str] | None = None) -> int:
         clips = Clips(args.dataset, config.data.clip_frames, config.project.seed)
         record = train(model, config, clips, args.minutes * 60)
         record["parameters"] = count_parameters(model.dit)
+        if args.packages:
+            save_package(args.packages / name, package_config(model), model, lineage={"stage": "world_ablation",
+                                                                                      "overrides": overrides})
         eval_cfg = EvalConfig(
             split=args.split, episodes=args.episodes, context_frames=config.eval.context_frames, horizon=args.horizon
         )
-        scores = evaluate(model, args.dataset, eval_cfg)
+        videos = args.videos / name if args.videos else None
+        scores = evaluate(model, args.dataset, eval_cfg, videos)
         entry = {"overrides": overrides, "record": record, "scores": scores}
         if args.long_horizon:
             long_cfg = eval_cfg.model_copy(update={"horizon": args.long_horizon})
-            entry["long"] = evaluate(model, args.dataset, long_cfg)
+            entry["long"] = evaluate(model, args.dataset, long_cfg, videos and videos / "long")
         results[name] = entry
         args.out.write_text(json.dumps(results, indent=1))
         print(row(name, record, scores, args.horizon), flush=True)

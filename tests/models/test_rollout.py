@@ -38,7 +38,7 @@ def test_rollout_with_cache_equals_recompute(make_model, random_weights, make_cl
     assert recomputed.peak_cache_frames == 0
 
 
-CONV_STEM = {"stem": "conv", "patch_size": 4, "stack_previous": 2, "action_tokens": True}
+CONV_STEM = {"stem": "conv", "patch_size": 4, "stack_previous": 2}
 PIXELS = TokenizerConfig(frame_size=(32, 32), patch_size=1)  # latents are the frames: the stem patchifies
 
 

@@ -205,7 +205,7 @@ def _smaller(run: _Run, teacher: WorldModel) -> tuple[WorldModel, list[dict[str,
 
     steps = run.distill_cfg.steps
     student = with_steps(build_student(teacher, run.distill_cfg.student, run.config.project.seed), steps)
-    student.to(teacher.dit.patch_embed.weight.device)
+    student.to(next(teacher.dit.parameters()).device)
     objective = StudentObjective(student, teacher, run.distill_cfg.student)
     trained, record = run.train("distill_student", objective, student, "kd.model.", f"student-steps{steps}")
     shape = trained.model_cfg

@@ -84,39 +84,6 @@ def copy_last_frame(context_frames: torch.Tensor, horizon: int) -> torch.Tensor:
     return context_frames[:, -1:].expand(-1, horizon, -1, -1, -1).clone()
 
 
-def agent_position_error(frames: torch.Tensor, positions: np.ndarray) -> np.ndarray:
-    """Distance between the agent found in each frame and its true position, in the simulator's
-    normalised units (1 = the frame's side).
-
-    frames: (B, T, C, H, W) in [-1, 1]; positions: (B, T, 2) true (x, y). Returns (B, T) float64,
-    NaN where no agent pixel is found in the frame."""
-    from worldforge.data.sources.simulator import agent_position_from_frames
-
-    frames_np = frames.detach().to("cpu", torch.float32).numpy()
-    found = np.stack([agent_position_from_frames(clip) for clip in frames_np])  # (B, T, 2)
-    return np.linalg.norm(found.astype(np.float64) - positions, axis=-1)
-
-
-def object_position_error(frames: torch.Tensor, positions: np.ndarray, colors: np.ndarray) -> np.ndarray:
-    """Distance between each ball found in each frame (by its colour) and its true position, in
-    normalised units, as `agent_position_error` for the agent.
-
-    frames: (B, T, C, H, W) in [-1, 1]; positions: (B, T, K, 2) true ball (x, y); colors: (B, K, 3)
-    each ball's colour (`simulator.ball_colors` of the recorded frames). Returns (B, T, K) float64,
-    NaN where a ball is not found, and for every frame of a ball whose colour another ball of the
-    episode shares (`simulator.distinct_balls`): such balls cannot be told apart."""
-    from worldforge.data.sources.simulator import ball_positions_from_frames, distinct_balls
-
-    frames_np = frames.detach().to("cpu", torch.float32).numpy()
-    found = np.stack(
-        [ball_positions_from_frames(clip, clip_colors) for clip, clip_colors in zip(frames_np, colors)]
-    )  # (B, T, K, 2)
-    error = np.linalg.norm(found.astype(np.float64) - positions, axis=-1)  # (B, T, K)
-    scored = np.stack([distinct_balls(clip_colors) for clip_colors in colors])  # (B, K)
-    error[~np.broadcast_to(scored[:, None, :], error.shape)] = np.nan
-    return error
-
-
 def motion_ratio(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """How much the predicted frames change from one to the next, relative to the recorded ones:
     mean |x_t - x_{t-1}| of the prediction / the same of the target, per step after the first.

@@ -9,7 +9,6 @@ compared with the ground-truth state: action-following (the agent) and dynamics 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,10 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from worldforge.data.sources.simulator import ball_colors
 from worldforge.errors import WorldforgeError
 from worldforge.evaluation import metrics
 from worldforge.evaluation.config import EvalConfig
+from worldforge.evaluation.objects import Scene, position_errors, read_scene, truth_scored
 
 
 class EvaluationError(WorldforgeError, ValueError):
@@ -37,10 +36,10 @@ class EvalClips:
     target: torch.Tensor  # (N, horizon, C, H, W) in [-1, 1]
     actions: torch.Tensor  # (N, Tc + horizon) int64 or (N, Tc + horizon, A) float32
     action_space: dict[str, Any]
-    positions: np.ndarray | None  # (N, horizon, 2) true agent (x, y) in the target frames; simulator only
+    positions: np.ndarray | None  # (N, horizon, 1 + K, 2) true (x, y) of the agent, then each ball; simulator only
     fps: float
-    object_positions: np.ndarray | None = None  # (N, horizon, K, 2) true ball (x, y); simulator only
-    object_colors: np.ndarray | None = None  # (N, K, 3) each ball's colour (0..255), from the recorded frames
+    scenes: list[Scene] | None = None  # per clip: background and object colours, from the recorded frames
+    scored: np.ndarray | None = None  # (N, horizon, 1 + K) bool: objects found in the recorded target frames
 
     @property
     def horizon(self) -> int:
@@ -82,17 +81,16 @@ def load_clips(dataset: str | Path, config: EvalConfig) -> EvalClips:
         raise EvaluationError(f"{dataset}: split {config.split!r} has no episodes (eval.split)")
     frames = torch.stack([to_model_frames(e.frames[:length]) for e in episodes])  # (N, L, 3, H, W)
     actions = torch.from_numpy(np.stack([e.actions[:length] for e in episodes]))
-    positions = object_positions = object_colors = None
+    positions = scenes = scored = None
     if manifest.source == "simulator" and all(e.state is not None for e in episodes):
         # The state is the agent's x, y, vx, vy, then x, y, vx, vy per ball: simulator.STATE_LAYOUT.
         state = np.stack([e.state[:length] for e in episodes]).astype(np.float64)  # (N, L, S)
-        positions = state[:, config.context_frames :, :2]
-        balls = state[:, :, 4:].reshape(len(episodes), length, -1, 4)[..., :2]  # (N, L, K, 2)
-        if balls.shape[2]:
-            object_positions = balls[:, config.context_frames :]
-            object_colors = np.stack(
-                [ball_colors(e.frames[:length], clip) for e, clip in zip(episodes, balls)]
-            )
+        everything = state.reshape(len(episodes), length, -1, 4)[..., :2]  # (N, L, 1 + K, 2)
+        scenes = [read_scene(e.frames[:length], clip) for e, clip in zip(episodes, everything)]
+        positions = everything[:, config.context_frames :]
+        scored = np.stack(
+            [truth_scored(e.frames[config.context_frames : length], scene) for e, scene in zip(episodes, scenes)]
+        )
     return EvalClips(
         dataset=dataset,
         split=config.split,
@@ -104,8 +102,8 @@ def load_clips(dataset: str | Path, config: EvalConfig) -> EvalClips:
         action_space=manifest.action_space.model_dump(exclude_none=True),
         positions=positions,
         fps=manifest.fps,
-        object_positions=object_positions,
-        object_colors=object_colors,
+        scenes=scenes,
+        scored=scored,
     )
 
 
@@ -167,10 +165,9 @@ def predict(model, clips: EvalClips, config: EvalConfig, device: torch.device) -
 
 def score(prediction: torch.Tensor, clips: EvalClips) -> dict[str, Any]:
     """Quality of predicted frames (N, horizon, C, H, W) against the clips' targets:
-    `psnr_mean`, `psnr_per_step`, `ssim_mean`, `ssim_per_step` and, with ground-truth positions,
-    `agent_position_error` (mean over frames where the agent is found, normalised units),
-    its `_per_step` curve and `agent_found_fraction`, and likewise `object_position_error`,
-    `object_position_error_per_step`, `object_found_fraction` for the balls."""
+    `psnr_mean`, `psnr_per_step`, `ssim_mean`, `ssim_per_step` and, with ground-truth state,
+    `agent_position_error` and `object_position_error` (the balls), each with its `_per_step` curve
+    and `_found_fraction` (`objects.py`: normalised units; a missing object counts as a guess)."""
     psnr = metrics.psnr(prediction, clips.target)  # (N, horizon)
     ssim = metrics.ssim(prediction, clips.target)
     scores: dict[str, Any] = {
@@ -180,17 +177,21 @@ def score(prediction: torch.Tensor, clips: EvalClips) -> dict[str, Any]:
         "ssim_per_step": metrics.per_step(ssim),
     }
     if clips.positions is not None:
-        error = metrics.agent_position_error(prediction, clips.positions)  # (N, horizon), NaN: not found
-        scores["agent_position_error"] = metrics.overall(error)
-        scores["agent_position_error_per_step"] = metrics.per_step(error)
-        scores["agent_found_fraction"] = float(np.isfinite(error).mean())
-    if clips.object_positions is not None:
-        error = metrics.object_position_error(prediction, clips.object_positions, clips.object_colors)
-        scorable = np.isfinite(metrics.object_position_error(clips.target, clips.object_positions, clips.object_colors))
-        scores["object_position_error"] = metrics.overall(error)
-        scores["object_position_error_per_step"] = metrics.per_step(error)
-        # of the balls found in the recorded frames, how many are found in the predicted ones
-        scores["object_found_fraction"] = float(np.isfinite(error[scorable]).mean()) if scorable.any() else math.nan
+        frames = prediction.detach().to("cpu", torch.float32).numpy()
+        errors, found = zip(
+            *(
+                position_errors(clip, truth, scene, scored)
+                for clip, truth, scene, scored in zip(frames, clips.positions, clips.scenes, clips.scored)
+            )
+        )
+        errors, found = np.stack(errors), np.stack(found)  # (N, horizon, 1 + K)
+        for name, columns in (("agent", slice(0, 1)), ("object", slice(1, None))):
+            error, scored = errors[..., columns], clips.scored[..., columns]
+            if not scored.any():
+                continue
+            scores[f"{name}_position_error"] = metrics.overall(error)
+            scores[f"{name}_position_error_per_step"] = metrics.per_step(error)
+            scores[f"{name}_found_fraction"] = float(found[..., columns][scored].mean())
     return scores
 
 
@@ -201,13 +202,13 @@ def baseline_scores(clips: EvalClips) -> dict[str, Any]:
 
 
 def detector_floor(clips: EvalClips) -> dict[str, float]:
-    """The detectors' own errors on the recorded frames: the best action-following (agent) and
+    """The detector's own error on the recorded frames: the best action-following (agent) and
     dynamics (balls) can score."""
-    floor = {}
-    if clips.positions is not None:
-        error = metrics.agent_position_error(clips.target, clips.positions)
-        floor["agent_position_error_ground_truth"] = metrics.overall(error)
-    if clips.object_positions is not None:
-        error = metrics.object_position_error(clips.target, clips.object_positions, clips.object_colors)
-        floor["object_position_error_ground_truth"] = metrics.overall(error)
-    return floor
+    if clips.positions is None:
+        return {}
+    truth = score(clips.target, clips)
+    return {
+        f"{name}_ground_truth": truth[name]
+        for name in ("agent_position_error", "object_position_error")
+        if name in truth
+    }

@@ -124,10 +124,6 @@ class ModelConfig(Section):
         "input (frame stacking): every token sees, at full resolution, the frame it changes from (1) and how "
         "things moved into it (2)",
     )
-    action_tokens: bool = Field(
-        False, description="the action embedding is also added to every token of its frame (besides AdaLN)"
-    )
-
     @property
     def anchor_frames(self) -> int:
         """Previous clean frames each frame's anchor holds: the stacked ones, at least the one the

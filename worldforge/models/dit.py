@@ -283,10 +283,9 @@ class WorldDiT(nn.Module):
         tokens, skip = self.patch_embed(latents.flatten(0, 1))  # (B T, N, D), (B T, S, h p, w p)
         return tokens.unflatten(0, (b, t)), skip
 
-    def _condition(self, noise_levels: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(per-frame AdaLN conditioning (B, T, D) after SiLU, the action embedding (B, T, D))."""
-        action = self.action_embed(actions)
-        return F.silu(self.t_embed(noise_levels) + action), action
+    def _condition(self, noise_levels: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """The per-frame AdaLN conditioning (B, T, D), after SiLU: noise level + action."""
+        return F.silu(self.t_embed(noise_levels) + self.action_embed(actions))
 
     def _output(self, x: torch.Tensor, c: torch.Tensor, skip: torch.Tensor | None, h: int, w: int) -> torch.Tensor:
         """Tokens (B, T, N, D) -> (B, T, C, h p, w p)."""
@@ -328,9 +327,7 @@ class WorldDiT(nn.Module):
         _, t, _, height, width = latents.shape
         h, w = height // self.patch, width // self.patch
         x, skip = self._embed(latents, anchor)  # (B, T, N, D)
-        c, action = self._condition(noise_levels, actions)  # (B, T, D)
-        if self.config.action_tokens:
-            x = x + action[:, :, None]
+        c = self._condition(noise_levels, actions)  # (B, T, D)
         if cache is not None:
             first_frame = cache.next_frame
             key_first, key_frames = cache.first_frame, cache.frames + t
@@ -361,11 +358,9 @@ class WorldDiT(nn.Module):
         b, t, _, height, width = noisy.shape
         h, w = height // self.patch, width // self.patch
         anchor = previous_frames(context, self.config.anchor_frames)
-        x, skip = self._embed(torch.cat([context, noisy], dim=1), torch.cat([anchor, anchor], dim=1))
         levels = torch.cat([noise_levels.new_full((b, t), context_level), noise_levels], dim=1)
-        c, action = self._condition(levels, torch.cat([actions, actions], dim=1))  # (B, 2T, D)
-        if self.config.action_tokens:
-            x = x + action[:, :, None]
+        x, skip = self._embed(torch.cat([context, noisy], dim=1), torch.cat([anchor, anchor], dim=1))
+        c = self._condition(levels, torch.cat([actions, actions], dim=1))  # (B, 2T, D)
         cos, sin = rope_tables(self.config.head_dim, 0, t, h, w, noisy.device)
         rope = (torch.cat([cos, cos]), torch.cat([sin, sin]))
         x = self._blocks(x, c, rope, pair_mask(t, h * w, self.window, noisy.device))

@@ -153,6 +153,7 @@ def world_validation(config: WorldforgeConfig, dataset: Path, package: dict[str,
                 metrics[f"val/{key}"] = scores[key]
                 metrics[f"val/baseline_{key}"] = baseline[f"baseline_{key}"]
                 metrics[f"val/{what}_error_ratio"] = scores[key] / baseline[f"baseline_{key}"]
+                metrics[f"val/{what}_found_fraction"] = scores[f"{what}_found_fraction"]
                 for h, value in enumerate(scores[f"{key}_per_step"], start=1):
                     metrics[f"val/{key}_h{h}"] = value
         if config.train.validation.gif:
@@ -299,4 +300,4 @@ def train_student(
         "loss_last": sum(result.losses[-window:]) / window if result.losses else None,
         "validation": result.metrics,
     }
-    return trained.to(student.dit.patch_embed.weight.device).eval(), record
+    return trained.to(next(student.dit.parameters()).device).eval(), record

@@ -36,11 +36,6 @@ MOVES = {1: (0.0, -1.0), 2: (0.0, 1.0), 3: (-1.0, 0.0), 4: (1.0, 0.0)}
 STATE_LAYOUT = "agent x, y, vx, vy then, per ball, x, y, vx, vy; normalised [0, 1] coords, y down, per frame"
 AGENT_COLOR = (255, 255, 255)
 AGENT_THRESHOLD = 190  # a pixel is agent when its darkest channel is above this (others stay <= 120)
-# A pixel belongs to a ball when no channel is further than this from the ball's colour. Balls have
-# a channel >= 178 (value >= 0.7), backgrounds none above 120, the agent all at 255: a tolerance
-# under 58 keeps both out. Within it a pixel counts linearly less the further it is (soft: the
-# half-faded pixels of a blurred ball still pull its centroid).
-BALL_TOLERANCE = 48
 
 AGENT_HALF = 0.06  # half side of the agent square
 AGENT_ACCEL = 0.01
@@ -236,68 +231,20 @@ def agent_position_from_frames(frames: np.ndarray, threshold: int = AGENT_THRESH
     output). Returns (T, 2) float32: the centroid of the pixels whose darkest channel is above
     `threshold` (the white agent), NaN where no pixel is.
     """
-    mask = _as_pixels(frames).min(axis=-1) > threshold  # (T, H, W)
+    frames = np.asarray(frames)
+    if frames.ndim != 4:
+        raise ValueError(f"frames must be (T, H, W, 3) or (T, 3, H, W), got shape {frames.shape}")
+    if frames.shape[-1] != 3 and frames.shape[1] == 3:
+        frames = frames.transpose(0, 2, 3, 1)  # (T, 3, H, W) -> (T, H, W, 3)
+    if frames.dtype != np.uint8:
+        frames = np.clip((frames.astype(np.float32) + 1) * 127.5, 0, 255)
+    mask = frames.min(axis=-1) > threshold  # (T, H, W)
     height, width = mask.shape[1:]
     count = mask.sum(axis=(1, 2)).astype(np.float32)
     ys = (mask.sum(axis=2) * (np.arange(height) + 0.5)).sum(axis=1) / height
     xs = (mask.sum(axis=1) * (np.arange(width) + 0.5)).sum(axis=1) / width
     with np.errstate(invalid="ignore", divide="ignore"):
         position = np.stack([xs / count, ys / count], axis=1)
-    return position.astype(np.float32)
-
-
-def _as_pixels(frames: np.ndarray) -> np.ndarray:
-    """(T, H, W, 3) uint8, or float in [-1, 1] as (T, H, W, 3) or (T, 3, H, W) -> (T, H, W, 3) float32 0..255."""
-    frames = np.asarray(frames)
-    if frames.ndim != 4:
-        raise ValueError(f"frames must be (T, H, W, 3) or (T, 3, H, W), got shape {frames.shape}")
-    if frames.shape[-1] != 3 and frames.shape[1] == 3:
-        frames = frames.transpose(0, 2, 3, 1)
-    if frames.dtype == np.uint8:
-        return frames.astype(np.float32)
-    return np.clip((frames.astype(np.float32) + 1) * 127.5, 0, 255)
-
-
-def ball_colors(frames: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """Each ball's colour, read off recorded frames at its true centres.
-
-    frames: (T, H, W, 3) recorded frames (any layout `_as_pixels` takes); positions: (T, K, 2)
-    true ball (x, y). Returns (K, 3) float32 0..255: per ball the median over frames of the pixel
-    under its centre (the agent or another ball may cover it in a few frames, not in most)."""
-    pixels = _as_pixels(frames)
-    height, width = pixels.shape[1:3]
-    cols = np.clip((positions[..., 0] * width).astype(int), 0, width - 1)  # (T, K)
-    rows = np.clip((positions[..., 1] * height).astype(int), 0, height - 1)
-    samples = pixels[np.arange(len(pixels))[:, None], rows, cols]  # (T, K, 3)
-    return np.median(samples, axis=0).astype(np.float32)
-
-
-def distinct_balls(colors: np.ndarray, tolerance: float = BALL_TOLERANCE) -> np.ndarray:
-    """(K, 3) colours -> (K,) bool: balls whose colour no other ball's comes within 2 x tolerance
-    of (closer ones cannot be told apart by colour, so they are not scored)."""
-    gap = np.abs(colors[:, None, :] - colors[None, :, :]).max(axis=-1)  # (K, K)
-    np.fill_diagonal(gap, np.inf)
-    return gap.min(axis=1, initial=np.inf) > 2 * tolerance
-
-
-def ball_positions_from_frames(
-    frames: np.ndarray, colors: np.ndarray, tolerance: float = BALL_TOLERANCE
-) -> np.ndarray:
-    """Where each ball of colour `colors[k]` is in each frame, in normalised (x, y).
-
-    frames: (T, H, W, 3) or (T, 3, H, W) (see `_as_pixels`); colors: (K, 3) from `ball_colors`.
-    Returns (T, K, 2) float32: the centroid of the pixels within `tolerance` of the ball's colour,
-    each weighted 1 - distance / tolerance; NaN where their weight sums to under half a pixel."""
-    pixels = _as_pixels(frames)
-    height, width = pixels.shape[1:3]
-    distance = np.abs(pixels[:, :, :, None, :] - colors[None, None, None]).max(axis=-1)  # (T, H, W, K)
-    weight = np.clip(1.0 - distance / tolerance, 0.0, None)
-    total = weight.sum(axis=(1, 2))  # (T, K)
-    ys = (weight * (np.arange(height) + 0.5)[None, :, None, None]).sum(axis=(1, 2)) / height
-    xs = (weight * (np.arange(width) + 0.5)[None, None, :, None]).sum(axis=(1, 2)) / width
-    with np.errstate(invalid="ignore", divide="ignore"):
-        position = np.stack([xs / total, ys / total], axis=-1)  # (T, K, 2)
-    position[total < 0.5] = np.nan
     return position.astype(np.float32)
 
 

@@ -74,6 +74,8 @@ def info(
         ("tokenizer", tokenizer),
         ("latent", f"{tok.latent_dim} x {latent_h} x {latent_w} per latent frame"),
         ("tokens per frame", f"{tokens} (DiT patch {m.patch_size})"),
+        ("stem / head", f"{m.stem}" + (f", {m.stem_channels} channels at latent resolution" if m.stem == "conv" else "")),
+        ("stacked previous frames", str(m.stack_previous)),
         ("depth", str(m.depth)),
         ("width", str(m.width)),
         ("heads x head_dim", f"{_per_block(m.heads_per_block)} x {m.head_dim}"),
