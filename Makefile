@@ -58,6 +58,7 @@ test-all: test
 
 lint: install-dev
 	$(VENV)/bin/ruff check worldforge tests benchmarks
+	$(VENV)/bin/lint-imports   # the one-way layers of docs/design.md (contracts in pyproject.toml)
 
 clean-demo:
 	rm -rf demo-project

@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from worldforge.config import load_config
 from worldforge.data.loader import make_loader, to_model_frames
 from worldforge.data.samples import iter_windows
 from worldforge.data.shards import build_dataset
-from worldforge.platform.config import load_config
 
 
 def time_epoch(batches) -> tuple[float, int]:

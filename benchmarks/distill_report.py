@@ -33,7 +33,7 @@ import torch
 
 
 def distill_students(args, config, teacher_steps: int) -> list[dict]:
-    from worldforge.compression.distill import distill_package
+    from worldforge.compression.distill.stage import distill_package
 
     rows, source, source_steps = [], args.teacher, teacher_steps
     for steps in sorted(args.steps, reverse=True):
@@ -82,13 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.root:
         os.environ["WORLDFORGE_ROOT"] = str(args.root.resolve())
 
+    from worldforge.config import load_config
+    from worldforge.core.runtime import select_device, setup_logging
     from worldforge.data.shards import default_output
     from worldforge.evaluation import metrics as quality
     from worldforge.evaluation.evaluate import measure, open_subject
     from worldforge.evaluation.report import ratio_cell
     from worldforge.evaluation.rollout_eval import load_clips
-    from worldforge.platform.config import load_config
-    from worldforge.platform.runtime import select_device, setup_logging
 
     setup_logging("WARNING")
     config = load_config(args.preset, args.override)

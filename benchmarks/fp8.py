@@ -36,22 +36,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from worldforge.compression.config import QuantizeConfig
-from worldforge.compression.fp8_execution import plan_execution
-from worldforge.compression.quantize import (
-    QuantizationFallbackWarning,
-    quantize_package,
-    read_record,
-    restore_quantization,
-)
+from worldforge.compression.quantize.config import QuantizeConfig
+from worldforge.compression.quantize.stage import quantize_package
+from worldforge.config import WorldforgeConfig, load_config
+from worldforge.core.runtime import select_device
 from worldforge.data.samples import iter_episodes
 from worldforge.models.config import PRESETS, ModelConfig, ObjectiveConfig, SamplerConfig, TokenizerConfig
+from worldforge.models.quantized import QuantizationFallbackWarning, read_record, restore_quantization
+from worldforge.models.quantized.execution import plan_execution
 from worldforge.models.streaming import rollout
 from worldforge.models.tokenizer_objective import psnr
 from worldforge.models.world_model import WorldModel, build_world_model, package_config
-from worldforge.platform.config import WorldforgeConfig, load_config
-from worldforge.platform.packages import load_package, save_package
-from worldforge.platform.runtime import select_device
+from worldforge.packages import load_package, save_package
+from worldforge.registry import resolve
 
 
 @dataclass
@@ -190,11 +187,11 @@ def quantized(
     model = build_world_model(package.config)
     model.load_state_dict(package.state)
     model = model.to(device=device, dtype=dtype).eval()
-    record = read_record(package)
+    record = read_record(package.config, package.path)
     execution = plan_execution(record.backend, record.recipe, record.granularity, device, dtype)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", QuantizationFallbackWarning)  # summarised in the `how` column
-        model = restore_quantization(model, package)
+        model = restore_quantization(model, package.config, package.path)
     how = (
         f"{execution.recipe} {execution.granularity}, {'FP8' if execution.fp8_matmuls else 'no FP8'} matmuls"
     )
@@ -261,7 +258,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         scratch = Path(folder)
         if args.model is not None:
-            source, model = args.model, load_package(args.model).build("cpu")
+            source, model = args.model, load_package(resolve(args.model)).build("cpu")
         else:
             model = synthetic_model(args.preset, args.frame_size, args.steps)
             source = save_package(scratch / "source", package_config(model), model)

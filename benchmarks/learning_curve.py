@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import mlflow
 
+    from worldforge.core import tracking
     from worldforge.evaluation.report import plot_curves
-    from worldforge.platform import tracking
 
     tracking.configure()
     client = mlflow.MlflowClient()

@@ -34,13 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--override", action="append", default=[], help="config override KEY=VALUE")
     args = parser.parse_args(argv)
 
-    from worldforge.compression.prune import prune_package
+    from worldforge.compression.prune.stage import prune_package
+    from worldforge.config import load_config
+    from worldforge.core.runtime import select_device, setup_logging
     from worldforge.evaluation.cost import measure_costs
     from worldforge.evaluation.evaluate import measure, open_subject
     from worldforge.evaluation.report import ratio_cell
     from worldforge.evaluation.rollout_eval import load_clips
-    from worldforge.platform.config import load_config
-    from worldforge.platform.runtime import select_device, setup_logging
 
     setup_logging("WARNING")
     config = load_config(args.preset, args.override)

@@ -16,18 +16,18 @@ import statistics
 
 import torch
 
+from worldforge.core.runtime import select_device
 from worldforge.models.config import PRESETS, ModelConfig, ObjectiveConfig, SamplerConfig, TokenizerConfig
 from worldforge.models.flops import count_parameters
 from worldforge.models.streaming import rollout
 from worldforge.models.world_model import WorldModel
-from worldforge.platform.runtime import select_device
 
 
 def build(preset: str, steps: int | None) -> WorldModel:
     if preset in PRESETS:
         tokenizer, model, sampler = TokenizerConfig(), ModelConfig(preset=preset), SamplerConfig()
     else:
-        from worldforge.platform.config import load_config
+        from worldforge.config import load_config
 
         config = load_config(preset)
         tokenizer, model, sampler = config.tokenizer, config.model, config.sampler

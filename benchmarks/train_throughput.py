@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
+from worldforge.config import WorldforgeConfig, load_config
+from worldforge.core.runtime import seed_everything
 from worldforge.models.world_model import WorldModel, package_config
-from worldforge.platform.config import WorldforgeConfig, load_config
-from worldforge.platform.runtime import seed_everything
 from worldforge.training.tasks import WorldObjective, tokens_per_clip
 from worldforge.training.trainer import Task, Trainer
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from worldforge.config import load_config
 from worldforge.data.samples import iter_episodes
 from worldforge.evaluation.config import EvalConfig
 from worldforge.evaluation.report import write_videos
@@ -33,8 +34,7 @@ from worldforge.evaluation.rollout_eval import baseline_scores, detector_floor, 
 from worldforge.models.flops import count_parameters
 from worldforge.models.objective import flow_matching_loss
 from worldforge.models.world_model import WorldModel, package_config
-from worldforge.platform.config import load_config
-from worldforge.platform.packages import save_package
+from worldforge.packages import save_package
 from worldforge.training.schedule import WarmupCosine
 
 # The rows of the ablation in the README, as overrides of the current quickstart. SEED is the

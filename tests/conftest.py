@@ -47,7 +47,7 @@ PrefectConsoleHandler.emit = _emit_to_current_stderr
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A fresh project root with an embedded SQLite MLflow store and a local DVC remote."""
-    from worldforge.platform.project import Project
+    from worldforge.core.project import Project
 
     root = tmp_path / "project"
     root.mkdir()

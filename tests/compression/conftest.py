@@ -34,7 +34,7 @@ def single_thread():
 @pytest.fixture(scope="session")
 def quant_config():
     """`quant_config(*overrides)`: the root config at the scale of the quantization tests."""
-    from worldforge.platform.config import load_config
+    from worldforge.config import load_config
 
     return lambda *overrides: load_config(None, QUANT_DATA + list(overrides))
 
@@ -78,7 +78,7 @@ def make_world_model():
 def source_package(tmp_path: Path) -> Path:
     """A saved (unquantized) tiny world-model package."""
     from worldforge.models.world_model import package_config
-    from worldforge.platform.packages import save_package
+    from worldforge.packages import save_package
 
     model = tiny_world_model()
     return save_package(tmp_path / "source", package_config(model), model, lineage={"stage": "pretrain"})
@@ -97,3 +97,29 @@ def tracked_quant_project(project, tmp_path_factory: pytest.TempPathFactory):
         mlflow.MlflowClient(f"sqlite:///{template}").search_experiments()
     shutil.copy(template, project.mlflow_db)
     return project
+
+
+def _assert_registered_with_decision(output: str, preset, stage: str, md5: str) -> None:
+    """The CLI printed a registered version of `stage`, evaluated (metrics tags against the parent)
+    and offered to the gates (a decision tag with its checks)."""
+    import json
+    import re
+
+    import mlflow
+
+    from worldforge.config import load_config
+
+    number = re.search(r"registered: version (\d+)", output).group(1)
+    version = mlflow.MlflowClient().get_model_version(load_config(str(preset)).project.family, number)
+    assert version.tags["stage"] == stage and version.tags["package.md5"] == md5
+    assert "metric.psnr_mean" in version.tags and "metric.agent_position_error" in version.tags
+    decisions = [json.loads(value) for key, value in version.tags.items() if key.startswith("decision.")]
+    assert len(decisions) == 1 and decisions[0]["checks"], decisions
+    assert "promotion: " in output
+
+
+@pytest.fixture
+def assert_registered_with_decision():
+    """`assert_registered_with_decision(cli_output, preset, stage, package_md5)`."""
+    return _assert_registered_with_decision
+

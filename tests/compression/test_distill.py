@@ -13,22 +13,22 @@ import signal
 import pytest
 import torch
 
-from worldforge.compression.distill import (
-    DISTILLATION_FILE,
-    distill_and_register,
-    distill_package,
-    with_steps,
-)
-from worldforge.compression.distill_config import (
+from worldforge.compression.distill.config import (
     DistillConfig,
     DistillConfigError,
     StudentConfig,
     check_schedule,
 )
-from worldforge.compression.distill_steps import ConsistencyObjective, ProgressiveObjective
+from worldforge.compression.distill.stage import (
+    DISTILLATION_FILE,
+    distill_and_register,
+    distill_package,
+    with_steps,
+)
+from worldforge.compression.distill.steps import ConsistencyObjective, ProgressiveObjective
 from worldforge.models.streaming import rollout
 from worldforge.models.world_model import WorldModel, package_config
-from worldforge.platform.packages import load_package, package_md5, save_package
+from worldforge.packages import load_package, package_md5, save_package
 
 FAST = [
     "train.deepspeed=zero0",
@@ -50,7 +50,7 @@ def one_thread():
 
 
 def config(*overrides: str):
-    from worldforge.platform.config import load_config
+    from worldforge.config import load_config
 
     return load_config("tiny", FAST + list(overrides))
 
@@ -120,7 +120,7 @@ def consistency(teacher):
 
 
 def smaller(teacher):
-    from worldforge.compression.distill_student import StudentObjective, build_student
+    from worldforge.compression.distill.student import StudentObjective, build_student
 
     shape = StudentConfig(depth=1, width=16, task_weight=0.5)
     return StudentObjective(build_student(teacher, shape, seed=0), teacher, shape)
@@ -171,7 +171,7 @@ def test_schedule_errors_name_the_field_and_what_is_reachable():
         check_schedule(DistillConfig(method="progressive", steps=1), 1)
     with pytest.raises(DistillConfigError, match="divisor"):
         check_schedule(DistillConfig(method="consistency", steps=3), 8)
-    from worldforge.compression.distill_student import student_config
+    from worldforge.compression.distill.student import student_config
 
     with pytest.raises(DistillConfigError, match="distill.student.*not smaller"):
         student_config(tiny_teacher(), StudentConfig(depth=2))
@@ -217,10 +217,10 @@ def test_student_package_records_its_steps_and_lineage_and_rolls_out(
     package = load_package(out)
     record = json.loads((out / DISTILLATION_FILE).read_text())
     assert package.config["sampler"]["steps"] == distill_cfg.steps
-    assert package.lineage["stage"] == "distill" and package.lineage["method"] == distill_cfg.method
-    assert package.lineage["parent"] == str(teacher_package)
-    assert package.lineage["parent_md5"] == package_md5(teacher_package)
-    assert package.lineage["teacher_steps"] == 4 and package.lineage["parent_version"] is None
+    assert package.lineage.stage == "distill" and package.lineage.params["method"] == distill_cfg.method
+    assert package.lineage.parent == str(teacher_package.resolve())
+    assert package.lineage.parent_md5 == package_md5(teacher_package)
+    assert package.lineage.params["teacher_steps"] == 4 and package.lineage.parent_version is None
     assert len(record["rounds"]) == rounds and all(r["steps"] == 2 for r in record["rounds"])
     assert record["after"]["denoise_steps"] == distill_cfg.steps
     assert "val/psnr_mean" in record["rounds"][-1]["validation"]
@@ -312,8 +312,8 @@ def test_registered_student_names_its_teacher_version_and_is_evaluated_against_i
 ):
     import mlflow
 
-    from worldforge.platform.registry import register_package
-    from worldforge.platform.tracking import configure
+    from worldforge.core.tracking import configure
+    from worldforge.registry import register_package
 
     configure(tracked_quant_project)
     cfg = config("project.family=distill-test", "project.experiment=distill-test")
@@ -325,9 +325,9 @@ def test_registered_student_names_its_teacher_version_and_is_evaluated_against_i
     )
 
     package = load_package(result["path"])
-    assert package.lineage["parent"] == "models:/distill-test/1"
-    assert package.lineage["parent_version"] == "models:/distill-test/1"
-    assert package.lineage["parent_md5"] == package_md5(teacher_package)
+    assert package.lineage.parent == "models:/distill-test/1"
+    assert package.lineage.parent_version == "models:/distill-test/1"
+    assert package.lineage.parent_md5 == package_md5(teacher_package)
     metrics = result["metrics"]
     assert (
         metrics["denoise_steps"] == 2 and metrics["reference"]["denoise_steps"] == 4
@@ -340,9 +340,9 @@ def test_registered_student_names_its_teacher_version_and_is_evaluated_against_i
     assert version.tags["parent.md5"] == package_md5(teacher_package)
     assert version.tags["distill.method"] == "consistency" and version.tags["distill.steps"] == "2"
     assert version.tags["package.md5"] == package_md5(result["path"])
-    run = mlflow.get_run(package.lineage["mlflow_run_id"])
+    run = mlflow.get_run(package.lineage.mlflow_run_id)
     assert run.data.tags["stage"] == "distill" and run.data.tags["parent.version"] == "models:/distill-test/1"
-    from worldforge.platform.lineage import DataRepo
+    from worldforge.core.lineage import DataRepo
 
     assert run.data.tags["package.dvc_md5"] == DataRepo(tracked_quant_project).md5(result["path"])  # versioned
     assert (
@@ -356,7 +356,7 @@ def test_cli_distills_through_a_prefect_flow_and_refuses_unreachable_steps(
 ):
     from typer.testing import CliRunner
 
-    from worldforge.platform.cli import app
+    from worldforge.cli import app
 
     common = ["compress", "distill", "tiny", "--teacher", str(teacher_package), "--dataset", str(dataset)]
     for override in FAST + ["distill.train_steps=1"]:

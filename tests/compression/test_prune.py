@@ -11,17 +11,17 @@ import json
 import pytest
 import torch
 
-from worldforge.compression.prune import PRUNING_FILE, model_cost, prune_model, prune_package
-from worldforge.compression.prune_config import PruneConfig, RecoveryConfig, parse_target
-from worldforge.compression.prune_importance import importance_scores
-from worldforge.compression.prune_plan import BlockPlan, PrunePlan, PrunePlanError
-from worldforge.compression.prune_recovery import RecoveryObjective
-from worldforge.compression.prune_surgery import apply_plan
+from worldforge.compression.prune.config import PruneConfig, RecoveryConfig, parse_target
+from worldforge.compression.prune.importance import importance_scores
+from worldforge.compression.prune.plan import BlockPlan, PrunePlan, PrunePlanError
+from worldforge.compression.prune.recovery import RecoveryObjective
+from worldforge.compression.prune.stage import PRUNING_FILE, model_cost, prune_model, prune_package
+from worldforge.compression.prune.surgery import apply_plan
 from worldforge.models.config import ModelConfig, ObjectiveConfig, SamplerConfig, TokenizerConfig
 from worldforge.models.flops import count_parameters
 from worldforge.models.streaming import rollout
 from worldforge.models.world_model import WorldModel, package_config
-from worldforge.platform.packages import load_package, save_package
+from worldforge.packages import load_package, package_md5, save_package
 
 WIDTH, HEAD_DIM, HEADS, HIDDEN, DEPTH = 128, 32, 4, 512, 4
 HEAD_PARAMS = 3 * HEAD_DIM * (WIDTH + 1) + WIDTH * HEAD_DIM  # qkv rows + biases, proj columns
@@ -223,7 +223,7 @@ def tiny_dataset(tmp_path_factory):
 
 def dataset_config(*overrides: str):
     """The tiny dataset's config, and a recovery that trains in seconds on the CPU."""
-    from worldforge.platform.config import load_config
+    from worldforge.config import load_config
 
     return load_config(
         None,
@@ -266,9 +266,9 @@ def test_pruned_package_round_trips_with_its_config_and_lineage(project, tiny_da
     plan = plan_of(record)
     assert package.config["model"]["heads_per_block"] == plan.model_fields()["heads_per_block"]
     assert package.config["model"]["mlp_hidden_per_block"] == plan.model_fields()["mlp_hidden_per_block"]
-    assert package.lineage["stage"] == "prune"
-    assert package.lineage["parent"] == str(source)
-    assert package.lineage["parent_md5"] and package.lineage["dataset_md5"] is None  # dataset not DVC-tracked
+    assert package.lineage.stage == "prune"
+    assert package.lineage.parent == str(source.resolve())
+    assert package.lineage.parent_md5 and package.lineage.dataset_md5 is None  # dataset not DVC-tracked
     assert record["scores"]["clips"] == 8
     loaded = package.build()
     assert (
@@ -277,7 +277,9 @@ def test_pruned_package_round_trips_with_its_config_and_lineage(project, tiny_da
     assert torch.equal(dit_output(loaded), dit_output(apply_plan(model, plan)))
 
 
-def test_cli_prunes_a_package_and_records_a_stage_run(tracked_quant_project, tiny_dataset, tmp_path):
+def test_cli_prunes_a_package_and_records_a_stage_run(
+    tracked_quant_project, tiny_dataset, tmp_path, assert_registered_with_decision
+):
     """`worldforge compress prune` (registered by the compress group; a one-command app here).
     `tracked_quant_project` (conftest.py): a fresh project whose MLflow store is already migrated."""
     import mlflow
@@ -285,8 +287,8 @@ def test_cli_prunes_a_package_and_records_a_stage_run(tracked_quant_project, tin
     import yaml
     from typer.testing import CliRunner
 
-    from worldforge.platform.cli.prune import prune_command
-    from worldforge.platform.tracking import configure
+    from worldforge.cli.prune import prune_command
+    from worldforge.core.tracking import configure
 
     app = typer.Typer()
     app.callback()(lambda: None)
@@ -312,13 +314,16 @@ def test_cli_prunes_a_package_and_records_a_stage_run(tracked_quant_project, tin
     package = load_package(tmp_path / "pruned")
     assert count_parameters(package.build().dit) <= 0.7 * count_parameters(model.dit)
     configure(tracked_quant_project)
-    run = mlflow.get_run(package.lineage["mlflow_run_id"])
+    run = mlflow.get_run(package.lineage.mlflow_run_id)
     assert run.data.tags["stage"] == "prune"
-    assert run.data.tags["parent.model"] == str(source)
+    assert run.data.tags["parent.model"] == str(source.resolve())
     assert run.data.tags["package.dvc_md5"] == "untracked"  # --out outside the project root
     assert run.data.metrics["kept.parameters_dit"] <= 0.7
     assert run.data.params["prune.method"] == "taylor"
     assert run.data.params["prune.calibration_clips"] == "4"
+    assert package.lineage.params["plan"]["kept"]["parameters_dit"] <= 0.7
+    # like distill and quantize, the command ends with an evaluated, registered version and its gate decision
+    assert_registered_with_decision(result.output, preset, "prune", package_md5(tmp_path / "pruned"))
 
 
 def test_recovery_loss_has_no_distillation_term_for_an_identical_student():

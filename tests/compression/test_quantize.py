@@ -11,28 +11,25 @@ import contextlib
 import json
 import shutil
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
 
-from worldforge.compression.config import DEFAULT_EXCLUDE, QuantizeConfig, QuantizeError
-from worldforge.compression.fp8_calibration import calibration_batches
-from worldforge.compression.fp8_modelopt import (
+from worldforge.compression.quantize.calibration import calibration_batches
+from worldforge.compression.quantize.config import DEFAULT_EXCLUDE, QuantizeConfig, QuantizeError
+from worldforge.compression.quantize.stage import excluded, quantize_model, quantize_package
+from worldforge.models.quantized import QuantizationFallbackWarning
+from worldforge.models.quantized.modelopt_fp8 import (
     TENSORS_FILE,
     ModeloptStateError,
     enabled_quantizers,
     encode_state,
 )
-from worldforge.compression.fp8_torchao import is_quantized
-from worldforge.compression.quantize import (
-    QuantizationFallbackWarning,
-    excluded,
-    quantize_model,
-    quantize_package,
-)
+from worldforge.models.quantized.torchao_fp8 import is_quantized
 from worldforge.models.streaming import rollout
 from worldforge.models.tokenizer_objective import psnr
-from worldforge.platform.packages import PackageError, load_package
+from worldforge.packages import PackageError, load_package
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -226,13 +223,13 @@ def test_a_recipe_of_the_other_backend_is_a_config_error():
 
 
 def test_cli_quantizes_tracks_the_run_and_records_lineage(
-    tracked_quant_project, quant_dataset, source_package, tmp_path
+    tracked_quant_project, quant_dataset, source_package, tmp_path, assert_registered_with_decision
 ):
     import mlflow
     from typer.testing import CliRunner
 
-    from worldforge.platform.cli.compress import app
-    from worldforge.platform.packages import package_md5
+    from worldforge.cli.compress import app
+    from worldforge.packages import package_md5
 
     preset = tmp_path / "quant.yaml"
     preset.write_text("project: {experiment: quant-test}\ndata: {resolution: 32, clip_frames: 4}\n")
@@ -245,13 +242,17 @@ def test_cli_quantizes_tracks_the_run_and_records_lineage(
 
     lineage = json.loads((out / "lineage.json").read_text())
     assert lineage["stage"] == "quantize"
-    assert lineage["parent"] == str(source_package) and lineage["parent_md5"] == package_md5(source_package)
+    parent = str(Path(source_package).resolve())  # outside the project root: absolute
+    assert lineage["parent"] == parent and lineage["parent_md5"] == package_md5(source_package)
+    assert lineage["params"]["backend"] == "torchao" and lineage["params"]["recipe"] == "fp8_weight_only"
     run = mlflow.get_run(lineage["mlflow_run_id"])
-    assert run.data.tags["stage"] == "quantize" and run.data.tags["parent.model"] == str(source_package)
+    assert run.data.tags["stage"] == "quantize" and run.data.tags["parent.model"] == parent
     assert run.data.params["quantize.backend"] == "torchao"
     assert run.data.metrics["quantize.layers"] == len(QUANTIZED)
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "package")}
     assert "package/config.json" in artifacts
+    # like distill and prune, the command ends with an evaluated, registered version and its gate decision
+    assert_registered_with_decision(result.output, preset, "quantize", package_md5(out))
 
     bad_args = ["quantize", str(preset), *model, "--backend", "tensorrt", "--out", str(tmp_path / "x")]
     bad = CliRunner().invoke(app, bad_args)

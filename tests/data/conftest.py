@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from worldforge.platform.config import WorldforgeConfig, load_config
+from worldforge.config import WorldforgeConfig, load_config
 
 TINY = [
     "data.resolution=32",

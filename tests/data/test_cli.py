@@ -5,7 +5,7 @@ from __future__ import annotations
 from PIL import Image
 from typer.testing import CliRunner
 
-from worldforge.platform.cli import app
+from worldforge.cli import app
 
 SMALL = ["-o", "data.resolution=32", "-o", "data.episodes=6", "-o", "data.episode_frames=8", "-o",
          "data.window_frames=8", "-o", "data.clip_frames=4"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import shutil
 
+from worldforge.core.lineage import DataRepo
 from worldforge.data.shards import build_dataset
-from worldforge.platform.lineage import DataRepo
 
 
 def test_dvc_hash_is_stable_across_rebuilds_and_pushed(project, tiny_config):

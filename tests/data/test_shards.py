@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from worldforge.data.episode import DatasetError
-from worldforge.data.manifest import read_manifest, verify_dataset
+from worldforge.data.manifest import read_manifest
 from worldforge.data.samples import iter_episodes, iter_windows, read_shard_samples
 from worldforge.data.shards import assign_splits, build_dataset
 from worldforge.data.sources.simulator import record_episode
+from worldforge.data.verify import verify_dataset
 
 
 def test_every_sample_and_every_key_round_trips(tiny_dataset, tiny_config):
@@ -127,7 +128,7 @@ def test_a_folder_without_manifest_is_not_a_dataset(tmp_path):
 
 
 def test_window_longer_than_episode_is_a_config_error(tiny_config):
-    from worldforge.platform.config import ConfigError
+    from worldforge.config import ConfigError
 
     with pytest.raises(ConfigError, match="window_frames"):
         tiny_config("data.window_frames=32")

@@ -31,8 +31,8 @@ def tracked_project(project, mlflow_template: Path):
 @pytest.fixture(scope="session")
 def sim_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """6 simulator episodes of 16 frames at 32x32 with ground-truth state; 3 held out (test)."""
+    from worldforge.config import load_config
     from worldforge.data.shards import build_dataset
-    from worldforge.platform.config import load_config
 
     config = load_config(
         None,
@@ -74,7 +74,7 @@ def tiny_world_model(seed: int = 0, steps: int = 2):
 def make_package(tmp_path: Path):
     """`make_package(name, seed=0, metrics=None)` -> the folder of a saved tiny world-model package."""
     from worldforge.models.world_model import package_config
-    from worldforge.platform.packages import save_package
+    from worldforge.packages import save_package
 
     def make(
         name: str = "model", seed: int = 0, metrics: dict | None = None, lineage: dict | None = None

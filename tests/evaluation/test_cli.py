@@ -4,7 +4,7 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from worldforge.platform.cli.evaluate import eval_command
+from worldforge.cli.evaluate import eval_command
 
 runner = CliRunner()
 
@@ -58,6 +58,9 @@ def test_eval_prints_model_vs_reference_table(
     assert not list(
         (project.reports / "eval" / "model-vs-other" / "videos").glob("*.gif")
     )  # -o eval.videos=0
+    page = (project.reports / "eval" / "model-vs-other" / "report.html").read_text()  # one page to open
+    assert "<h2>Headline</h2>" in page and "copy last frame" in page and "other" in page
+    assert page.count('src="data:image/png;base64,') >= 2  # the PSNR and position-error plots, embedded
 
 
 def test_eval_of_a_missing_package_is_one_clear_error(project, sim_dataset, small_eval, tmp_path):
@@ -68,3 +71,34 @@ def test_eval_of_a_missing_package_is_one_clear_error(project, sim_dataset, smal
     )
     assert result.exit_code == 2
     assert "nothing-here" in result.output and "Traceback" not in result.output
+
+
+def test_a_truncated_package_reads_as_one_line_not_a_traceback(project, tmp_path):
+    """Through the evaluate flow (no --dataset), as a user runs the console script: Prefect's
+    engine logs the failure, but the console shows the one-line error, not ~100 lines."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from worldforge.models.config import ModelConfig, SamplerConfig, TokenizerConfig
+    from worldforge.models.world_model import WorldModel, package_config
+    from worldforge.packages import save_package
+
+    model = WorldModel.from_config(
+        TokenizerConfig(frame_size=(32, 32), patch_size=8), ModelConfig(preset="tiny", depth=1, width=32, heads=2),
+        sampler_cfg=SamplerConfig(steps=1),
+    )
+    package = save_package(tmp_path / "broken", package_config(model), model)
+    weights = package / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    script = Path(sys.executable).with_name("worldforge")
+    env = {**os.environ, "WORLDFORGE_ROOT": str(project.root), "COLUMNS": "200"}
+    result = subprocess.run(
+        [str(script), "eval", str(package), "--config", "tiny"], env=env, capture_output=True, text=True,
+        timeout=600, check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "model.safetensors: unreadable safetensors file" in output
+    assert "Traceback" not in output and len(output.splitlines()) < 20, output

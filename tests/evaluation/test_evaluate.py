@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from worldforge.core import tracking
 from worldforge.data.samples import iter_episodes
 from worldforge.evaluation import evaluate_package
 from worldforge.evaluation.rollout_eval import EvaluationError
-from worldforge.platform import tracking
 
 REPORTED = {
     "psnr_mean",
@@ -131,7 +131,7 @@ def test_a_model_built_for_other_frames_is_refused_naming_the_field(
 ):
     from worldforge.models.config import ModelConfig, TokenizerConfig
     from worldforge.models.world_model import WorldModel, package_config
-    from worldforge.platform.packages import save_package
+    from worldforge.packages import save_package
 
     model = WorldModel.from_config(TokenizerConfig(frame_size=(64, 64)), ModelConfig(num_actions=6))
     package = save_package(tmp_path / "big", package_config(model), model)
@@ -153,7 +153,7 @@ def test_episodes_shorter_than_context_plus_horizon_are_refused(
 def test_a_registered_version_is_evaluated_by_its_models_uri(
     tracked_project, sim_dataset, make_package, small_eval
 ):
-    from worldforge.platform import registry
+    from worldforge import registry
 
     package = make_package("registered")
     version = registry.register_package(package, "wf-eval", "pretrain").version

@@ -3,10 +3,10 @@
 import torch
 from typer.testing import CliRunner
 
+from worldforge.cli import app
 from worldforge.models.config import ModelConfig, TokenizerConfig
 from worldforge.models.flops import count_parameters
 from worldforge.models.world_model import WorldModel
-from worldforge.platform.cli import app
 
 runner = CliRunner()
 

@@ -86,7 +86,7 @@ def test_build_world_model_names_the_bad_section_and_key():
 
 
 def test_a_saved_package_loads_and_predicts_the_same(tmp_path, make_model, random_weights, make_clips):
-    from worldforge.platform.packages import load_package, save_package
+    from worldforge.packages import load_package, save_package
 
     model = random_weights(make_model())
     save_package(tmp_path / "pkg", package_config(model), model)

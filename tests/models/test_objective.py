@@ -4,14 +4,13 @@ import pytest
 import torch
 
 from worldforge.models.config import ObjectiveConfig
+from worldforge.models.flow import to_velocity, to_x0
 from worldforge.models.objective import (
     flow_matching_loss,
     noise_clips,
     noise_targets,
     rollout_context,
     sample_noise_levels,
-    to_velocity,
-    to_x0,
     weighted_frame_mse,
 )
 from worldforge.models.streaming import generate_latents
@@ -156,7 +155,7 @@ def test_rollout_training_needs_the_clean_context():
 
 
 def test_anchors_hold_the_previous_frames_newest_first_and_zeros_before_the_clip():
-    from worldforge.models.objective import next_anchor, previous_frames
+    from worldforge.models.flow import next_anchor, previous_frames
 
     frames = torch.arange(1.0, 5.0).view(1, 4, 1, 1, 1)  # frames valued 1, 2, 3, 4
     anchors = previous_frames(frames, 2)  # (1, 4, 2, 1, 1): [frame t-1, frame t-2]

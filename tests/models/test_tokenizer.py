@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from worldforge.models.config import ModelConfigError, TokenizerConfig
-from worldforge.models.tokenizer import build_tokenizer
 from worldforge.models.tokenizer_objective import psnr, reconstruction_psnr, tokenizer_loss
+from worldforge.models.tokenizers import build_tokenizer
 
 
 def small_vae(spatial=4, temporal=1, **fields):

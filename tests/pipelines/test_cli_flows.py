@@ -7,7 +7,7 @@ import pytest
 from prefect.testing.utilities import prefect_test_harness
 from typer.testing import CliRunner
 
-from worldforge.platform.cli import app
+from worldforge.cli import app
 
 
 @pytest.fixture(scope="module")

@@ -79,7 +79,14 @@ def test_deploy_schedule_trigger_and_complete_on_a_worker(prefect_server, projec
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    env = {**os.environ, "PREFECT_API_URL": prefect_server, "WORLDFORGE_ROOT": str(project.root)}
+    remote = tmp_path / "team-remote"
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": prefect_server,
+        "WORLDFORGE_ROOT": str(project.root),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{project.root / 'mlflow.db'}",
+        "WORLDFORGE_DVC_REMOTE": str(remote),
+    }
     subprocess.run(
         [str(BIN / "prefect"), "work-pool", "create", "worldforge-process", "--type", "process"],
         env=env,
@@ -87,14 +94,18 @@ def test_deploy_schedule_trigger_and_complete_on_a_worker(prefect_server, projec
         capture_output=True,
     )
     deployed = subprocess.run(
-        [str(BIN / "worldforge"), "pipeline", "deploy", "-n", "nightly-train-and-compress"],
+        [str(BIN / "worldforge"), "pipeline", "deploy"],  # all three; no worldforge-k8s pool exists
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
         check=False,
     )
-    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    output = deployed.stdout + deployed.stderr
+    assert deployed.returncode == 0, output  # a missing pool is skipped with a warning, not a failure
+    assert "skipping nightly-train-and-compress-k8s: work pool 'worldforge-k8s' does not exist" in output
+    assert "prefect work-pool create worldforge-k8s --type kubernetes" in output
+    assert "deployed: nightly-train-and-compress, weekly-dataset-refresh" in output
 
     worker_log = open(tmp_path / "worker.log", "w")  # noqa: SIM115 - the worker writes it until the finally
     worker = subprocess.Popen(
@@ -114,15 +125,19 @@ def test_deploy_schedule_trigger_and_complete_on_a_worker(prefect_server, projec
             async def read_schedules():
                 async with get_client() as client:
                     deployment = await client.read_deployment_by_name("train_and_compress/nightly-train-and-compress")
-                    return [schedule.schedule.cron for schedule in deployment.schedules]
+                    return [schedule.schedule.cron for schedule in deployment.schedules], deployment.job_variables
 
             import asyncio
 
-            crons = asyncio.run(read_schedules())
+            crons, job_variables = asyncio.run(read_schedules())
     finally:
         stop(worker)
         worker_log.close()
     assert flow_run.state.is_completed(), (tmp_path / "worker.log").read_text()[-4000:]
     assert crons == ["0 2 * * *"]
+    # flow runs carry the tracking server and DVC remote the deployment was made with
+    assert job_variables["env"]["MLFLOW_TRACKING_URI"] == env["MLFLOW_TRACKING_URI"]
+    assert job_variables["env"]["WORLDFORGE_DVC_REMOTE"] == str(remote)
+    assert remote.is_dir() and any(p.is_file() for p in remote.rglob("*"))  # the run pushed to the team's remote
     packages = [p for p in (project.root / "packages").glob("worldforge-sim-tiny-ci-pretrain_world-*") if p.is_dir()]
     assert packages and (packages[0] / "metrics.json").is_file()

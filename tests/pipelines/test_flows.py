@@ -10,8 +10,8 @@ import mlflow
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
-from worldforge.platform import tracking
-from worldforge.platform.config import ConfigError
+from worldforge.config import ConfigError
+from worldforge.core import tracking
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def test_missing_output_is_rebuilt_not_served_from_cache(flows, project):
 
 
 def test_transient_failure_is_retried(flows, project, monkeypatch):
-    from worldforge.evaluation import evaluate as evaluate_module
+    from worldforge.pipelines import tasks as evaluate_module  # where the evaluate task finds it
 
     real = evaluate_module.evaluate_package
     calls = []
@@ -96,7 +96,7 @@ def test_transient_failure_is_retried(flows, project, monkeypatch):
 def test_failed_stage_resumes_without_redoing_finished_stages(flows, project, monkeypatch):
     from prefect.exceptions import PrefectException
 
-    from worldforge.evaluation import evaluate as evaluate_module
+    from worldforge.pipelines import tasks as evaluate_module  # where the evaluate task finds it
 
     real = evaluate_module.evaluate_package
 
@@ -130,10 +130,40 @@ def test_distill_stage_follows_pretraining_with_its_student_registered(flows, pr
     package = Path(entry["package"]["path"])
     assert json.loads((package / "config.json").read_text())["sampler"]["steps"] == 1
     lineage = json.loads((package / "lineage.json").read_text())
-    assert lineage["parent"] == result["world"]["path"] and lineage["parent_md5"] == result["world"]["md5"]
+    world = Path(result["world"]["path"])
+    assert lineage["parent"] == str(world.relative_to(project.root)) and lineage["parent_md5"] == result["world"]["md5"]
+    assert lineage["dataset"].startswith("datasets/")  # relative to the project root: a pull elsewhere still resolves
+    client = mlflow.MlflowClient(tracking.tracking_uri(project))
+    family, number = lineage["parent_version"].removeprefix("models:/").split("/")
+    # the parent was registered earlier in this same pipeline run, and lineage names that version
+    assert client.get_model_version(family, number).tags["package.md5"] == result["world"]["md5"]
+    assert set(lineage) == {
+        "stage", "parent", "parent_md5", "parent_version", "dataset", "dataset_md5", "git_sha", "mlflow_run_id", "params"
+    }
     assert entry["metrics"]["reference"]["denoise_steps"] == 2  # evaluated against the 2-step teacher
     assert stage_runs(project, result["mlflow_run_id"])["distill"] == "FINISHED"
     version = mlflow.MlflowClient(tracking.tracking_uri(project)).get_model_version(
         "worldforge-sim-tiny-ci", entry["version"]
     )
     assert version.tags["stage"] == "distill" and version.tags["parent.model"] == result["world"]["md5"]
+
+    # `worldforge lineage`: the chain back to the dataset, and its exact inputs restored elsewhere
+    from worldforge.packages import package_md5
+    from worldforge.registry.trace import TraceError, pull, trace
+
+    chain = trace(f"models:/worldforge-sim-tiny-ci/{entry['version']}")
+    assert [a.stage for a in chain.ancestors] == ["distill", "pretrain_world"]
+    assert chain.ancestors[1].version == lineage["parent_version"] and chain.ancestors[1].package_md5 == result["world"]["md5"]
+    assert chain.dataset[1] == lineage["dataset_md5"] and all(a.dvc_md5 for a in chain.ancestors)
+    dest = project.root.parent / "elsewhere"
+    restored = pull(chain, dest)
+    assert restored[lineage["dataset"]] == lineage["dataset_md5"]
+    assert package_md5(dest / lineage["parent"]) == result["world"]["md5"]  # the exact parent, md5-checked
+    assert (dest / lineage["dataset"] / "manifest.json").is_file()
+    # an object missing from the remote: named, and nothing half-restored is left behind
+    remote = project.root / "dvc-remote"
+    victim = next(p for p in remote.rglob("*") if p.is_file() and p.suffix == ".dir")
+    victim.unlink()
+    with pytest.raises(TraceError, match="missing from the remote"):
+        pull(chain, project.root.parent / "second")
+    assert not (project.root.parent / "second").exists()

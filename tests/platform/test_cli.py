@@ -5,18 +5,39 @@ import subprocess
 import sys
 from pathlib import Path
 
+import typer
 from typer.testing import CliRunner
 
-from worldforge.platform.cli import app
+from worldforge.cli import app
 
 runner = CliRunner()
 
 
-def test_help_lists_command_groups():
-    result = runner.invoke(app, ["--help"])
-    assert result.exit_code == 0
-    for group in ("data", "model", "config", "doctor"):
-        assert group in result.output
+def test_every_command_is_registered_under_its_group():
+    """The registered command tree itself (not words of the help text, which the app's own
+    description would contain even with a group missing)."""
+    commands = typer.main.get_command(app).commands
+    tree = {name: sorted(getattr(command, "commands", {})) for name, command in commands.items()}
+    assert tree == {
+        "compress": ["distill", "prune", "quantize"],
+        "config": ["list", "show"],
+        "data": ["build", "inspect", "verify"],
+        "doctor": [],
+        "eval": [],
+        "lineage": [],
+        "model": ["info"],
+        "pipeline": ["deploy", "run", "serve"],
+        "registry": ["list", "promote", "rollback", "show"],
+        "train": ["export", "tokenizer", "world"],
+    }
+
+
+def test_python_dash_m_runs_the_same_command_line():
+    result = subprocess.run(
+        [sys.executable, "-m", "worldforge", "compress", "--help"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "quantize" in result.stdout and "Usage: worldforge compress" in result.stdout
 
 
 def test_config_show_prints_resolved_overrides(project):

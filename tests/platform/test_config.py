@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from worldforge.platform.config import ConfigError, config_from_dict, load_config, parse_override
+from worldforge.config import ConfigError, config_from_dict, load_config, parse_override
 
 
 def write(tmp_path: Path, text: str) -> Path:

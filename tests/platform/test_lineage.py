@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from worldforge.platform.lineage import DataRepo, LineageError
+from worldforge.core.lineage import DataRepo, LineageError
 
 
 def make_folder(project, name="dataset", files=None):
@@ -74,7 +74,7 @@ def test_unwritable_remote_fails_with_advice(project, tmp_path):
 
 
 def test_version_package_tracks_and_pushes_under_the_root_and_skips_outside(project, tmp_path, caplog):
-    from worldforge.platform.lineage import version_package
+    from worldforge.core.lineage import version_package
 
     folder = make_folder(project, "package")
     md5 = version_package(folder, project)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from worldforge.models.world_model import WorldModel, package_config
-from worldforge.platform.packages import PackageError, load_package, package_md5, save_package
+from worldforge.packages import PackageError, load_package, package_md5, save_package
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def package(tmp_path):
 def test_round_trip_is_bit_exact(package):
     model, path = package
     loaded = load_package(path)
-    assert loaded.lineage == {"stage": "pretrain", "dataset_md5": "abc.dir"}
+    assert loaded.lineage.stage == "pretrain" and loaded.lineage.dataset_md5 == "abc.dir"
     assert loaded.metrics == {"psnr_mean": 21.5}
     rebuilt = loaded.build()
     original = model.state_dict()

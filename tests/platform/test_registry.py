@@ -23,9 +23,10 @@ import numpy as np
 import pytest
 import torch
 
-from worldforge.evaluation.config import RegistryConfig
-from worldforge.platform import registry
-from worldforge.platform.packages import load_package, package_md5, save_package, write_metrics
+from worldforge import registry
+from worldforge.packages import load_package, package_md5, save_package, write_metrics
+from worldforge.registry import resolve
+from worldforge.registry.config import RegistryConfig
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
@@ -292,21 +293,21 @@ def test_champion_uri_loads_the_promoted_package_bit_exact(store, family, make_p
     version = register(path, family)
     registry.promote(family, version)
 
-    loaded = load_package(f"models:/{family}@champion")
+    loaded = load_package(resolve(f"models:/{family}@champion"))
     original = load_package(path)
     assert loaded.path == project.packages / ".registry-cache" / family / version
     assert package_md5(loaded.path) == package_md5(path)
     assert loaded.state.keys() == original.state.keys()
     assert all(torch.equal(loaded.state[name], original.state[name]) for name in original.state)
     before = (loaded.path / "model.safetensors").stat().st_mtime_ns
-    assert load_package(f"models:/{family}/{version}").path == loaded.path  # cached, not downloaded again
+    assert load_package(resolve(f"models:/{family}/{version}")).path == loaded.path  # cached, not downloaded again
     assert (loaded.path / "model.safetensors").stat().st_mtime_ns == before
 
 
 RACER = """
 import json, sys, time
 from pathlib import Path
-from worldforge.platform import registry
+from worldforge import registry
 family, version, ready, go = sys.argv[1], sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
 registry.get_version(family, version)  # imports and connections done before the start line
 ready.touch()
@@ -374,7 +375,7 @@ def test_registry_cli_promotes_shows_lists_and_rolls_back(
 ):
     from typer.testing import CliRunner
 
-    from worldforge.platform.cli.registry import app
+    from worldforge.cli.registry import app
 
     shutil.copy(mlflow_template, project.mlflow_db)
     monkeypatch.setenv("COLUMNS", "250")
@@ -414,12 +415,12 @@ def test_registry_cli_promotes_shows_lists_and_rolls_back(
 
 
 def test_a_tampered_registered_package_is_refused_on_download(project, mlflow_template, family, make_package):
-    from worldforge.platform.packages import PackageError
+    from worldforge.packages import PackageError
 
     shutil.copy(mlflow_template, project.mlflow_db)
     version = register(make_package(metrics()), family)
     [stored] = project.mlflow_artifacts.rglob("model.safetensors")  # the artifact store's copy
     stored.write_bytes(stored.read_bytes()[:-8] + b"tampered")
     with pytest.raises(PackageError, match=f"models:/{family}/{version}.*md5"):
-        load_package(f"models:/{family}/{version}")
+        load_package(resolve(f"models:/{family}/{version}"))
     assert not (project.packages / ".registry-cache" / family / version).exists()

@@ -1,6 +1,6 @@
 """Runtime: environment set-up for Prefect and DeepSpeed, device and distributed defaults."""
 
-from worldforge.platform.runtime import configure_prefect_env, init_distributed, select_device
+from worldforge.core.runtime import configure_prefect_env, init_distributed, select_device
 
 
 def test_prefect_home_is_created_under_a_project_root_that_does_not_exist_yet(tmp_path, monkeypatch):

@@ -3,8 +3,8 @@ MlflowClient from a real SQLite store under the project root."""
 
 import mlflow
 
-from worldforge.platform import tracking
-from worldforge.platform.config import load_config
+from worldforge.config import load_config
+from worldforge.core import tracking
 
 
 def test_embedded_store_lives_under_project_root(project):

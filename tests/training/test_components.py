@@ -134,8 +134,8 @@ def test_throughput_reports_rates_over_the_clock_and_mfu_against_the_peak():
 
 @pytest.mark.parametrize("preset", ["quickstart", "h100-base"])
 def test_presets_describe_a_trainable_run(preset: str):
+    from worldforge.config import load_config
     from worldforge.models.world_model import WorldModel
-    from worldforge.platform.config import load_config
 
     config = load_config(preset)
     with torch.device("meta"):

@@ -70,8 +70,8 @@ def loss_curve(experiment: str) -> list[float]:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path):
     """The same training as 1 process x 2 accumulation, 2 processes ZeRO-2, 2 processes ZeRO-3."""
-    from worldforge.platform.project import Project
-    from worldforge.platform.tracking import ensure_experiment
+    from worldforge.core.project import Project
+    from worldforge.core.tracking import ensure_experiment
 
     root = tmp_path_factory.mktemp("distributed") / "project"
     root.mkdir()
@@ -111,7 +111,7 @@ def test_two_processes_follow_the_loss_curve_of_one_process_with_accumulation(ru
 
 @pytest.mark.parametrize("layout", ["zero2", "zero3"])
 def test_two_processes_end_with_the_weights_of_one_process_with_accumulation(runs: Path, layout: str):
-    from worldforge.platform.packages import load_package
+    from worldforge.packages import load_package
 
     reference = load_package(runs / "accumulation" / "package").state
     weights = load_package(runs / layout / "package").state
@@ -123,7 +123,7 @@ def test_two_processes_end_with_the_weights_of_one_process_with_accumulation(run
 def test_zero3_package_matches_the_weights_in_its_zero_checkpoint(runs: Path):
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-    from worldforge.platform.packages import load_package
+    from worldforge.packages import load_package
 
     package = load_package(runs / "zero3" / "package")
     record = json.loads((runs / "zero3" / "checkpoints" / "step00000006" / "worldforge.json").read_text())

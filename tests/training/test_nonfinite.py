@@ -60,7 +60,7 @@ def test_nan_batch_is_skipped_reported_and_not_trained_on(
 ):
     import mlflow
 
-    from worldforge.platform import tracking
+    from worldforge.core import tracking
 
     # ZeRO-3: the skipped micro-batch's forward gathered parameters that no backward releases.
     config = tiny_config("train.steps=4", "train.ema_decay=0", "train.deepspeed=zero3")

@@ -9,9 +9,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from worldforge.platform.cli.train import app
-from worldforge.platform.lineage import DataRepo
-from worldforge.platform.packages import load_package
+from worldforge.cli.train import app
+from worldforge.core.lineage import DataRepo
+from worldforge.packages import load_package
 from worldforge.training.export import export_checkpoint
 from worldforge.training.pretrain import pretrain_tokenizer, pretrain_world
 
@@ -56,15 +56,15 @@ def test_pretrain_world_tracks_metrics_artifacts_and_a_dvc_package(
 
     package = load_package(path)
     repo = DataRepo(project)
-    assert package.lineage["dataset_md5"] == repo.md5(tracked_dataset)
-    assert package.lineage["steps"] == 4 and package.lineage["stage"] == "pretrain_world"
+    assert package.lineage.dataset_md5 == repo.md5(tracked_dataset)
+    assert package.lineage.params["steps"] == 4 and package.lineage.stage == "pretrain_world"
     assert package.metrics["psnr_h1"] > 0 and "baseline_psnr_h1" in package.metrics
 
     client, run = stage_run("pretrain-test", "pretrain_world")
     assert run.data.params["train.lr"] == "0.001" and run.data.params["engine.zero_stage"] == "0"
     assert run.data.tags["dataset.dvc_md5"] == repo.md5(tracked_dataset)
     assert run.data.tags["package.dvc_md5"] == repo.md5(path)
-    assert package.lineage["mlflow_run_id"] == run.info.run_id
+    assert package.lineage.mlflow_run_id == run.info.run_id
 
     def history(key: str) -> list[tuple[int, float]]:
         return sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
@@ -91,7 +91,7 @@ def test_pretrain_world_tracks_metrics_artifacts_and_a_dvc_package(
     package_files = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "package")}
     assert {"config.json", "model.safetensors", "lineage.json", "metrics.json"} <= package_files
     # the final ZeRO-0 checkpoint exports, offline, to the package the run wrote (EMA weights)
-    exported = load_package(export_checkpoint(package.lineage["checkpoint"], project.packages / "exported"))
+    exported = load_package(export_checkpoint(package.lineage.params["checkpoint"], project.packages / "exported"))
     for name, value in package.state.items():
         assert torch.equal(exported.state[name], value), name
 
@@ -104,7 +104,7 @@ def test_pretrain_world_tracks_metrics_artifacts_and_a_dvc_package(
 
 
 def test_tokenizer_stage_feeds_the_world_stage(project, tiny_config, tracked_dataset: Path):
-    from worldforge.platform import tracking
+    from worldforge.core import tracking
 
     config = tiny_config(*VAE, "train.steps=2", "train.tokenizer_steps=2", "project.experiment=chain")
     with tracking.pipeline_run("chain", "pipeline", project=project) as parent:
@@ -116,7 +116,7 @@ def test_tokenizer_stage_feeds_the_world_stage(project, tiny_config, tracked_dat
     for name, value in first.state.items():
         if name.startswith("tokenizer."):  # the world stage kept the pretrained tokenizer frozen
             assert torch.equal(second.state[name], value), name
-    assert second.lineage["parent_package"] == str(tokenizer)
+    assert second.lineage.parent == str(Path(tokenizer).relative_to(project.root))
     for stage in ("pretrain_tokenizer", "pretrain_world"):
         _, run = stage_run("chain", stage)
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id

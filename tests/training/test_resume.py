@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from worldforge.platform.packages import load_package
+from worldforge.packages import load_package
 from worldforge.training.consolidate import consolidated_state
 from worldforge.training.export import export_checkpoint
 from worldforge.training.pretrain import build_model

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from worldforge.platform.config import WorldforgeConfig, load_config
+from worldforge.config import WorldforgeConfig, load_config
 
 TINY = [
     "data.resolution=32",

@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from worldforge.platform.schema import Section
+from worldforge.core.schema import Section
 
 SPLITS = ("train", "val", "test")
 

@@ -219,12 +219,15 @@ class ClipLoader:
         stream = ClipStream(self.paths, self.samples, self.data, self.rank, self.world_size, self.epoch,
                             batches_per_rank=math.ceil(self.total_clips / self.world_size / loader.batch_size))
         batches = DataLoader(stream, batch_size=None, num_workers=loader.num_workers, collate_fn=_as_is)
+        pin = torch.cuda.is_available()
         for item in batches:
             for shard, reason in item["corrupt"]:
                 self._record_corrupt(shard, reason)
             if item["batch"] is not None:
                 batch = {key: torch.from_numpy(value) for key, value in item["batch"].items() if key != "frames"}
                 batch["frames"] = to_model_frames(item["batch"]["frames"])  # (B, T, 3, H, W) float in [-1, 1]
+                if pin:  # page-locked: the trainer's non_blocking copies overlap with compute
+                    batch = {key: value.pin_memory() for key, value in batch.items()}
                 yield batch
 
     def _record_corrupt(self, shard: str, reason: str) -> None:

@@ -1,4 +1,4 @@
-"""The clip sample format (design.md) and reading it back: encode a window, decode a sample,
+"""The clip sample format (docs/design.md) and reading it back: encode a window, decode a sample,
 read a shard, and put held-out windows back together into whole episodes for evaluation.
 
 A sample is one window of one episode, stored under the key `ep{episode:06d}_t{start:05d}`:

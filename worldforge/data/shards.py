@@ -23,13 +23,14 @@ from pathlib import Path
 import numpy as np
 
 import worldforge
+from worldforge.config import WorldforgeConfig
+from worldforge.core.lineage import DataRepo
+from worldforge.core.project import Project
 from worldforge.data.config import SPLITS, DataConfig
 from worldforge.data.episode import DatasetError
 from worldforge.data.manifest import Manifest, ShardRecord, SplitRecord, sha256_file
 from worldforge.data.samples import encode_window
 from worldforge.data.sources import make_source
-from worldforge.platform.config import WorldforgeConfig
-from worldforge.platform.project import Project
 
 TAR_HEADER = {"mtime": 0, "user": "worldforge", "group": "worldforge", "mode": 0o444}
 CONTENT_KEYS = ("source", "seed", "resolution", "episodes", "episode_frames", "splits", "window_frames", "shards")
@@ -145,8 +146,6 @@ def build_dataset(config: WorldforgeConfig, out: Path, track: bool = True, progr
 
     md5 = None
     if track:
-        from worldforge.platform.lineage import DataRepo
-
         repo = DataRepo(project)
         md5 = repo.track(out)
         repo.push(out)

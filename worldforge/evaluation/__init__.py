@@ -9,7 +9,7 @@
 - `gates`: promotion gates against the champion's recorded metrics
 - `evaluate`: the stage function `evaluate_package`
 
-Submodules are imported lazily: `worldforge.platform.config` imports `evaluation.config`, and
+Submodules are imported lazily: `worldforge.config` imports `evaluation.config`, and
 loading the config must stay light.
 """
 

@@ -25,6 +25,8 @@ from typing_extensions import Self
 
 from worldforge.evaluation.config import EvalConfig
 from worldforge.evaluation.rollout_eval import EvalClips
+from worldforge.models.flops import count_parameters, rollout_flops
+from worldforge.models.streaming import rollout
 
 MB = 2**20
 
@@ -87,9 +89,6 @@ def measure_costs(
     load during the measurement hits every model alike and their ratio stays fair. Peak memory is
     measured in one more run per model, apart from the timed ones: on CPU its sampling thread
     would otherwise compete with the rollout for the cores."""
-    from worldforge.models.flops import count_parameters, rollout_flops
-    from worldforge.models.streaming import rollout
-
     steps = [chosen or model.sampler_cfg.steps for model, chosen in zip(models, steps, strict=True)]
     context, actions = clips.context[:1].to(device), clips.actions[:1].to(device)
 

@@ -19,6 +19,10 @@ from typing import Any
 
 import torch
 
+from worldforge.core import tracking
+from worldforge.core.lineage import tracked_md5
+from worldforge.core.project import Project
+from worldforge.core.runtime import select_device
 from worldforge.evaluation import report
 from worldforge.evaluation.config import EvalConfig
 from worldforge.evaluation.cost import measure_cost, measure_costs
@@ -32,8 +36,8 @@ from worldforge.evaluation.rollout_eval import (
     predict,
     score,
 )
-from worldforge.platform.lineage import tracked_md5
-from worldforge.platform.packages import ModelPackage, load_package, package_md5, write_metrics
+from worldforge.packages import ModelPackage, load_package, package_md5, write_metrics
+from worldforge.registry import resolve, resolve_version
 
 
 @dataclass
@@ -49,11 +53,9 @@ def open_subject(source: str | Path) -> Subject:
     """Load a package folder or `models:/name@alias` / `models:/name/version` (downloaded once)."""
     text = str(source)
     if text.startswith("models:/"):
-        from worldforge.platform.registry import resolve_version
-
         version = resolve_version(text)
         uri = f"models:/{version.name}/{version.version}"
-        return Subject(text, f"{version.name}-v{version.version}", load_package(uri))
+        return Subject(text, f"{version.name}-v{version.version}", load_package(resolve(uri)))
     path = Path(source).resolve()
     return Subject(str(path), path.name, load_package(path))
 
@@ -136,9 +138,6 @@ def evaluate_package(
     count a student was distilled from. `out_dir` defaults to `<root>/reports/eval/<name>[-vs-<reference>]`. With `track`,
     a stage run `evaluate` in `experiment` (nested under the active run, if any) records it all.
     Raises EvaluationError / PackageError / DatasetError naming the file and field at fault."""
-    from worldforge.platform.project import Project
-    from worldforge.platform.runtime import select_device
-
     config = config or EvalConfig()
     device = select_device(config.device)
     dataset = Path(dataset).resolve()
@@ -216,6 +215,7 @@ def evaluate_package(
                 ylabel="position error (frame sides)",
             )
     report.write_videos(out / "videos", clips, predictions, config.videos)
+    report.write_html(out, summary)
 
     result = {**own, "report_dir": str(out)}
     if reference is not None:
@@ -248,8 +248,6 @@ def position_error_curves(
 def _track(
     summary: dict[str, Any], subjects: list[Subject], out: Path, config: EvalConfig, experiment: str
 ) -> None:
-    from worldforge.platform import tracking
-
     own = summary["model"]["metrics"]
     params = {f"eval.{key}": value for key, value in config.model_dump(mode="json").items()}
     params.update({"model": subjects[0].source, "dataset": own["dataset"]})

@@ -169,3 +169,80 @@ def write_videos(
         if mp4 is not None:
             written.append(mp4)
     return written
+
+
+HEADLINE = (
+    ("PSNR (dB)", "psnr_mean", "{:.2f}"),
+    ("SSIM", "ssim_mean", "{:.3f}"),
+    ("agent position error", "agent_position_error", "{:.4f}"),
+    ("ball position error", "object_position_error", "{:.4f}"),
+    ("frames/s, end to end", "fps_e2e", "{:.1f}"),
+    ("DiT parameters", "parameters_dit", "{:,.0f}"),
+)
+
+
+def _cell(value: Any, fmt: str) -> str:
+    return fmt.format(value) if isinstance(value, (int, float)) and not math.isnan(value) else "-"
+
+
+def write_html(folder: Path, summary: dict[str, Any]) -> Path:
+    """`report.html`: one self-contained page of an evaluation (the headline table against
+    copy-last-frame and the reference, the per-horizon table, every plot and side-by-side video of
+    `folder`, embedded), for a person to open from the report folder or the MLflow UI."""
+    import base64
+    import html
+
+    model = summary["model"]
+    own = model["metrics"]
+    reference = summary.get("reference")
+    columns = [html.escape(model["name"]), "copy last frame"] + ([html.escape(reference["name"])] if reference else [])
+    rows = []
+    for label, key, fmt in HEADLINE:
+        cells = [_cell(own.get(key), fmt), _cell(own.get(f"baseline_{key}"), fmt)]
+        if reference:
+            cells.append(_cell(reference["metrics"].get(key), fmt))
+        if any(cell != "-" for cell in cells):
+            rows.append(f"<tr><th>{label}</th>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    steps = own.get("psnr_per_step") or []
+    horizon = []
+    for h in range(len(steps)):
+        cells = [
+            f"{steps[h]:.2f} ({own['baseline_psnr_per_step'][h]:.2f})",
+            *(
+                f"{own[f'{k}_per_step'][h]:.3f} ({own[f'baseline_{k}_per_step'][h]:.3f})"
+                if own.get(f"{k}_per_step") and own.get(f"baseline_{k}_per_step")
+                else "-"
+                for k in ("agent_position_error", "object_position_error")
+            ),
+        ]
+        horizon.append(f"<tr><th>{h + 1}</th>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    images = []
+    for path in sorted(folder.glob("*.png")):
+        data = base64.b64encode(path.read_bytes()).decode()
+        images.append(f'<figure><img src="data:image/png;base64,{data}"><figcaption>{path.name}</figcaption></figure>')
+    videos = []
+    for path in sorted((folder / "videos").glob("*.gif")) if (folder / "videos").is_dir() else []:
+        data = base64.b64encode(path.read_bytes()).decode()
+        videos.append(f'<figure><img src="data:image/gif;base64,{data}"><figcaption>{path.stem}</figcaption></figure>')
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>worldforge evaluation: {html.escape(model["name"])}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; max-width: 1100px; }}
+table {{ border-collapse: collapse; margin: 1em 0; }} th, td {{ border: 1px solid #ccc; padding: 4px 10px; text-align: right; }}
+figure {{ display: inline-block; margin: 0.5em; }} figure img {{ max-width: 520px; image-rendering: pixelated; }}
+</style></head><body>
+<h1>{html.escape(model["name"])}</h1>
+<p>{html.escape(str(model["source"]))} on {html.escape(str(own.get("dataset", "")))} ({html.escape(str(own.get("split", "")))}),
+{own.get("episodes", "?")} held-out episodes, context {own.get("context_frames", "?")} frames, horizon {len(steps)}.
+Position errors are in frame sides, against the simulator's true state; copy-last-frame repeats the last context frame.</p>
+<h2>Headline</h2>
+<table><tr><th></th>{"".join(f"<th>{c}</th>" for c in columns)}</tr>{"".join(rows)}</table>
+<h2>Per horizon step (copy-last-frame in brackets)</h2>
+<table><tr><th>horizon</th><th>PSNR dB</th><th>agent error</th><th>ball error</th></tr>{"".join(horizon)}</table>
+<h2>Plots</h2>{"".join(images) or "<p>none</p>"}
+<h2>Side by side (left to right as named under each; generated frames framed in red)</h2>{"".join(videos) or "<p>none (eval.videos = 0)</p>"}
+</body></html>
+"""
+    path = folder / "report.html"
+    path.write_text(page)
+    return path

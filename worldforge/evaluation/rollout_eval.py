@@ -16,10 +16,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from worldforge.data.manifest import read_manifest
+from worldforge.data.samples import iter_episodes
 from worldforge.errors import WorldforgeError
 from worldforge.evaluation import metrics
 from worldforge.evaluation.config import EvalConfig
 from worldforge.evaluation.objects import Scene, position_errors, read_scene, truth_scored
+from worldforge.models.streaming import rollout
 
 
 class EvaluationError(WorldforgeError, ValueError):
@@ -60,9 +63,6 @@ def load_clips(dataset: str | Path, config: EvalConfig) -> EvalClips:
 
     Raises EvaluationError naming the dataset and the eval field when episodes are too short or
     the split is empty."""
-    from worldforge.data.manifest import read_manifest
-    from worldforge.data.samples import iter_episodes
-
     dataset = Path(dataset)
     manifest = read_manifest(dataset)
     length = config.context_frames + config.horizon
@@ -145,8 +145,6 @@ def predict(model, clips: EvalClips, config: EvalConfig, device: torch.device) -
     """The model's rollouts of every clip, in batches: (N, horizon, C, H, W) on the CPU.
 
     The noise is seeded by `config.seed`, so two models with the same latent shape see the same noise."""
-    from worldforge.models.streaming import rollout
-
     generator = torch.Generator(device).manual_seed(config.seed)
     outputs = []
     for start in range(0, len(clips.episodes), config.batch_size):

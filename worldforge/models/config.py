@@ -17,8 +17,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from worldforge.core.schema import Section
 from worldforge.errors import WorldforgeError
-from worldforge.platform.schema import Section
 
 
 class ModelConfigError(WorldforgeError, ValueError):

@@ -27,7 +27,7 @@ from torch.utils.checkpoint import checkpoint
 
 from worldforge.models.attention import Attention, KVCache, frame_mask, rope_tables
 from worldforge.models.config import ModelConfig, ModelConfigError
-from worldforge.models.objective import previous_frames
+from worldforge.models.flow import previous_frames
 
 
 def action_condition(
@@ -57,9 +57,12 @@ def action_condition(
         )
     taken = actions[:, :needed]
     if config.action_space == "discrete":
+        # The range check reads values on the host: free for CPU tensors, a device synchronisation
+        # on an accelerator, where it is done once per rollout (`streaming.rollout`) and by the
+        # loader's sample checks instead of in every denoising step.
         if (
             taken.numel()
-            and not taken.is_meta
+            and taken.device.type == "cpu"
             and (int(taken.min()) < 0 or int(taken.max()) >= config.num_actions)
         ):
             raise ModelConfigError(

@@ -10,14 +10,13 @@ frames (block-causal attention keeps later frames out of the way).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
 from worldforge.models.config import ObjectiveConfig
-
-if TYPE_CHECKING:
-    from worldforge.models.world_model import WorldModel
+from worldforge.models.flow import to_velocity, to_x0
+from worldforge.models.streaming import generate_latents
+from worldforge.models.world_model import WorldModel
 
 
 def sample_noise_levels(
@@ -31,56 +30,6 @@ def sample_noise_levels(
     else:
         levels = torch.rand(shape, device=device, generator=generator)
     return levels.expand(batch, frames).contiguous()
-
-
-def to_velocity(
-    output: torch.Tensor,
-    noisy: torch.Tensor,
-    levels: torch.Tensor,
-    config: ObjectiveConfig,
-    anchor: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """The velocity implied by the network output. output, noisy: (B, T, C, h, w); levels: (B, T).
-
-    With x0 prediction v = (x_t - x0) / t, with t floored at `x0_min_level` so that the loss
-    weight stays bounded near clean frames. With `residual`, x0 = anchor + output, where anchor
-    (B, T, C, h, w) holds each frame's previous clean latent frame (zeros for the first)."""
-    if config.prediction == "velocity":
-        return output
-    x0 = to_x0(output, noisy, levels, config, anchor=anchor)
-    t = levels.to(output.dtype).clamp_min(config.x0_min_level)[:, :, None, None, None]
-    return (noisy - x0) / t
-
-
-def to_x0(
-    output: torch.Tensor,
-    noisy: torch.Tensor,
-    levels: torch.Tensor,
-    config: ObjectiveConfig,
-    anchor: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """The clean frame implied by the network output (shapes as `to_velocity`): x0 = x_t - t v."""
-    if config.prediction == "x0":
-        return output + anchor[:, :, : output.shape[2]] if config.residual and anchor is not None else output
-    return noisy - levels.to(output.dtype)[:, :, None, None, None] * output
-
-
-def previous_frames(latents: torch.Tensor, count: int = 1) -> torch.Tensor:
-    """Each frame's anchor: the `count` frames before it, newest first, stacked on channels (zeros
-    before the first frame). (B, T, c, h, w) -> (B, T, count c, h, w); channels :c are the frame
-    just before, the one the residual objective changes from."""
-    t = latents.shape[1]
-    shifted = [
-        torch.cat([torch.zeros_like(latents[:, : min(k, t)]), latents[:, : max(t - k, 0)]], dim=1)
-        for k in range(1, count + 1)
-    ]
-    return torch.cat(shifted, dim=2)
-
-
-def next_anchor(latents: torch.Tensor, count: int) -> torch.Tensor:
-    """The anchor (B, 1, count c, h, w) of the frame that follows the clean frames `latents`."""
-    recent = latents[:, -count:]
-    return previous_frames(torch.cat([recent, recent[:, -1:]], dim=1), count)[:, -1:]
 
 
 @dataclass
@@ -156,8 +105,6 @@ def rollout_context(
 
     clean: (B, T', c, h, w) -> (B, T', c, h, w); the last frame stays ground truth (no frame of the
     clip attends to it as context)."""
-    from worldforge.models.streaming import generate_latents
-
     t = clean.shape[1]
     if not 1 <= split < t - 1:
         return clean
@@ -224,10 +171,11 @@ def flow_matching_loss(
     output = network_output(model, inputs)
     if config.loss == "x0":
         x0 = to_x0(output, batch.noisy, batch.levels, config, anchor=anchor)
-        loss, per_frame = weighted_frame_mse(x0.float() - clean.float(), batch.weight)
+        error = x0.float() - clean.float()
     else:
         velocity = to_velocity(output, batch.noisy, batch.levels, config, anchor=anchor)
-        loss, per_frame = weighted_frame_mse(velocity.float() - batch.target.float(), batch.weight)
+        error = velocity.float() - batch.target.float()
+    loss, per_frame = weighted_frame_mse(error, batch.weight)
     weight = batch.weight
     logs = {
         "loss": loss.detach(),

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from worldforge.models.config import ModelConfigError
-from worldforge.models.objective import next_anchor
+from worldforge.models.flow import next_anchor
 from worldforge.models.sampler import VelocityFn, sample
 from worldforge.models.world_model import WorldModel
 
@@ -176,6 +176,13 @@ def rollout(
         raise ModelConfigError(
             f"actions {tuple(actions.shape)}: need (B={b}, at least Tc + horizon - 1 = {context_length + horizon - 1}, ...)"
         )
+    if model.model_cfg.action_space == "discrete" and actions.device.type != "cpu" and actions.numel():
+        low, high = (int(v) for v in torch.aminmax(actions[:, : context_length + horizon - 1]))  # one sync, here
+        if low < 0 or high >= model.model_cfg.num_actions:
+            raise ModelConfigError(
+                f"discrete actions must lie in [0, {model.model_cfg.num_actions}) (model.num_actions), "
+                f"got values in [{low}, {high}]"
+            )
     device = context_frames.device
     _synchronize(device)
     start = time.perf_counter()

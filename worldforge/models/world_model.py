@@ -17,6 +17,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
+from worldforge.core.schema import describe_errors
 from worldforge.models.config import (
     ModelConfig,
     ModelConfigError,
@@ -25,8 +26,8 @@ from worldforge.models.config import (
     TokenizerConfig,
 )
 from worldforge.models.dit import WorldDiT, action_condition
-from worldforge.models.objective import previous_frames, to_velocity
-from worldforge.models.tokenizer import build_tokenizer
+from worldforge.models.flow import previous_frames, to_velocity
+from worldforge.models.tokenizers import build_tokenizer
 
 KIND = "world_model"
 SECTIONS = {
@@ -105,8 +106,6 @@ def _section(package: dict[str, Any], name: str):
     try:
         return SECTIONS[name].model_validate(package.get(name, {}))
     except ValidationError as error:
-        from worldforge.platform.config import describe_errors
-
         raise ModelConfigError(describe_errors(error, f"{KIND} config section {name!r}")) from None
 
 

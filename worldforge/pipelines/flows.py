@@ -15,6 +15,10 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from worldforge.config import WorldforgeConfig, load_config
+from worldforge.core import tracking
+from worldforge.core.project import Project
+from worldforge.packages import package_md5
 from worldforge.pipelines import stages
 from worldforge.pipelines.tasks import (
     build_dataset_task,
@@ -27,11 +31,9 @@ from worldforge.pipelines.tasks import (
     quantize_task,
     register_task,
 )
+from worldforge.registry import download_package
 
 COMPRESSION_TASKS = {"distill": distill_task, "prune": prune_task, "quantize": quantize_task}
-from worldforge.platform import tracking
-from worldforge.platform.config import WorldforgeConfig, load_config
-from worldforge.platform.project import Project
 
 
 def setup(preset: str, overrides: list[str] | None, root: str | None) -> tuple[Project, WorldforgeConfig]:
@@ -163,9 +165,6 @@ def evaluate_flow(
     root: str | None = None,
 ) -> dict:
     """Evaluate a package folder or `models:/` URI (and a reference) on the config's held-out episodes."""
-    from worldforge.platform.packages import package_md5
-    from worldforge.platform.registry import download_package
-
     project, config = setup(preset, overrides, root)
     dataset, _ = dataset_stage(project, config)
 

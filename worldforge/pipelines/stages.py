@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import worldforge
+from worldforge.config import WorldforgeConfig
+from worldforge.core.project import Project
 from worldforge.data.shards import content_config
-from worldforge.platform.config import WorldforgeConfig
-from worldforge.platform.packages import CONFIG_FILE, WEIGHTS_FILE
-from worldforge.platform.project import Project
+from worldforge.packages import CONFIG_FILE, WEIGHTS_FILE
 
 # The config sections each stage reads; a change anywhere else does not rerun it. The dataset is
 # keyed on the part of `data` that decides the shards' bytes, so loader settings do not rebuild it.

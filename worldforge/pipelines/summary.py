@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from worldforge.platform import tracking
-from worldforge.platform.project import Project
+from worldforge.core import tracking
+from worldforge.core.project import Project
 
 
 def champion_of(result: dict[str, Any]) -> tuple[str | None, str, dict[str, Any], str]:

@@ -17,8 +17,16 @@ from typing import Any
 from prefect import task
 from prefect.tasks import exponential_backoff
 
-from worldforge.platform.config import WorldforgeConfig
-from worldforge.platform.project import Project
+from worldforge.compression.distill.stage import distill_package
+from worldforge.compression.prune.stage import prune_package
+from worldforge.compression.quantize.stage import quantize_package
+from worldforge.config import WorldforgeConfig
+from worldforge.core.project import Project
+from worldforge.data.shards import build_dataset
+from worldforge.evaluation import evaluate_package
+from worldforge.packages import package_md5
+from worldforge.registry import RegistryError, promote, register_package, versions
+from worldforge.training.pretrain import pretrain_tokenizer, pretrain_world
 
 log = logging.getLogger(__name__)
 
@@ -64,18 +72,13 @@ def stage_task(name: str):
 
 @stage_task("build_dataset")
 def build_dataset_task(config: WorldforgeConfig, out: str, key: str) -> dict[str, str]:
-    from worldforge.data.shards import build_dataset
-
     result = build_dataset(config, Path(out), track=True)
     return {"path": str(result.path), "md5": result.dvc_md5}
 
 
 @stage_task("pretrain_tokenizer")
 def pretrain_tokenizer_task(config: WorldforgeConfig, dataset: str, out: str, key: str) -> dict[str, str]:
-    from worldforge.platform.packages import package_md5
-    from worldforge.training.pretrain import pretrain_tokenizer
-
-    path = pretrain_tokenizer(config, Path(dataset), out_package=Path(out))
+    path = pretrain_tokenizer(config, Path(dataset), out_package=Path(out), progress=True)
     return {"path": str(path), "md5": package_md5(path)}
 
 
@@ -83,38 +86,30 @@ def pretrain_tokenizer_task(config: WorldforgeConfig, dataset: str, out: str, ke
 def pretrain_world_task(
     config: WorldforgeConfig, dataset: str, tokenizer: str | None, out: str, key: str
 ) -> dict[str, str]:
-    from worldforge.platform.packages import package_md5
-    from worldforge.training.pretrain import pretrain_world
-
     path = pretrain_world(
-        config, Path(dataset), tokenizer_package=Path(tokenizer) if tokenizer else None, out_package=Path(out)
+        config,
+        Path(dataset),
+        tokenizer_package=Path(tokenizer) if tokenizer else None,
+        out_package=Path(out),
+        progress=True,  # a plain line every 100 steps / 30 s in a worker's or `make demo`'s log
     )
     return {"path": str(path), "md5": package_md5(path)}
 
 
 @stage_task("distill")
 def distill_task(config: WorldforgeConfig, package: str, dataset: str, out: str, key: str) -> dict[str, str]:
-    from worldforge.compression.distill import distill_package
-    from worldforge.platform.packages import package_md5
-
     path = distill_package(package, config, config.distill, Path(dataset), Path(out), track=True)
     return {"path": str(path), "md5": package_md5(path)}
 
 
 @stage_task("prune")
 def prune_task(config: WorldforgeConfig, package: str, dataset: str, out: str, key: str) -> dict[str, str]:
-    from worldforge.compression.prune import prune_package
-    from worldforge.platform.packages import package_md5
-
     path = prune_package(package, config, config.prune, Path(dataset), Path(out), recover=True, track=True)
     return {"path": str(path), "md5": package_md5(path)}
 
 
 @stage_task("quantize")
 def quantize_task(config: WorldforgeConfig, package: str, dataset: str, out: str, key: str) -> dict[str, str]:
-    from worldforge.compression.quantize import quantize_package
-    from worldforge.platform.packages import package_md5
-
     path = quantize_package(package, config, config.quantize, Path(dataset), Path(out), track=True)
     return {"path": str(path), "md5": package_md5(path)}
 
@@ -123,8 +118,6 @@ def quantize_task(config: WorldforgeConfig, package: str, dataset: str, out: str
 def evaluate_task(
     config: WorldforgeConfig, package: str, dataset: str, reference: str | None, key: str
 ) -> dict[str, Any]:
-    from worldforge.evaluation import evaluate_package
-
     return evaluate_package(
         package, Path(dataset), config.eval, reference=reference, track=True, experiment=config.project.experiment
     )
@@ -134,9 +127,6 @@ def evaluate_task(
 def register_task(config: WorldforgeConfig, package: str, stage: str, tags: dict[str, str]) -> str:
     """Register the package, or return the version that already holds it (same package md5 and
     stage), so rerunning an unchanged pipeline does not pile up identical versions."""
-    from worldforge.platform.packages import package_md5
-    from worldforge.platform.registry import RegistryError, register_package, versions
-
     md5 = package_md5(package)
     try:
         for existing, _ in versions(config.project.family):
@@ -151,6 +141,4 @@ def register_task(config: WorldforgeConfig, package: str, stage: str, tags: dict
 
 @task(name="promote", retries=RETRIES, retry_delay_seconds=BACKOFF, retry_condition_fn=retry_transient)
 def promote_task(config: WorldforgeConfig, version: str) -> dict[str, Any]:
-    from worldforge.platform.registry import promote
-
     return promote(config.project.family, version, config.registry).as_dict()

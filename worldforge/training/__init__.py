@@ -2,7 +2,7 @@
 
     from worldforge.training import Trainer, Task, pretrain_tokenizer, pretrain_world
 
-Submodules are imported lazily: `worldforge.platform.config` imports `training.config`, and
+Submodules are imported lazily: `worldforge.config` imports `training.config`, and
 loading the config must stay light.
 """
 

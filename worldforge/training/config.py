@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from worldforge.platform.schema import Section
+from worldforge.core.schema import Section
 
 
 class ValidationConfig(Section):

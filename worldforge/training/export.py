@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from worldforge.packages import load_package, save_package
 from worldforge.training.checkpoint import COMPLETE, CheckpointError, load_tensors
 
 
@@ -52,8 +53,6 @@ def export_checkpoint(
     Raises CheckpointError naming the folder when it is incomplete."""
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-    from worldforge.platform.packages import load_package, save_package
-
     folder = Path(folder)
     record = _record(folder)
     config, prefix = record["package_config"], record["package_prefix"]
@@ -72,7 +71,7 @@ def export_checkpoint(
         shapes = {name: tensor.shape for name, tensor in state.items()}
         state.update(_ema_weights(folder, record["world_size"], prefix, shapes))
     lineage = {
-        "stage": record.get("task"),
+        "stage": record.get("task") or "export",
         "checkpoint": str(folder),
         "steps": record["step"],
         **(lineage or {}),

@@ -17,7 +17,7 @@ import socket
 
 import torch
 
-from worldforge.platform.runtime import DistInfo, configure_deepspeed_env, launched_distributed, select_device
+from worldforge.core.runtime import DistInfo, configure_deepspeed_env, launched_distributed, select_device
 
 
 def free_port() -> int:

@@ -4,7 +4,7 @@
     pretrain_world(config, dataset, tokenizer_package=None) -> package path
 
 Each is one MLflow stage run (nested under the active run, if any; opened by rank 0 only) around
-one `Trainer.fit`. Out comes a model package (design.md): consolidated from the ZeRO checkpoint,
+one `Trainer.fit`. Out comes a model package (docs/design.md): consolidated from the ZeRO checkpoint,
 tracked in DVC and pushed, logged as an artifact with its md5 and the dataset's md5 as tags.
 Run the same call under `torchrun`/`deepspeed` for several processes; every rank returns the path.
 """
@@ -17,14 +17,19 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from worldforge.config import WorldforgeConfig
+from worldforge.core import tracking
+from worldforge.core.lineage import DataRepo, tracked_md5
+from worldforge.core.project import Project
+from worldforge.core.runtime import seed_everything
 from worldforge.errors import WorldforgeError
+from worldforge.models.config import TokenizerConfig
 from worldforge.models.world_model import WorldModel
-from worldforge.platform.config import WorldforgeConfig
-from worldforge.platform.lineage import tracked_md5
-from worldforge.platform.project import Project
-from worldforge.platform.runtime import seed_everything
+from worldforge.packages import load_package, package_md5
+from worldforge.packages.lineage import Lineage, project_path
 from worldforge.training.deepspeed_config import read_deepspeed_file, resolve_deepspeed_file
 from worldforge.training.launch import setup_distributed
+from worldforge.training.tasks import tokenizer_task, world_task
 from worldforge.training.trainer import Task, Trainer, TrainingInterrupted
 
 log = logging.getLogger(__name__)
@@ -45,9 +50,6 @@ def _check_under_root(path: Path, project: Project) -> None:
 def build_model(config: WorldforgeConfig, tokenizer_package: Path | None = None) -> WorldModel:
     """The world model to pretrain: the configured DiT (seeded init) on the configured tokenizer, or
     on the pretrained tokenizer of `tokenizer_package` (its config and weights win)."""
-    from worldforge.models.config import TokenizerConfig
-    from worldforge.platform.packages import load_package
-
     seed_everything(config.project.seed)  # every rank builds the same initial weights
     if tokenizer_package is None:
         if config.tokenizer.kind != "patch":
@@ -83,8 +85,6 @@ def run_stage(
     parent: dict[str, Any] | None = None,
 ) -> Path:
     """Train `make_task(rank, world_size) -> Task` for `steps` steps and write its package."""
-    from worldforge.platform import tracking
-
     project = Project.current()
     dataset = Path(dataset).resolve()
     out = Path(out_package or default_package(config, stage, project)).resolve()
@@ -126,19 +126,21 @@ def run_stage(
             if info.is_main:
                 tracking.set_tags({"stopped": stopped.signal, "checkpoint": str(stopped.checkpoint)})
             raise
-        lineage = {
-            "stage": stage,
-            "dataset": str(dataset),
-            "dataset_md5": dataset_md5,
-            "parent_package": (parent or {}).get("path"),
-            "parent_md5": (parent or {}).get("md5"),
-            "git_sha": tracking.git_sha(),
-            "mlflow_run_id": run.info.run_id if run is not None else None,
-            "steps": result.step,
-            "stopped": result.stopped,
-            "world_size": info.world_size,
-            "checkpoint": str(result.checkpoint) if result.checkpoint else None,
-        }
+        lineage = Lineage(
+            stage=stage,
+            parent=project_path((parent or {}).get("path")),
+            parent_md5=(parent or {}).get("md5"),
+            dataset=project_path(dataset),
+            dataset_md5=dataset_md5,
+            git_sha=tracking.git_sha(),
+            mlflow_run_id=run.info.run_id if run is not None else None,
+            params={
+                "steps": result.step,
+                "stopped": result.stopped,
+                "world_size": info.world_size,
+                "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+            },
+        )
         metrics = {k.removeprefix("val/"): v for k, v in result.metrics.items()}
         if result.losses:
             metrics["train_loss"] = sum(result.losses[-10:]) / len(result.losses[-10:])
@@ -150,8 +152,6 @@ def run_stage(
 
 def _log_engine(trainer: Trainer, stage: str) -> None:
     import tempfile
-
-    from worldforge.platform import tracking
 
     tracking.log_params(
         {
@@ -172,9 +172,6 @@ def _log_engine(trainer: Trainer, stage: str) -> None:
 
 
 def _track_package(out: Path, result, stage: str) -> None:
-    from worldforge.platform import tracking
-    from worldforge.platform.lineage import DataRepo
-
     md5 = DataRepo().track_and_push(out)
     tracking.log_artifacts(out, "package")
     tracking.set_tags({"package.dvc_md5": md5, "package.path": str(out), "stopped": result.stopped})
@@ -193,8 +190,6 @@ def pretrain_tokenizer(
 
     Returns its package (a world_model package whose DiT is untrained), or None for the patch
     tokenizer, which has no weights (the stage is skipped)."""
-    from worldforge.training.tasks import tokenizer_task
-
     if config.tokenizer.kind == "patch":
         log.info("tokenizer.kind=patch has no weights: nothing to pretrain")
         return None
@@ -227,13 +222,9 @@ def pretrain_world(
 ) -> Path:
     """Train the world DiT on the dataset's train split for `train.steps` steps, on the frozen
     tokenizer of `tokenizer_package` (required for a `vae` tokenizer). Returns the package path."""
-    from worldforge.training.tasks import world_task
-
     model = build_model(config, tokenizer_package)
     parent = None
     if tokenizer_package is not None:
-        from worldforge.platform.packages import package_md5
-
         parent = {"path": str(tokenizer_package), "md5": package_md5(tokenizer_package)}
 
     def make_task(rank: int, world_size: int) -> Task:

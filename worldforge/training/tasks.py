@@ -14,12 +14,19 @@ from typing import Any
 import torch
 from torch import nn
 
+from worldforge.config import WorldforgeConfig
+from worldforge.core.runtime import select_device
+from worldforge.data.loader import make_loader
+from worldforge.data.manifest import read_manifest
+from worldforge.errors import WorldforgeError
+from worldforge.evaluation import report
+from worldforge.evaluation.rollout_eval import baseline_scores, check_compatible, load_clips, predict, score
 from worldforge.models.objective import flow_matching_loss
 from worldforge.models.tokenizer_objective import reconstruction_psnr, tokenizer_loss
 from worldforge.models.world_model import WorldModel, build_world_model, package_config
-from worldforge.platform.config import WorldforgeConfig
+from worldforge.training.launch import setup_distributed
 from worldforge.training.stream import BatchStream
-from worldforge.training.trainer import Task
+from worldforge.training.trainer import Task, Trainer
 
 
 class WorldObjective(nn.Module):
@@ -48,8 +55,6 @@ class TokenizerObjective(nn.Module):
 def train_batches(config: WorldforgeConfig, dataset: Path, rank: int, world_size: int) -> BatchStream:
     """This rank's training clips: full micro-batches of `train.batch_size` (the loader's batch size
     is the trainer's micro-batch), endless over epochs."""
-    from worldforge.data.loader import make_loader
-
     loader_cfg = config.data.loader.model_copy(
         update={"batch_size": config.train.batch_size, "drop_last": True}
     )
@@ -60,9 +65,6 @@ def train_batches(config: WorldforgeConfig, dataset: Path, rank: int, world_size
 
 def check_dataset(model: WorldModel, dataset: Path) -> None:
     """Refuse a dataset whose frames or actions the model cannot take, naming both fields."""
-    from worldforge.data.manifest import read_manifest
-    from worldforge.errors import WorldforgeError
-
     manifest = read_manifest(dataset)
     height, width, channels = manifest.frame_shape
     tokenizer, dit = model.tokenizer_cfg, model.model_cfg
@@ -100,8 +102,6 @@ def tokens_per_clip(model: WorldModel, frames: int) -> int:
 
 
 def _validation_clips(config: WorldforgeConfig, dataset: Path):
-    from worldforge.evaluation.rollout_eval import load_clips
-
     eval_cfg = config.eval.model_copy(
         update={"split": config.train.validation.split, "episodes": config.train.validation.episodes}
     )
@@ -109,8 +109,6 @@ def _validation_clips(config: WorldforgeConfig, dataset: Path):
 
 
 def _device(config: WorldforgeConfig) -> torch.device:
-    from worldforge.platform.runtime import select_device
-
     device = select_device(config.train.device)
     return torch.device("cuda", torch.cuda.current_device()) if device.type == "cuda" else device
 
@@ -121,9 +119,6 @@ def world_validation(config: WorldforgeConfig, dataset: Path, package: dict[str,
     cache: dict[str, Any] = {}
 
     def validate(state: dict[str, torch.Tensor], step: int, folder: Path) -> dict[str, float]:
-        from worldforge.evaluation import report
-        from worldforge.evaluation.rollout_eval import baseline_scores, check_compatible, predict, score
-
         if not cache:  # loaded on first use, on rank 0 only
             cache["eval"], cache["clips"] = _validation_clips(config, dataset)
             cache["baseline"] = baseline_scores(cache["clips"])
@@ -168,8 +163,6 @@ def tokenizer_validation(config: WorldforgeConfig, dataset: Path, package: dict[
     cache: dict[str, Any] = {}
 
     def validate(state: dict[str, torch.Tensor], step: int, folder: Path) -> dict[str, float]:
-        from worldforge.evaluation import report
-
         if not cache:
             cache["eval"], cache["clips"] = _validation_clips(config, dataset)
         clips = cache["clips"]
@@ -267,9 +260,6 @@ def train_student(
     train split; collective under a launcher. Returns the trained student (the package weights:
     EMA when enabled), on the student's device, and a record of the run (steps, how it stopped,
     first/last losses, final validation)."""
-    from worldforge.training.launch import setup_distributed
-    from worldforge.training.trainer import Trainer
-
     info, _ = setup_distributed(config.train.device)
     package = package_config(student)
     trainer = Trainer(
@@ -288,6 +278,7 @@ def train_student(
         seed=seed,
         checkpoint_dir=checkpoint_dir,
         track=track,
+        progress=True,  # rank 0: a bar on a terminal, a plain line every 100 steps / 30 s elsewhere
     )
     result = trainer.fit(resume=resume)
     trained = build_world_model(package)

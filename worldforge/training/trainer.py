@@ -27,7 +27,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from worldforge.core import tracking
 from worldforge.errors import WorldforgeError
+from worldforge.packages import save_package
 from worldforge.training.checkpoint import Checkpointer
 from worldforge.training.config import TrainConfig
 from worldforge.training.consolidate import consolidated_state
@@ -35,7 +37,7 @@ from worldforge.training.deepspeed_config import build_deepspeed_config, zero_st
 from worldforge.training.ema import ShardedEMA
 from worldforge.training.interrupt import StopRequest
 from worldforge.training.launch import barrier, resolve_precision, setup_distributed
-from worldforge.training.progress import ProgressLine
+from worldforge.training.progress import ProgressLine, validation_line
 from worldforge.training.schedule import scheduler_factory
 from worldforge.training.throughput import FlopCount, Throughput, device_peak_flops, peak_memory_mb
 
@@ -192,7 +194,6 @@ class Trainer:
             self.ema.load_state_dict(state["ema"])
         log.info("resumed from %s at step %d", latest, self.step)
         if self.track:  # a resumed run is a new MLflow run; it names where it took over
-            from worldforge.platform import tracking
 
             tracking.set_tags({"resumed_from": str(latest)})
 
@@ -226,8 +227,6 @@ class Trainer:
         )
         log.warning(message)
         if self.track:
-            from worldforge.platform import tracking
-
             tracking.log_metrics({"train/nonfinite_skipped": self.skipped}, step=self.step + 1)
             tracking.set_tags({"train.nonfinite_last": message[:500]})
         if consecutive > self.train.max_nonfinite:
@@ -295,20 +294,17 @@ class Trainer:
             with tempfile.TemporaryDirectory(prefix="worldforge-validation-") as folder:
                 metrics = self.task.validate(state, self.step, Path(folder))
                 if self.track:
-                    from worldforge.platform import tracking
-
                     tracking.log_metrics(metrics, step=self.step)
                     if any(Path(folder).iterdir()):
                         tracking.log_artifacts(Path(folder), f"validation/step{self.step:08d}")
             log.info("validation at step %d: %s", self.step, _short(metrics))
+            self.progress.print(validation_line(self.step, metrics))
         barrier()
         self.throughput.start()
         return metrics
 
     def export_package(self, path: Path, lineage: dict[str, Any], metrics: dict[str, Any]) -> Path:
         """Write the model package (rank 0) from the consolidated weights. Collective."""
-        from worldforge.platform.packages import save_package
-
         state = self.package_state()
         if self.rank == 0:
             save_package(path, self.task.package_config, state, lineage=lineage, metrics=metrics)
@@ -336,8 +332,6 @@ class Trainer:
         if self.rank == 0:
             log.info("step %d/%d %s", self.step, self.steps, _short(metrics))
             if self.track:
-                from worldforge.platform import tracking
-
                 tracking.log_metrics(metrics, step=self.step)
 
     def fit(self, resume: bool = False) -> TrainResult:

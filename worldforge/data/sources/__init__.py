@@ -13,20 +13,17 @@ Optional dependencies (ale-py, PyAV) are imported only when their source is buil
 from __future__ import annotations
 
 from worldforge.data.config import DataConfig
+from worldforge.data.sources.atari import AtariSource
+from worldforge.data.sources.simulator import SimulatorSource
+from worldforge.data.sources.video import VideoSource
 
 
 def make_source(config: DataConfig):
     """The source named by `config.source`, ready to record episodes."""
     if config.source == "simulator":
-        from worldforge.data.sources.simulator import SimulatorSource
-
         return SimulatorSource(config)
     if config.source == "atari":
-        from worldforge.data.sources.atari import AtariSource
-
         return AtariSource(config)
     if config.source == "video":
-        from worldforge.data.sources.video import VideoSource
-
         return VideoSource(config)
     raise ValueError(f"data.source: unknown source {config.source!r}; expected simulator, atari or video")

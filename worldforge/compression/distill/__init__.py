@@ -1,0 +1,1 @@
+"""Distillation: fewer sampling steps (progressive, consistency) or a smaller student (KD)."""

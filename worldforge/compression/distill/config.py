@@ -1,0 +1,92 @@
+"""The `distill` section: fewer denoising steps, or a smaller network, learned from a teacher.
+
+    method: progressive   rounds, each halving the student's steps: teacher_steps -> ... -> steps
+    method: consistency   multistep consistency distillation to `steps` segments, in one run
+    method: student       a smaller DiT (student.depth / student.width) trained from the teacher's
+                          features and velocity; samples with `steps`
+
+`steps` is what the student's package records as `sampler.steps`. `teacher_steps` is the step
+count the teacher is distilled from (None: the teacher package's own `sampler.steps`); a teacher
+trained for 1-step sampling can still be distilled from, e.g., 16 Euler steps of its velocity.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from worldforge.core.schema import Section
+from worldforge.errors import WorldforgeError
+
+METHODS = ("progressive", "consistency", "student")
+
+
+class DistillConfigError(WorldforgeError, ValueError):
+    """A `distill` setting (or --steps / --method) that cannot be used; names it and what was expected."""
+
+
+class StudentConfig(Section):
+    """The smaller student of `method: student`: the teacher's DiT with fewer blocks and/or a
+    narrower width. Layer pairs: student block i is matched to teacher block
+    round((i + 1) * teacher_depth / depth) - 1 (the last student block to the last teacher block)."""
+
+    depth: int | None = Field(None, ge=1, description="student blocks; None: the teacher's")
+    width: int | None = Field(None, ge=8, description="student token width; None: the teacher's")
+    heads: int | None = Field(None, ge=1, description="student heads per block; None: the teacher's")
+    feature_weight: float = Field(
+        1.0, ge=0, description="weight of the block-output losses (projected when widths differ)"
+    )
+    output_weight: float = Field(1.0, ge=0, description="weight of the velocity MSE against the teacher")
+    task_weight: float = Field(0.0, ge=0, description="weight of the flow-matching loss on the data")
+
+    @model_validator(mode="after")
+    def _some_loss(self) -> StudentConfig:
+        if self.feature_weight + self.output_weight + self.task_weight == 0:
+            raise ValueError("distill.student: every loss weight is 0; give one of them a positive weight")
+        return self
+
+
+class DistillConfig(Section):
+    """How to distill. See the module docstring."""
+
+    method: Literal["progressive", "consistency", "student"] = Field(
+        "progressive", description="progressive | consistency | student (smaller network)"
+    )
+    steps: int = Field(4, ge=1, description="the student's sampler steps (recorded in its package)")
+    teacher_steps: int | None = Field(
+        None,
+        ge=1,
+        description="Euler steps of the teacher's sampling that is distilled; None: its sampler.steps",
+    )
+    train_steps: int = Field(
+        500, ge=1, description="optimizer steps of distillation (progressive: of every round)"
+    )
+    lr: float = Field(1e-4, gt=0, description="peak learning rate")
+    student: StudentConfig = StudentConfig()
+
+
+def check_schedule(config: DistillConfig, teacher_steps: int) -> list[int]:
+    """The student step counts of the run, in order, e.g. [8, 4] from 16 to 4 (progressive);
+    [steps] for the other methods. Raises DistillConfigError naming the field at fault."""
+    steps = config.steps
+    if config.method == "progressive":
+        schedule, current = [], teacher_steps
+        while current > steps and current % 2 == 0:
+            current //= 2
+            schedule.append(current)
+        if current != steps or not schedule:
+            reachable = [teacher_steps // 2**k for k in range(1, 8) if teacher_steps % 2**k == 0]
+            raise DistillConfigError(
+                f"distill.steps (--steps) {steps} cannot be reached by halving the teacher's "
+                f"{teacher_steps} steps (distill.teacher_steps); reachable: "
+                f"{', '.join(map(str, reachable)) or 'none (the teacher takes an odd number of steps)'}"
+            )
+        return schedule
+    if config.method == "consistency" and (steps >= teacher_steps or teacher_steps % steps):
+        raise DistillConfigError(
+            f"distill.steps (--steps) {steps}: consistency distillation needs fewer steps than the "
+            f"teacher's {teacher_steps} (distill.teacher_steps) and a divisor of it, so that every "
+            "segment boundary is a teacher step"
+        )
+    return [steps]

@@ -1,0 +1,61 @@
+"""Rectified-flow conversions that the model, its objective and every sampler share.
+
+`x_t = (1 - t) x_0 + t eps`, velocity `v = eps - x_0`; the network outputs either v or x0 (with
+`residual`, x0 as a change from each frame's anchor: its previous frame(s), stacked on channels).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from worldforge.models.config import ObjectiveConfig
+
+
+def to_velocity(
+    output: torch.Tensor,
+    noisy: torch.Tensor,
+    levels: torch.Tensor,
+    config: ObjectiveConfig,
+    anchor: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The velocity implied by the network output. output, noisy: (B, T, C, h, w); levels: (B, T).
+
+    With x0 prediction v = (x_t - x0) / t, with t floored at `x0_min_level` so that the loss
+    weight stays bounded near clean frames. With `residual`, x0 = anchor + output, where anchor
+    (B, T, C, h, w) holds each frame's previous clean latent frame (zeros for the first)."""
+    if config.prediction == "velocity":
+        return output
+    x0 = to_x0(output, noisy, levels, config, anchor=anchor)
+    t = levels.to(output.dtype).clamp_min(config.x0_min_level)[:, :, None, None, None]
+    return (noisy - x0) / t
+
+
+def to_x0(
+    output: torch.Tensor,
+    noisy: torch.Tensor,
+    levels: torch.Tensor,
+    config: ObjectiveConfig,
+    anchor: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The clean frame implied by the network output (shapes as `to_velocity`): x0 = x_t - t v."""
+    if config.prediction == "x0":
+        return output + anchor[:, :, : output.shape[2]] if config.residual and anchor is not None else output
+    return noisy - levels.to(output.dtype)[:, :, None, None, None] * output
+
+
+def previous_frames(latents: torch.Tensor, count: int = 1) -> torch.Tensor:
+    """Each frame's anchor: the `count` frames before it, newest first, stacked on channels (zeros
+    before the first frame). (B, T, c, h, w) -> (B, T, count c, h, w); channels :c are the frame
+    just before, the one the residual objective changes from."""
+    t = latents.shape[1]
+    shifted = [
+        torch.cat([torch.zeros_like(latents[:, : min(k, t)]), latents[:, : max(t - k, 0)]], dim=1)
+        for k in range(1, count + 1)
+    ]
+    return torch.cat(shifted, dim=2)
+
+
+def next_anchor(latents: torch.Tensor, count: int) -> torch.Tensor:
+    """The anchor (B, 1, count c, h, w) of the frame that follows the clean frames `latents`."""
+    recent = latents[:, -count:]
+    return previous_frames(torch.cat([recent, recent[:, -1:]], dim=1), count)[:, -1:]
