@@ -197,6 +197,24 @@ def time_rollouts(model, frames, actions, context: int, horizon: int, repeats: i
     }
 
 
+def graph_break_row(args, device: torch.device) -> dict[str, Any]:
+    """Dynamo traces the DiT through a KV-cached rollout (no code generation: the `eager` backend),
+    counting graph breaks; the compiled CUDA rows count them the same way."""
+    model = rollout_model(args, 32, device, torch.float32)
+    dynamo.reset()
+    dynamo.utils.counters.clear()
+    model.dit = torch.compile(model.dit, backend="eager")
+    frames = torch.rand(1, 1 + args.horizon, 3, 32, 32) * 2 - 1
+    actions = torch.randint(0, model.model_cfg.num_actions, (1, 1 + args.horizon))
+    with torch.no_grad():
+        rollout(model, frames[:, :1], actions, args.horizon)
+    return row(
+        "rollout", "graph breaks of the rollout step", dtype="float32", steps=model.sampler_cfg.steps,
+        graph_breaks=sum(dynamo.utils.counters["graph_break"].values()),
+        attention=f"{dynamo.utils.counters['stats']['unique_graphs']} graphs (cache lengths)",
+    )  # fmt: skip
+
+
 def rollout_rows(args, device: torch.device) -> list[dict[str, Any]]:
     cuda = device.type == "cuda"
     dtype = torch.bfloat16 if cuda else torch.float32
@@ -232,6 +250,7 @@ def rollout_rows(args, device: torch.device) -> list[dict[str, Any]]:
                 rows.append(guarded("rollout", name, work))
     if not cuda:
         rows.append(row("rollout", "torch.compile of the DiT", "skipped", CUDA_ONLY.format(device=device)))
+        rows.append(guarded("rollout", "graph breaks of the rollout step", lambda: graph_break_row(args, device)))
     rows.append(row("rollout", "CUDA graphs of the fixed-shape step", "skipped", "not built in worldforge yet"))
     return rows
 

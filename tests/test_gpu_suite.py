@@ -26,8 +26,11 @@ def test_the_smoke_run_covers_every_section_and_marks_cuda_only_paths(tmp_path):
     assert {section for section, _ in done} == {"training", "rollout", "fp8"}
     training = [r for r in rows if r["section"] == "training" and r["status"] == "ok"]
     assert len(training) == 2 and all(r["samples_per_s"] > 0 and r["tokens_per_s"] > 0 for r in training)
-    rollouts = [r for r in rows if r["section"] == "rollout" and r["status"] == "ok"]
+    rollouts = [r for r in rows if r["section"] == "rollout" and r["status"] == "ok" and "e2e_fps" in r]
+    assert len(rollouts) == 4
     assert all(r["e2e_fps"] > 0 and r["latency_ms_p95"] >= r["latency_ms_median"] for r in rollouts)
+    breaks = next(r for r in rows if r["name"] == "graph breaks of the rollout step")
+    assert breaks["status"] == "ok" and breaks["graph_breaks"] == 0  # the compiled step stays one graph
     skipped = {r["name"]: r["reason"] for r in rows if r["status"] == "skipped"}
     assert "CUDA-only" in skipped["h100-base, bf16 + torch.compile"]
     assert "CUDA-only" in skipped["torch.compile of the DiT"] and "sm89" in skipped["torchao fp8_dynamic"]

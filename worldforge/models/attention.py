@@ -66,11 +66,14 @@ def frame_mask(
     """Boolean (Lq, Lk) mask, True where a query token may attend to a key token; None if all may.
 
     Queries are frames query_first .. query_first + query_frames - 1, keys key_first .. (absolute)."""
-    q = torch.arange(query_first, query_first + query_frames, device="cpu")  # on the CPU: no device sync
+    # Every key visible to every query, decided on Python ints: no tensor read back (a device sync,
+    # and a graph break under torch.compile) in the rollout step.
+    last_key, last_query = key_first + key_frames - 1, query_first + query_frames - 1
+    if last_key <= query_first and key_first > last_query - window:
+        return None
+    q = torch.arange(query_first, query_first + query_frames, device="cpu")
     k = torch.arange(key_first, key_first + key_frames, device="cpu")
     allowed = (k[None, :] <= q[:, None]) & (k[None, :] > q[:, None] - window)  # (Tq, Tk)
-    if bool(allowed.all()):
-        return None
     # Expanded on the device: only the small frame-level matrix crosses over.
     allowed = allowed.to(device)
     return allowed.repeat_interleave(tokens_per_frame, 0).repeat_interleave(
