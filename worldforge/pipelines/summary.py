@@ -116,8 +116,8 @@ def print_summary(result: dict[str, Any]) -> None:
     console.print("\nwhere to look:")
     console.print(f"  MLflow UI:  mlflow ui --backend-store-uri {uri}   (run {result['mlflow_run_id']})")
     console.print(
-        f"  report:     {metrics.get('report_dir', '')}  (report.json, psnr_vs_horizon.png, "
-        "position_error_vs_horizon.png, videos/)"
+        f"  report:     {metrics.get('report_dir', '')}/report.html  (one page: tables, plots, videos; "
+        "also report.json, *.png, videos/)"
     )
     console.print(f"  package:    {package}")
     console.print(f"  dataset:    {result['dataset']['path']}  (DVC md5 {result['dataset']['md5']})")
