@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from worldforge.cli.common import OVERRIDES, exit_on_error, run_as_flow
+from worldforge.cli.common import CONFIG, OVERRIDES, exit_on_error, run_as_flow
 
 app = typer.Typer(
     help="Pretrain the tokenizer and the world model on a dataset's shards with DeepSpeed ZeRO "
@@ -20,7 +20,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-CONFIG = typer.Argument(..., help="Preset name (configs/NAME.yaml) or a YAML path.")
 DATASET = typer.Option(
     None, "--dataset", help="Dataset folder (default: <root>/datasets/<data.name>, built first if missing)."
 )
