@@ -149,7 +149,7 @@ def test_distill_stage_follows_pretraining_with_its_student_registered(flows, pr
 
     # `worldforge lineage`: the chain back to the dataset, and its exact inputs restored elsewhere
     from worldforge.packages import package_md5
-    from worldforge.registry.trace import TraceError, pull, trace
+    from worldforge.registry.trace import TraceError, pull, rebuild, trace
 
     chain = trace(f"models:/worldforge-sim-tiny-ci/{entry['version']}")
     assert [a.stage for a in chain.ancestors] == ["distill", "pretrain_world"]
@@ -160,6 +160,14 @@ def test_distill_stage_follows_pretraining_with_its_student_registered(flows, pr
     assert restored[lineage["dataset"]] == lineage["dataset_md5"]
     assert package_md5(dest / lineage["parent"]) == result["world"]["md5"]  # the exact parent, md5-checked
     assert (dest / lineage["dataset"] / "manifest.json").is_file()
+    import hashlib
+
+    def shards(root):
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (root / lineage["dataset"]).glob("*.tar")}
+
+    assert shards(dest) == shards(project.root) and shards(dest)  # byte-identical shards, from the remote alone
+    recorded, rebuilt = rebuild(chain, dest / lineage["dataset"])  # the data, from its recorded config alone
+    assert rebuilt == recorded == lineage["dataset_md5"]
     # an object missing from the remote: named, and nothing half-restored is left behind
     remote = project.root / "dvc-remote"
     victim = next(p for p in remote.rglob("*") if p.is_file() and p.suffix == ".dir")

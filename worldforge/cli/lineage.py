@@ -33,6 +33,12 @@ def lineage_command(
         help="Restore into this empty project root, from the DVC remote alone, the exact dataset and every "
         "ancestor package, each checked against its md5. Fails, leaving DEST empty, if anything is missing.",
     ),
+    rebuild: bool = typer.Option(
+        False,
+        "--rebuild",
+        help="Rebuild the dataset from the config its manifest records (in a scratch folder) and confirm it "
+        "gets the recorded DVC md5; exit 1 if not.",
+    ),
     family: str | None = typer.Option(
         None, "--family", help="Registry family to find versions of ancestors named by path (default: the URI's)."
     ),
@@ -43,16 +49,25 @@ def lineage_command(
     from rich.table import Table
 
     from worldforge.registry.trace import pull as pull_chain
+    from worldforge.registry.trace import rebuild as rebuild_dataset
     from worldforge.registry.trace import trace
 
     with exit_on_error():
         chain = trace(source, family=family)
         restored = pull_chain(chain, pull) if pull is not None else None
+        rebuilt = None
+        if rebuild:
+            where = Path(pull) / _relative(chain.dataset[0]) if pull is not None else None
+            rebuilt = rebuild_dataset(chain, where)
     if as_json:
         payload = chain.as_dict()
         if restored is not None:
             payload["pulled"] = {"dest": str(pull), "restored": restored}
+        if rebuilt is not None:
+            payload["rebuilt"] = {"recorded_md5": rebuilt[0], "rebuilt_md5": rebuilt[1], "same": rebuilt[0] == rebuilt[1]}
         typer.echo(json.dumps(payload, indent=2, default=str))
+        if rebuilt is not None and rebuilt[0] != rebuilt[1]:
+            raise typer.Exit(1)
         return
     families = {a.version.removeprefix("models:/").split("/")[0] for a in chain.ancestors if a.version}
     title = f"lineage of {source}" + (f" (versions of {', '.join(sorted(families))})" if families else "")
@@ -76,3 +91,16 @@ def lineage_command(
     typer.echo(f"dataset: {dataset or '-'} (DVC md5 {md5 or 'untracked'})")
     if restored is not None:
         typer.echo(f"pulled into {pull}: " + ", ".join(f"{path} ({md5})" for path, md5 in restored.items()))
+    if rebuilt is not None:
+        recorded, again = rebuilt
+        if recorded != again:
+            typer.secho(f"rebuilt dataset: DVC md5 {again}, recorded {recorded}: NOT reproduced", fg="red", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"rebuilt dataset from its recorded config: DVC md5 {again} (as recorded)")
+
+
+def _relative(path: str | None) -> str:
+    """The dataset's place inside a project root (as `pull` restores it)."""
+    from worldforge.registry.trace import _inside
+
+    return _inside(path or "")

@@ -4,7 +4,8 @@ that chain's exact inputs into another project root from the DVC remote alone.
 `trace(source)` walks `lineage.json` from a package folder or `models:/` URI to its parent, and
 the parent's parent, until a package without one (pretraining); each row holds the stage, the
 registry version, the package md5 and DVC md5, the git sha, the stage's own parameters, headline
-metrics and the MLflow run. `pull(chain, dest)` restores the dataset and every package of the
+metrics and the MLflow run. `rebuild(chain)` rebuilds the dataset from the config its manifest
+records and compares DVC md5s. `pull(chain, dest)` restores the dataset and every package of the
 chain into an empty project root `dest` by their DVC md5s and checks each package's md5; when
 anything is missing from the remote it names it, and leaves `dest` as it found it.
 """
@@ -12,17 +13,25 @@ anything is missing from the remote it names it, and leaves `dest` as it found i
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import mlflow
 from mlflow.exceptions import MlflowException
+from pydantic import ValidationError
 
+from worldforge.config import load_config
 from worldforge.core import tracking
 from worldforge.core.lineage import DataRepo, LineageError, tracked_md5
 from worldforge.core.project import Project
+from worldforge.core.schema import describe_errors
+from worldforge.data.config import DataConfig
+from worldforge.data.manifest import read_manifest
+from worldforge.data.shards import build_dataset
 from worldforge.errors import WorldforgeError
 from worldforge.packages import load_package, package_md5
 from worldforge.packages.lineage import project_folder
@@ -201,3 +210,35 @@ def _inside(path: str, version: str | None = None) -> str:
     with contextlib.suppress(ValueError):
         return str(candidate.resolve().relative_to(root))
     return str(Path("packages") / candidate.name)
+
+
+def rebuild(chain: Chain, dataset_folder: str | Path | None = None) -> tuple[str, str]:
+    """Rebuild the chain's dataset from the config its manifest records, in a scratch project,
+    and return (recorded DVC md5, rebuilt DVC md5): equal when the data is reproducible from its
+    config alone. `dataset_folder`: where the manifest is read (default: the chain's dataset in
+    this project, e.g. after `pull`)."""
+    path, recorded = chain.dataset
+    if not path or not recorded:
+        raise TraceError("the chain's dataset is not DVC-tracked: nothing to compare a rebuild against")
+    folder = Path(dataset_folder) if dataset_folder is not None else project_folder(path)
+    manifest = read_manifest(folder)
+    defaults = load_config(None, [])
+    try:
+        data = DataConfig.model_validate({**defaults.data.model_dump(), **manifest.config})
+    except ValidationError as error:
+        raise TraceError(describe_errors(error, f"{folder}/manifest.json field 'config'")) from None
+    config = defaults.model_copy(update={"data": data})
+    with tempfile.TemporaryDirectory(prefix="worldforge-rebuild-") as scratch:
+        project = Project.current(Path(scratch) / "project")
+        target = project.root / "datasets" / Path(path).name
+        previous = os.environ.get("WORLDFORGE_ROOT")
+        os.environ["WORLDFORGE_ROOT"] = str(project.root)
+        try:
+            build_dataset(config, target, track=False, progress=False)
+            rebuilt = DataRepo(project, remote_url=str(Path(scratch) / "remote")).track(target)
+        finally:
+            if previous is None:
+                os.environ.pop("WORLDFORGE_ROOT", None)
+            else:
+                os.environ["WORLDFORGE_ROOT"] = previous
+    return recorded, rebuilt
