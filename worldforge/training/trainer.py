@@ -297,7 +297,7 @@ class Trainer:
                     tracking.log_metrics(metrics, step=self.step)
                     if any(Path(folder).iterdir()):
                         tracking.log_artifacts(Path(folder), f"validation/step{self.step:08d}")
-            log.info("validation at step %d: %s", self.step, _short(metrics))
+            log.debug("validation at step %d: %s", self.step, _short(metrics))  # all of it; people get the line below
             self.progress.print(validation_line(self.step, metrics))
         barrier()
         self.throughput.start()
@@ -330,7 +330,7 @@ class Trainer:
         ]:  # the objective's own logs (rank 0's), unless the trainer has the global value
             metrics.setdefault(f"train/{key}", sum(w[2].get(key, 0.0) for w in window) / len(window))
         if self.rank == 0:
-            log.info("step %d/%d %s", self.step, self.steps, _short(metrics))
+            log.debug("step %d/%d %s", self.step, self.steps, _short(metrics))  # the progress line shows it
             if self.track:
                 tracking.log_metrics(metrics, step=self.step)
 
