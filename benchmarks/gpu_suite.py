@@ -104,8 +104,14 @@ def row(section: str, name: str, status: str = "ok", reason: str = "", **values:
     return {"section": section, "name": name, "status": status, "reason": reason, **values}
 
 
+DEADLINE = [float("inf")]  # time.monotonic() after which the remaining rows are skipped
+
+
 def guarded(section: str, name: str, work) -> dict[str, Any]:
-    """Run one measurement; a failure becomes a `failed` row with the error, and the suite goes on."""
+    """Run one measurement; a failure becomes a `failed` row with the error, and the suite goes on.
+    Past the suite's time budget (--budget-minutes) the row is skipped, saying so."""
+    if time.monotonic() > DEADLINE[0]:
+        return row(section, name, "skipped", "the suite's time budget (--budget-minutes) was spent")
     try:
         return work()
     except Exception as error:  # noqa: BLE001 - any failure of one row is reported in the table
@@ -233,7 +239,7 @@ def rollout_rows(args, device: torch.device) -> list[dict[str, Any]]:
                     if mode == "compiled":
                         dynamo.reset()
                         dynamo.utils.counters.clear()
-                        model.dit = torch.compile(model.dit)
+                        model.dit = torch.compile(model.dit, dynamic=True)  # one graph for every cache length
                     context, horizon = args.context, args.horizon
                     frames = torch.rand(batch, context + horizon, 3, size, size, device=device, dtype=dtype) * 2 - 1
                     actions = torch.randint(0, model.model_cfg.num_actions, (batch, context + horizon), device=device)
@@ -389,6 +395,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--calibration-clips", type=int, default=16)
     parser.add_argument(
+        "--budget-minutes", type=float, default=8.0, help="rows not started by then are skipped (reported)"
+    )
+    parser.add_argument(
         "--model", default=None, help="fp8: a trained package (folder or models:/ URI) instead of random weights"
     )
     args = parser.parse_args()
@@ -400,6 +409,7 @@ def main() -> None:
         torch.set_num_threads(min(2, torch.get_num_threads()))
     env = environment(device)
     started = time.perf_counter()
+    DEADLINE[0] = time.monotonic() + 60 * args.budget_minutes
     rows: list[dict[str, Any]] = []
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     args.out.mkdir(parents=True, exist_ok=True)
