@@ -78,3 +78,59 @@ def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not path.exists():
         mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
     return path
+
+
+def tiny_config(*overrides: str):
+    """The `tiny` preset (configs/tiny.yaml: 32x32 frames, 16 short episodes, a 2-block DiT), with
+    dotted overrides; later ones win. The one test-scale config every area's tests start from."""
+    from worldforge.config import load_config
+
+    return load_config("tiny", list(overrides))
+
+
+@pytest.fixture(name="tiny_config")
+def tiny_config_fixture():
+    """`tiny_config(*overrides)`: the test-scale config factory."""
+    return tiny_config
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The `tiny` preset's simulator dataset (16 episodes of 16 frames at 32x32, 6 windows per
+    shard), built once per session, not DVC-tracked. Read-only: copy it to change it. (The data and
+    training tests override this fixture with their own shard sizes / episode counts.)"""
+    from worldforge.data.shards import build_dataset
+
+    out = tmp_path_factory.mktemp("tiny-dataset") / "sim"
+    build_dataset(tiny_config(), out, track=False, progress=False)
+    return out
+
+
+def tiny_world_model(seed: int = 0, steps: int = 2, **model_fields):
+    """A tiny world model (32x32 frames, the `tiny` DiT preset; `model_fields` override) with noise
+    weights: a fresh DiT has shut AdaLN gates and a zero output layer, so it would output nothing
+    a test could tell apart."""
+    import torch
+
+    from worldforge.models.config import ModelConfig, ObjectiveConfig, SamplerConfig, TokenizerConfig
+    from worldforge.models.world_model import WorldModel
+
+    torch.manual_seed(seed)
+    model = WorldModel.from_config(
+        TokenizerConfig(frame_size=(32, 32)),
+        ModelConfig(**{"preset": "tiny", "num_actions": 6, **model_fields}),
+        ObjectiveConfig(),
+        SamplerConfig(steps=steps),
+    )
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
+    return model.eval()
+
+
+@pytest.fixture
+def make_world_model():
+    """`make_world_model(seed=0, steps=2, **model_fields)`: the test-scale world model factory."""
+    return tiny_world_model
+

@@ -49,38 +49,13 @@ def quant_dataset(tmp_path_factory: pytest.TempPathFactory, quant_config) -> Pat
     return out
 
 
-def tiny_world_model(seed: int = 0, **model_fields):
-    """The tiny DiT (width 128, 4 blocks; `model_fields` override) with noise weights: a fresh DiT
-    has shut AdaLN gates and a zero output layer, so quantizing it would change nothing."""
-    from worldforge.models.config import ModelConfig, ObjectiveConfig, SamplerConfig, TokenizerConfig
-    from worldforge.models.world_model import WorldModel
-
-    torch.manual_seed(seed)
-    model = WorldModel.from_config(
-        TokenizerConfig(frame_size=(32, 32)),
-        ModelConfig(preset="tiny", num_actions=6, **model_fields),
-        ObjectiveConfig(),
-        SamplerConfig(steps=2),
-    )
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
-    return model.eval()
-
-
 @pytest.fixture
-def make_world_model():
-    return tiny_world_model
-
-
-@pytest.fixture
-def source_package(tmp_path: Path) -> Path:
-    """A saved (unquantized) tiny world-model package."""
+def source_package(tmp_path: Path, make_world_model) -> Path:
+    """A saved (unquantized) tiny world-model package (the root conftest's model, width 128)."""
     from worldforge.models.world_model import package_config
     from worldforge.packages import save_package
 
-    model = tiny_world_model()
+    model = make_world_model()
     return save_package(tmp_path / "source", package_config(model), model, lineage={"stage": "pretrain"})
 
 

@@ -74,14 +74,10 @@ def clips(batch: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
     }
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    """The tiny preset's simulator dataset (16 episodes of 16 frames at 32x32), not DVC-tracked."""
-    from worldforge.data.shards import build_dataset
-
-    out = tmp_path_factory.mktemp("distill-data") / "sim"
-    build_dataset(config(), out, track=False, progress=False)
-    return out
+@pytest.fixture
+def dataset(tiny_dataset):
+    """The tiny preset's simulator dataset (the root conftest's, built once per session)."""
+    return tiny_dataset
 
 
 @pytest.fixture

@@ -10,22 +10,14 @@ import pytest
 
 from worldforge.config import WorldforgeConfig, load_config
 
-TINY = [
-    "data.resolution=32",
-    "data.episodes=16",
-    "data.episode_frames=16",
-    "data.window_frames=8",
-    "data.clip_frames=4",
-    "data.clip_stride=2",
-    "data.shards.maxcount=3",
-    "data.loader.batch_size=4",
-    "data.loader.shuffle_buffer=16",
-]
+# The `tiny` preset (16 episodes of 16 frames at 32x32) with 3 windows per shard, so that its 32
+# windows span several shards of every split, and batches of 4.
+DATA = ["data.shards.maxcount=3", "data.loader.batch_size=4", "data.loader.shuffle_buffer=16"]
 
 
 def tiny_config(*overrides: str) -> WorldforgeConfig:
-    """The default config at test scale; later overrides win."""
-    return load_config(None, TINY + list(overrides))
+    """The `tiny` preset at the data tests' shard size; later overrides win."""
+    return load_config("tiny", DATA + list(overrides))
 
 
 @pytest.fixture(name="tiny_config")

@@ -11,7 +11,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
@@ -51,27 +50,8 @@ def sim_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def tiny_world_model(seed: int = 0, steps: int = 2):
-    """A real world model, small enough to roll out on 2 CPU cores in a fraction of a second."""
-    from worldforge.models.config import ModelConfig, ObjectiveConfig, SamplerConfig, TokenizerConfig
-    from worldforge.models.world_model import WorldModel
-
-    torch.manual_seed(seed)
-    model = WorldModel.from_config(
-        TokenizerConfig(frame_size=(FRAME_SIZE, FRAME_SIZE), patch_size=8),
-        ModelConfig(preset="tiny", depth=2, width=64, heads=2, context_window=4, num_actions=SIM_ACTIONS),
-        ObjectiveConfig(),
-        SamplerConfig(steps=steps),
-    )
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():  # a fresh DiT outputs zeros (AdaLN-zero); noise weights make it do something
-        for parameter in model.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
-    return model.eval()
-
-
 @pytest.fixture
-def make_package(tmp_path: Path):
+def make_package(tmp_path: Path, make_world_model):
     """`make_package(name, seed=0, metrics=None)` -> the folder of a saved tiny world-model package."""
     from worldforge.models.world_model import package_config
     from worldforge.packages import save_package
@@ -79,7 +59,7 @@ def make_package(tmp_path: Path):
     def make(
         name: str = "model", seed: int = 0, metrics: dict | None = None, lineage: dict | None = None
     ) -> Path:
-        model = tiny_world_model(seed)
+        model = make_world_model(seed, depth=2, width=64, heads=2, context_window=4)
         return save_package(
             tmp_path / "packages" / name, package_config(model), model, lineage=lineage, metrics=metrics
         )
