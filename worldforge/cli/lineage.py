@@ -50,14 +50,14 @@ def lineage_command(
 
     from worldforge.registry.trace import pull as pull_chain
     from worldforge.registry.trace import rebuild as rebuild_dataset
-    from worldforge.registry.trace import trace
+    from worldforge.registry.trace import restore_path, trace
 
     with exit_on_error():
         chain = trace(source, family=family)
         restored = pull_chain(chain, pull) if pull is not None else None
         rebuilt = None
         if rebuild:
-            where = Path(pull) / _relative(chain.dataset[0]) if pull is not None else None
+            where = Path(pull) / restore_path(chain.dataset[0] or "") if pull is not None else None
             rebuilt = rebuild_dataset(chain, where)
     if as_json:
         payload = chain.as_dict()
@@ -98,9 +98,3 @@ def lineage_command(
             raise typer.Exit(1)
         typer.echo(f"rebuilt dataset from its recorded config: DVC md5 {again} (as recorded)")
 
-
-def _relative(path: str | None) -> str:
-    """The dataset's place inside a project root (as `pull` restores it)."""
-    from worldforge.registry.trace import _inside
-
-    return _inside(path or "")

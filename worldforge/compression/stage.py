@@ -27,11 +27,10 @@ from pydantic import BaseModel
 from worldforge.config import WorldforgeConfig, flatten
 from worldforge.core import tracking
 from worldforge.core.lineage import tracked_md5, version_package
-from worldforge.errors import WorldforgeError
 from worldforge.evaluation import evaluate_package
 from worldforge.packages import ModelPackage, load_package, package_md5
 from worldforge.packages.lineage import Lineage, project_path
-from worldforge.registry import RegistryError, promote, register_package, resolve, resolve_version, versions
+from worldforge.registry import promote, register_package, resolve, version_of
 
 
 @dataclass
@@ -55,27 +54,13 @@ class Outcome:
     checks: list[dict[str, Any]] = field(default_factory=list)
 
 
-def registry_version(source: str, md5: str, family: str) -> str | None:
-    """The registry version (`models:/family/N`) of a parent: the URI's own version, else the
-    version of `family` registered with this package md5 (also one registered earlier in the same
-    pipeline run). None without a registry or match."""
-    if source.startswith("models:/"):
-        version = resolve_version(source)
-        return f"models:/{version.name}/{version.version}"
-    with contextlib.suppress(RegistryError, WorldforgeError, OSError):
-        for candidate, _ in versions(family):
-            if candidate.tags.get("package.md5") == md5:
-                return f"models:/{family}/{candidate.version}"
-    return None
-
-
 def open_parent(source: str | Path, config: WorldforgeConfig, track: bool = True) -> Parent:
     """Resolve, load and identify the parent package (registry lookup only with `track`)."""
     package = load_package(resolve(source))
     md5 = package_md5(package.path)
-    version = registry_version(str(source), md5, config.project.family) if track else None
-    if version is None and str(source).startswith("models:/"):
-        version = registry_version(str(source), md5, config.project.family)
+    # A URI names its version; a folder's is looked up by md5 (only where there is a registry).
+    known = track or str(source).startswith("models:/")
+    version = version_of(str(source), md5, config.project.family) if known else None
     return Parent(str(source), package, md5, version)
 
 
@@ -123,14 +108,6 @@ def publish(out: Path, metrics: dict[str, float]) -> None:
     tracking.set_tags({"package.dvc_md5": version_package(out) or "untracked"})
 
 
-def registry_tags(lineage: Lineage | None, stage_tags: dict[str, str] | None = None) -> dict[str, str]:
-    """The version tags a stage adds to what `register_package` reads from the package itself."""
-    tags = dict(stage_tags or {})
-    if lineage is not None:
-        tags.update({"parent.md5": lineage.parent_md5 or "", "parent.version": lineage.parent_version or ""})
-    return {key: value for key, value in tags.items() if value}
-
-
 def finish(
     path: str | Path,
     parent: str,
@@ -158,10 +135,8 @@ def finish(
     outcome = Outcome(path, metrics)
     if not track:
         return outcome
-    lineage = load_package(path).lineage
-    registered = register_package(
-        path, config.project.family, stage, registry_tags(lineage, stage_tags), experiment=config.project.experiment
-    )
+    # parent.md5 / parent.version tags come from the package's lineage (registry.publish)
+    registered = register_package(path, config.project.family, stage, stage_tags, experiment=config.project.experiment)
     outcome.version = str(registered.version)
     if offer:
         decision = promote(config.project.family, outcome.version, config.registry).as_dict()

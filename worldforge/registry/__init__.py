@@ -40,6 +40,7 @@ from worldforge.registry.query import (
     recorded_metrics,
     resolve,
     resolve_version,
+    version_of,
     versions,
 )
 from worldforge.registry.store import CANDIDATE, CHAMPION, RegistryError, client, registry_lock
@@ -70,5 +71,6 @@ __all__ = [
     "resolve",
     "resolve_version",
     "rollback",
+    "version_of",
     "versions",
 ]

@@ -17,6 +17,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 
 from worldforge.core.project import Project
+from worldforge.errors import WorldforgeError
 from worldforge.packages import PackageError, package_md5
 from worldforge.registry.store import RegistryError, client
 
@@ -134,3 +135,19 @@ def _download(version: ModelVersion, target: Path, expected: str) -> None:
         os.replace(package, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def version_of(source: str, md5: str, family: str | None) -> str | None:
+    """The registry version (`models:/family/N`) of a package: the URI's own version (an alias
+    resolved), else the version of `family` registered with package md5 `md5` (also one registered
+    earlier in the same pipeline run). None without a registry, a family or a match."""
+    if source.startswith("models:/"):
+        version = resolve_version(source)
+        return f"models:/{version.name}/{version.version}"
+    if family:
+        with contextlib.suppress(RegistryError, WorldforgeError, MlflowException, OSError):
+            for candidate, _ in versions(family):
+                if candidate.tags.get("package.md5") == md5:
+                    return f"models:/{family}/{candidate.version}"
+    return None
+

@@ -33,10 +33,9 @@ from worldforge.data.config import DataConfig
 from worldforge.data.manifest import read_manifest
 from worldforge.data.shards import build_dataset
 from worldforge.errors import WorldforgeError
-from worldforge.packages import load_package, package_md5
+from worldforge.packages import ModelPackage, load_package, package_md5
 from worldforge.packages.lineage import project_folder
-from worldforge.registry.query import CACHE_DIR, resolve, resolve_version, versions
-from worldforge.registry.store import RegistryError
+from worldforge.registry.query import CACHE_DIR, resolve, resolve_version, version_of
 
 HEADLINE = ("psnr_mean", "baseline_psnr_mean", "agent_position_error", "baseline_agent_position_error",
             "object_position_error", "baseline_object_position_error")
@@ -92,21 +91,8 @@ def _run_tag(run_id: str | None, tag: str) -> str | None:
     return None
 
 
-def _version_of(source: str, md5: str, family: str | None) -> str | None:
-    if source.startswith("models:/"):
-        version = resolve_version(source)
-        return f"models:/{version.name}/{version.version}"
-    if family:
-        with contextlib.suppress(RegistryError, WorldforgeError, MlflowException, OSError):
-            for candidate, _ in versions(family):
-                if candidate.tags.get("package.md5") == md5:
-                    return f"models:/{family}/{candidate.version}"
-    return None
-
-
-def _ancestor(source: str, folder: Path, family: str | None) -> Ancestor:
-    package = load_package(folder)
-    lineage = package.lineage
+def _ancestor(source: str, package: ModelPackage, family: str | None) -> Ancestor:
+    folder, lineage = package.path, package.lineage
     md5 = package_md5(folder)
     run_id = lineage.mlflow_run_id if lineage else None
     dvc_md5 = tracked_md5(folder) or _run_tag(run_id, "package.dvc_md5")
@@ -116,7 +102,7 @@ def _ancestor(source: str, folder: Path, family: str | None) -> Ancestor:
         source=source,
         package_md5=md5,
         dvc_md5=dvc_md5 if dvc_md5 != "untracked" else None,
-        version=_version_of(source, md5, family),
+        version=version_of(source, md5, family),
         git_sha=lineage.git_sha if lineage else None,
         params=dict(lineage.params) if lineage else {},
         metrics={k: package.metrics[k] for k in HEADLINE if isinstance(package.metrics.get(k), (int, float))},
@@ -144,13 +130,13 @@ def trace(source: str | Path, family: str | None = None, limit: int = 32) -> Cha
                 f"{current}: the package named by "
                 f"{chain.ancestors[-1].path + '/lineage.json' if chain.ancestors else 'the source'} is not here"
             )
-        ancestor = _ancestor(current, folder, family)
+        package = load_package(folder)
+        ancestor = _ancestor(current, package, family)
         if ancestor.package_md5 in seen or len(chain.ancestors) >= limit:
             raise TraceError(f"{folder}: lineage loops back to a package already in the chain")
         seen.add(ancestor.package_md5)
         chain.ancestors.append(ancestor)
-        lineage = load_package(folder).lineage
-        current = lineage.parent if lineage and lineage.parent else None
+        current = package.lineage.parent if package.lineage and package.lineage.parent else None
     return chain
 
 
@@ -168,13 +154,13 @@ def pull(chain: Chain, dest: str | Path, remote: str | None = None) -> dict[str,
     if dataset and not dataset_md5:
         raise TraceError(f"dataset {dataset}: not DVC-tracked (no dataset_md5 in lineage.json); nothing to pull")
     if dataset:
-        wanted.append((_inside(dataset), dataset_md5, None))
+        wanted.append((restore_path(dataset), dataset_md5, None))
     for ancestor in chain.ancestors:
         if not ancestor.dvc_md5:
             raise TraceError(
                 f"{ancestor.path}: package ({ancestor.stage}) has no DVC md5 (not versioned in DVC); cannot pull it"
             )
-        wanted.append((_inside(ancestor.path, ancestor.version), ancestor.dvc_md5, ancestor.package_md5))
+        wanted.append((restore_path(ancestor.path, ancestor.version), ancestor.dvc_md5, ancestor.package_md5))
     created = not dest.exists()
     dest.mkdir(parents=True, exist_ok=True)
     repo = DataRepo(Project.current(dest), remote_url=remote)
@@ -197,7 +183,7 @@ def pull(chain: Chain, dest: str | Path, remote: str | None = None) -> dict[str,
     return restored
 
 
-def _inside(path: str, version: str | None = None) -> str:
+def restore_path(path: str, version: str | None = None) -> str:
     """Where a chain's package or dataset goes in the new project root: its path relative to this
     one; a registry download (`packages/.registry-cache/...`) goes to `packages/<family>-v<N>`."""
     candidate = Path(path)
