@@ -15,7 +15,7 @@ DEMO_CONFIG ?= quickstart
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
 
-.PHONY: install install-dev demo test test-fast test-all lint clean-demo
+.PHONY: install install-dev browser demo test test-fast test-all lint clean-demo
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -46,12 +46,23 @@ install-dev: $(VENV)/.installed-dev
 demo: install
 	WORLDFORGE_ROOT=$(CURDIR)/demo-project $(VENV)/bin/worldforge pipeline run $(DEMO_CONFIG)
 
+## browser: Debian's chromium and chromium-driver for the play page's browser tests (apt-get, as
+## root); where they cannot be installed those tests are skipped, saying why.
+browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium and chromium-driver (apt-get) for the browser tests"; \
+		apt-get install -y -qq chromium chromium-driver >/dev/null \
+		|| (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null) \
+		|| echo "could not install chromium: the browser tests will be skipped"; \
+	else echo "no chromium/chromedriver and no root apt-get: the browser tests will be skipped"; fi
+
 ## test: the whole test suite, `slow` ones included (about 6 minutes on 2 cores after install)
-test: install-dev
+test: install-dev browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## test-fast: without the tests marked `slow` (real MLflow server, Prefect server + worker, ...)
-test-fast: install-dev
+test-fast: install-dev browser
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-all: test

@@ -7,6 +7,7 @@ remotes are temp folders, Prefect runs its ephemeral API with a home of its own.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -94,22 +95,67 @@ def tiny_config_fixture():
     return tiny_config
 
 
+@pytest.fixture
+def tracked_project(project, mlflow_template: Path):
+    """`project` with its own copy of the migrated template MLflow store."""
+    shutil.copy(mlflow_template, project.mlflow_db)
+    return project
+
+
 @pytest.fixture(scope="session")
-def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The `tiny` preset's simulator dataset (16 episodes of 16 frames at 32x32, 6 windows per
-    shard), built once per session, not DVC-tracked. Read-only: copy it to change it. (The data and
-    training tests override this fixture with their own shard sizes / episode counts.)"""
+def make_dataset(tmp_path_factory: pytest.TempPathFactory):
+    """`make_dataset(*overrides) -> Path`: the `tiny` preset's simulator dataset with dotted data
+    overrides (episode count, splits, shard size), built once per session for each distinct set of
+    overrides and not DVC-tracked. The one dataset fixture: every area's tests ask it for the scale
+    they need. Read-only: copy a dataset to change it."""
     from worldforge.data.shards import build_dataset
 
-    out = tmp_path_factory.mktemp("tiny-dataset") / "sim"
-    build_dataset(tiny_config(), out, track=False, progress=False)
-    return out
+    built: dict[tuple[str, ...], Path] = {}
+
+    def dataset(*overrides: str) -> Path:
+        key = tuple(overrides)
+        if key not in built:
+            out = tmp_path_factory.mktemp("sim-dataset") / "sim"
+            build_dataset(tiny_config(*overrides), out, track=False, progress=False)
+            built[key] = out
+        return built[key]
+
+    return dataset
 
 
-def tiny_world_model(seed: int = 0, steps: int = 2, **model_fields):
-    """A tiny world model (32x32 frames, the `tiny` DiT preset; `model_fields` override) with noise
-    weights: a fresh DiT has shut AdaLN gates and a zero output layer, so it would output nothing
-    a test could tell apart."""
+@pytest.fixture(scope="session")
+def tiny_dataset(make_dataset) -> Path:
+    """The `tiny` preset's dataset as it is: 16 episodes of 16 frames at 32x32, 6 windows per shard.
+    (The data and training tests override this fixture with their shard size / episode count.)"""
+    return make_dataset()
+
+
+def randomize(model, seed: int = 0, std: float = 0.1):
+    """Replace every weight of `model` by seeded noise: a fresh DiT has shut AdaLN gates and a zero
+    output layer, so it would output nothing a test could tell apart (causality and cache tests
+    would pass trivially)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * std)
+    return model
+
+
+def tiny_world_model(
+    seed: int = 0,
+    steps: int = 2,
+    *,
+    noise: float | None = 0.05,
+    tokenizer=None,
+    objective=None,
+    sampler=None,
+    **model_fields,
+):
+    """A tiny world model (32x32 frames, the `tiny` DiT preset, 6 actions; `model_fields` override
+    the ModelConfig) in eval mode. Its weights are seeded noise of std `noise` (see `randomize`), or
+    the initialisation when `noise` is None (for tests that train it)."""
     import torch
 
     from worldforge.models.config import ModelConfig, ObjectiveConfig, SamplerConfig, TokenizerConfig
@@ -117,20 +163,94 @@ def tiny_world_model(seed: int = 0, steps: int = 2, **model_fields):
 
     torch.manual_seed(seed)
     model = WorldModel.from_config(
-        TokenizerConfig(frame_size=(32, 32)),
+        tokenizer or TokenizerConfig(frame_size=(32, 32)),
         ModelConfig(**{"preset": "tiny", "num_actions": 6, **model_fields}),
-        ObjectiveConfig(),
-        SamplerConfig(steps=steps),
+        objective or ObjectiveConfig(),
+        sampler or SamplerConfig(steps=steps),
     )
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
+    if noise is not None:
+        randomize(model, seed, noise)
     return model.eval()
 
 
 @pytest.fixture
 def make_world_model():
-    """`make_world_model(seed=0, steps=2, **model_fields)`: the test-scale world model factory."""
+    """`make_world_model(seed=0, steps=2, *, noise=0.05, tokenizer=None, objective=None,
+    sampler=None, **model_fields)`: the test-scale world model factory."""
     return tiny_world_model
 
+
+@pytest.fixture
+def random_weights():
+    """`random_weights(model, seed=0, std=0.1)`: see `randomize`."""
+    return randomize
+
+
+# The world and model of `trained_world_model`: the simulator with one ball at 32x32, episodes of
+# 24 frames; the quickstart's architecture at a smaller size.
+TRAINED_WORLD = {"objects": 1, "action_repeat": 0.8, "resolution": 32, "episode_frames": 24, "seed": 7}
+
+
+@pytest.fixture(scope="session")
+def trained_world():
+    """The simulator settings `trained_world_model` was trained on (`TRAINED_WORLD`)."""
+    return dict(TRAINED_WORLD)
+
+
+@pytest.fixture(scope="session")
+def trained_world_model():
+    """A small world model trained briefly (400 steps, about a minute on one core) on 96 simulator
+    episodes of `TRAINED_WORLD` (seed 7, episodes 0-95): enough to move the agent the way the
+    actions push it. The quickstart's architecture at a smaller size (conv stem and head around
+    the DiT, the two previous frames stacked at the input, residual x0 prediction, 1 sampling
+    step). Session-scoped and shared: do not train it further."""
+    import numpy as np
+    import torch
+
+    from worldforge.data.config import SimulatorConfig
+    from worldforge.data.sources.simulator import ACTIONS, record_episode
+    from worldforge.models.config import ModelConfig, ObjectiveConfig, SamplerConfig, TokenizerConfig
+    from worldforge.models.objective import flow_matching_loss
+    from worldforge.models.world_model import WorldModel
+
+    world = SimulatorConfig(objects=TRAINED_WORLD["objects"], action_repeat=TRAINED_WORLD["action_repeat"])
+    size, length, clip = TRAINED_WORLD["resolution"], TRAINED_WORLD["episode_frames"], 6
+    recorded = [record_episode(world, size, length, seed=TRAINED_WORLD["seed"], index=i) for i in range(96)]
+    frames = torch.stack(
+        [torch.from_numpy(e.frames).permute(0, 3, 1, 2).float() / 127.5 - 1 for e in recorded]
+    )
+    actions = torch.from_numpy(np.stack([e.actions for e in recorded]))
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = WorldModel.from_config(
+        TokenizerConfig(frame_size=(size, size), patch_size=1),
+        ModelConfig(
+            preset="tiny",
+            depth=2,
+            width=64,
+            heads=2,
+            patch_size=8,
+            context_window=4,
+            num_actions=len(ACTIONS),
+            stem="conv",
+            stem_channels=16,
+            stack_previous=2,
+        ),
+        ObjectiveConfig(prediction="x0", residual=True, loss="x0", logit_mean=3.0),
+        SamplerConfig(steps=1),
+    )
+    generator = torch.Generator().manual_seed(0)
+    optimizer = torch.optim.AdamW(model.dit.parameters(), lr=2e-3)
+    model.train()
+    for _ in range(400):
+        episode = torch.randint(len(frames), (8,), generator=generator)
+        start = torch.randint(length - clip + 1, (8,), generator=generator)
+        index = start[:, None] + torch.arange(clip)
+        loss, _ = flow_matching_loss(model, frames[episode[:, None], index], actions[episode[:, None], index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    torch.set_num_threads(threads)
+    return model.eval()

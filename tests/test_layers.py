@@ -15,7 +15,12 @@ def lint_imports(root: Path) -> subprocess.CompletedProcess:
     """`lint-imports` run in `root` (which holds pyproject.toml and the worldforge package)."""
     command = Path(sys.executable).with_name("lint-imports")
     return subprocess.run(
-        [str(command), "--no-cache"], cwd=root, capture_output=True, text=True, timeout=300, check=False,
+        [str(command), "--no-cache"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
         env={"PYTHONPATH": str(root), "PATH": str(command.parent)},
     )
 

@@ -124,7 +124,11 @@ def smaller(teacher):
 
 @pytest.mark.parametrize(
     "make, steps",
-    [(progressive, 80), (consistency, 160), (smaller, 80)],  # consistency starts closest: the student is the teacher
+    [
+        (progressive, 80),
+        (consistency, 160),
+        (smaller, 80),
+    ],  # consistency starts closest: the student is the teacher
     ids=["progressive", "consistency", "student"],
 )
 def test_each_method_lowers_its_loss_on_fixed_batches(make, steps):
@@ -304,20 +308,20 @@ def test_resume_mid_distillation_reproduces_the_uninterrupted_run(
 
 
 def test_registered_student_names_its_teacher_version_and_is_evaluated_against_it(
-    tracked_quant_project, dataset, teacher_package
+    tracked_project, dataset, teacher_package
 ):
     import mlflow
 
     from worldforge.core.tracking import configure
     from worldforge.registry import register_package
 
-    configure(tracked_quant_project)
+    configure(tracked_project)
     cfg = config("project.family=distill-test", "project.experiment=distill-test")
     register_package(teacher_package, "distill-test", "pretrain", experiment="distill-test")
     distill_cfg = DistillConfig(method="consistency", steps=2, train_steps=2, lr=1e-3)
 
     result = distill_and_register(
-        "models:/distill-test/1", cfg, distill_cfg, dataset, tracked_quant_project.packages / "student"
+        "models:/distill-test/1", cfg, distill_cfg, dataset, tracked_project.packages / "student"
     )
 
     package = load_package(result["path"])
@@ -340,7 +344,7 @@ def test_registered_student_names_its_teacher_version_and_is_evaluated_against_i
     assert run.data.tags["stage"] == "distill" and run.data.tags["parent.version"] == "models:/distill-test/1"
     from worldforge.core.lineage import DataRepo
 
-    assert run.data.tags["package.dvc_md5"] == DataRepo(tracked_quant_project).md5(result["path"])  # versioned
+    assert run.data.tags["package.dvc_md5"] == DataRepo(tracked_project).md5(result["path"])  # versioned
     assert (
         run.data.params["distill.method"] == "consistency" and run.data.params["distill.teacher_steps"] == "4"
     )
@@ -348,7 +352,7 @@ def test_registered_student_names_its_teacher_version_and_is_evaluated_against_i
 
 
 def test_cli_distills_through_a_prefect_flow_and_refuses_unreachable_steps(
-    tracked_quant_project, dataset, teacher_package, tmp_path
+    tracked_project, dataset, teacher_package, tmp_path
 ):
     from typer.testing import CliRunner
 

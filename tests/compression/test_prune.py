@@ -17,7 +17,7 @@ from worldforge.compression.prune.plan import BlockPlan, PrunePlan, PrunePlanErr
 from worldforge.compression.prune.recovery import RecoveryObjective
 from worldforge.compression.prune.stage import PRUNING_FILE, model_cost, prune_model, prune_package
 from worldforge.compression.prune.surgery import apply_plan
-from worldforge.models.config import ModelConfig, ObjectiveConfig, SamplerConfig, TokenizerConfig
+from worldforge.models.config import ModelConfig, ObjectiveConfig, TokenizerConfig
 from worldforge.models.flops import count_parameters
 from worldforge.models.streaming import rollout
 from worldforge.models.world_model import WorldModel, package_config
@@ -26,22 +26,6 @@ from worldforge.packages import load_package, package_md5, save_package
 WIDTH, HEAD_DIM, HEADS, HIDDEN, DEPTH = 128, 32, 4, 512, 4
 HEAD_PARAMS = 3 * HEAD_DIM * (WIDTH + 1) + WIDTH * HEAD_DIM  # qkv rows + biases, proj columns
 CHANNEL_PARAMS = (WIDTH + 1) + WIDTH  # fc1 row + bias, fc2 column
-
-
-
-def tiny_model(seed: int = 0) -> WorldModel:
-    torch.manual_seed(seed)
-    model = WorldModel.from_config(
-        TokenizerConfig(frame_size=(32, 32)),
-        ModelConfig(preset="tiny", num_actions=6),
-        ObjectiveConfig(),
-        SamplerConfig(steps=2),
-    ).eval()
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
-    return model
 
 
 def clips(batch: int = 4, frames: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -72,8 +56,8 @@ def plan_of(record: dict) -> PrunePlan:
     return PrunePlan([BlockPlan(**b) for b in plan["blocks"]], plan["source_heads"], plan["source_channels"])
 
 
-def test_pruned_model_has_exactly_the_expected_parameter_count():
-    model = tiny_model()
+def test_pruned_model_has_exactly_the_expected_parameter_count(make_world_model):
+    model = make_world_model()
     pruned, plan = prune(model, target={"depth": 3, "heads": 2, "mlp_hidden": 256})
 
     block = count_parameters(model.dit.blocks[0])
@@ -86,8 +70,8 @@ def test_pruned_model_has_exactly_the_expected_parameter_count():
     assert plan.model_fields() == {"depth": 3, "heads_per_block": [2] * 3, "mlp_hidden_per_block": [256] * 3}
 
 
-def test_pruned_model_rolls_out_with_the_kv_cache_as_without():
-    pruned, _ = prune(tiny_model(), target={"params": 0.6}, units=["heads", "mlp", "blocks"])
+def test_pruned_model_rolls_out_with_the_kv_cache_as_without(make_world_model):
+    pruned, _ = prune(make_world_model(), target={"params": 0.6}, units=["heads", "mlp", "blocks"])
     batch = clips(2, 6, seed=3)
     context, actions = batch["frames"][:, :2], batch["actions"]
 
@@ -102,8 +86,8 @@ def test_pruned_model_rolls_out_with_the_kv_cache_as_without():
 
 
 @pytest.mark.parametrize("measure, keep", [("params", 0.7), ("params", 0.5), ("flops", 0.6)])
-def test_budget_keeps_at_most_the_target_and_not_much_less(measure, keep):
-    model = tiny_model()
+def test_budget_keeps_at_most_the_target_and_not_much_less(measure, keep, make_world_model):
+    model = make_world_model()
     pruned, _ = prune(model, target={measure: keep}, units=["heads", "mlp", "blocks"])
 
     key = "parameters_dit" if measure == "params" else "flops_per_frame_dit"
@@ -117,7 +101,9 @@ def test_a_budget_does_not_drop_a_block_that_would_overshoot_it():
     the plan cuts width instead and lands within prune.tolerance (0.02) under the target."""
     torch.manual_seed(0)
     model = WorldModel.from_config(
-        TokenizerConfig(frame_size=(32, 32)), ModelConfig(preset="tiny", depth=2, num_actions=6), ObjectiveConfig()
+        TokenizerConfig(frame_size=(32, 32)),
+        ModelConfig(preset="tiny", depth=2, num_actions=6),
+        ObjectiveConfig(),
     ).eval()
     with torch.no_grad():
         for parameter in model.parameters():
@@ -128,8 +114,8 @@ def test_a_budget_does_not_drop_a_block_that_would_overshoot_it():
     assert 0.68 <= kept <= 0.70
 
 
-def test_pruning_nothing_is_the_identity():
-    model = tiny_model()
+def test_pruning_nothing_is_the_identity(make_world_model):
+    model = make_world_model()
     for target in ({"params": 1.0}, {"depth": DEPTH, "heads": HEADS, "mlp_hidden": HIDDEN}):
         pruned, plan = prune(model, target=target)
 
@@ -138,10 +124,10 @@ def test_pruning_nothing_is_the_identity():
         assert torch.equal(dit_output(pruned), dit_output(model))
 
 
-def test_removing_units_that_write_nothing_leaves_the_output_unchanged():
+def test_removing_units_that_write_nothing_leaves_the_output_unchanged(make_world_model):
     """Head 2 of every block and 64 channels per block have zero output weights: cutting exactly
     them must not change what the model computes (the surgery slices the right rows/columns)."""
-    model = tiny_model()
+    model = make_world_model()
     dead = torch.arange(0, HIDDEN, 8)  # 64 channels spread over the width
     with torch.no_grad():
         for block in model.dit.blocks:
@@ -156,8 +142,8 @@ def test_removing_units_that_write_nothing_leaves_the_output_unchanged():
 
 
 @pytest.mark.parametrize("method", ["activation", "taylor"])
-def test_importance_ranks_a_zeroed_head_least_important(method):
-    model = tiny_model()
+def test_importance_ranks_a_zeroed_head_least_important(method, make_world_model):
+    model = make_world_model()
     with torch.no_grad():
         model.dit.blocks[1].attn.proj.weight[:, 2 * HEAD_DIM : 3 * HEAD_DIM] = (
             0  # block 1, head 2 writes nothing
@@ -173,8 +159,8 @@ def test_importance_ranks_a_zeroed_head_least_important(method):
     assert scores.blocks.shape == (DEPTH,) and bool((scores.blocks > 0).all())
 
 
-def test_scores_are_deterministic_and_use_only_the_requested_clips():
-    model = tiny_model()
+def test_scores_are_deterministic_and_use_only_the_requested_clips(make_world_model):
+    model = make_world_model()
     batches = [clips(seed=0), clips(seed=1)]
     first = importance_scores(model, batches, "taylor", clips=6, seed=0)
     again = importance_scores(model, batches, "taylor", clips=6, seed=0)
@@ -182,19 +168,19 @@ def test_scores_are_deterministic_and_use_only_the_requested_clips():
     assert torch.equal(torch.stack(first.heads), torch.stack(again.heads))
 
 
-def test_an_unreachable_budget_names_the_target_and_what_is_reachable():
+def test_an_unreachable_budget_names_the_target_and_what_is_reachable(make_world_model):
     with pytest.raises(
         PrunePlanError, match=r"prune.target params=0.05: removing heads reaches at best 0\.\d+"
     ):
-        prune(tiny_model(), target={"params": 0.05}, units=["heads"])
+        prune(make_world_model(), target={"params": 0.05}, units=["heads"])
     with pytest.raises(PrunePlanError, match="prune.target heads=5: block 0 has only 4"):
-        prune(tiny_model(), target={"heads": 5})
+        prune(make_world_model(), target={"heads": 5})
 
 
-def test_a_plan_for_another_architecture_is_refused():
+def test_a_plan_for_another_architecture_is_refused(make_world_model):
     plan = PrunePlan([BlockPlan(0, [0], [0])], source_heads=[4], source_channels=[512])
     with pytest.raises(ValueError, match="another architecture"):
-        apply_plan(tiny_model(), plan)
+        apply_plan(make_world_model(), plan)
 
 
 def test_target_parsing_and_validation_say_what_was_expected():
@@ -211,42 +197,18 @@ def test_target_parsing_and_validation_say_what_was_expected():
             PruneConfig(target=target)
 
 
-@pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory):
-    """16 simulator episodes of 16 frames at 32x32 (6 discrete actions), not DVC-tracked."""
-    from worldforge.data.shards import build_dataset
-
-    out = tmp_path_factory.mktemp("prune-data") / "sim"
-    build_dataset(dataset_config(), out, track=False, progress=False)
-    return out
-
-
 def dataset_config(*overrides: str):
-    """The tiny dataset's config, and a recovery that trains in seconds on the CPU."""
+    """The `tiny` preset (the root conftest's `tiny_dataset` is its dataset), with a recovery that
+    trains in seconds on the CPU and a short evaluation."""
     from worldforge.config import load_config
 
     return load_config(
-        None,
+        "tiny",
         [
-            "data.resolution=32",
-            "data.episodes=16",
-            "data.episode_frames=16",
-            "data.window_frames=8",
-            "data.clip_frames=4",
-            "data.clip_stride=2",
-            "data.shards.maxcount=3",
             "data.loader.batch_size=4",
-            "data.loader.shuffle_buffer=16",
-            "tokenizer.frame_size=[32,32]",
-            "model.num_actions=6",
-            "train.batch_size=2",
             "train.deepspeed=zero0",
             "train.warmup_steps=1",
             "train.ema_decay=0",
-            "train.checkpoint_every=0",
-            "train.validation.every=0",
-            "train.validation.episodes=2",
-            "train.system_metrics=false",
             "eval.context_frames=2",
             "eval.horizon=2",
             *overrides,
@@ -254,8 +216,10 @@ def dataset_config(*overrides: str):
     )
 
 
-def test_pruned_package_round_trips_with_its_config_and_lineage(project, tiny_dataset, tmp_path):
-    model = tiny_model()
+def test_pruned_package_round_trips_with_its_config_and_lineage(
+    project, tiny_dataset, tmp_path, make_world_model
+):
+    model = make_world_model()
     source = save_package(tmp_path / "source", package_config(model), model, lineage={"stage": "pretrain"})
     prune_cfg = PruneConfig(target={"params": 0.7}, calibration_clips=8)
 
@@ -278,10 +242,10 @@ def test_pruned_package_round_trips_with_its_config_and_lineage(project, tiny_da
 
 
 def test_cli_prunes_a_package_and_records_a_stage_run(
-    tracked_quant_project, tiny_dataset, tmp_path, assert_registered_with_decision
+    tracked_project, tiny_dataset, tmp_path, assert_registered_with_decision, make_world_model
 ):
     """`worldforge compress prune` (registered by the compress group; a one-command app here).
-    `tracked_quant_project` (conftest.py): a fresh project whose MLflow store is already migrated."""
+    `tracked_project` (conftest.py): a fresh project whose MLflow store is already migrated."""
     import mlflow
     import typer
     import yaml
@@ -293,7 +257,7 @@ def test_cli_prunes_a_package_and_records_a_stage_run(
     app = typer.Typer()
     app.callback()(lambda: None)
     app.command("prune")(prune_command)
-    model = tiny_model()
+    model = make_world_model()
     source = save_package(tmp_path / "source", package_config(model), model)
     preset = tmp_path / "tiny.yaml"
     preset.write_text(
@@ -313,7 +277,7 @@ def test_cli_prunes_a_package_and_records_a_stage_run(
     assert f"pruned package: {tmp_path / 'pruned'}" in result.output
     package = load_package(tmp_path / "pruned")
     assert count_parameters(package.build().dit) <= 0.7 * count_parameters(model.dit)
-    configure(tracked_quant_project)
+    configure(tracked_project)
     run = mlflow.get_run(package.lineage.mlflow_run_id)
     assert run.data.tags["stage"] == "prune"
     assert run.data.tags["parent.model"] == str(source.resolve())
@@ -326,9 +290,9 @@ def test_cli_prunes_a_package_and_records_a_stage_run(
     assert_registered_with_decision(result.output, preset, "prune", package_md5(tmp_path / "pruned"))
 
 
-def test_recovery_loss_has_no_distillation_term_for_an_identical_student():
-    teacher = tiny_model()
-    student = tiny_model()  # same seed: the same weights
+def test_recovery_loss_has_no_distillation_term_for_an_identical_student(make_world_model):
+    teacher = make_world_model()
+    student = make_world_model()  # same seed: the same weights
     objective = RecoveryObjective(student, teacher, RecoveryConfig(task_weight=1.0, distill_weight=1.0))
 
     loss, logs = objective(clips())
@@ -340,8 +304,10 @@ def test_recovery_loss_has_no_distillation_term_for_an_identical_student():
     assert all(p.grad is not None for p in student.dit.parameters())
 
 
-def test_recovery_fine_tunes_the_pruned_model_on_the_shared_trainer(project, tiny_dataset, tmp_path):
-    model = tiny_model()
+def test_recovery_fine_tunes_the_pruned_model_on_the_shared_trainer(
+    project, tiny_dataset, tmp_path, make_world_model
+):
+    model = make_world_model()
     source = save_package(tmp_path / "source", package_config(model), model)
     prune_cfg = PruneConfig(
         target={"params": 0.7}, calibration_clips=4, recovery=RecoveryConfig(steps=3, lr=1e-3)

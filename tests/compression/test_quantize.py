@@ -31,8 +31,6 @@ from worldforge.models.streaming import rollout
 from worldforge.models.tokenizer_objective import psnr
 from worldforge.packages import PackageError, load_package
 
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 BLOCK_LINEARS = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
 QUANTIZED = [f"dit.blocks.{i}.{name}" for i in range(4) for name in BLOCK_LINEARS]
 
@@ -74,8 +72,14 @@ def test_modelopt_quantizers_sit_in_the_configured_layers_only(quant_dataset, qu
     quantizers = {f"{name}.{q}" for name in expected for q in ("weight_quantizer", "input_quantizer")}
     assert set(enabled_quantizers(model)) == quantizers
     assert set(record.excluded_layers) == {
-        "dit.patch_embed", "dit.t_embed.fc1", "dit.t_embed.fc2", "dit.final.adaln", "dit.final.linear",
-        "dit.blocks.3.mlp.fc1", "dit.blocks.3.mlp.fc2", *(f"dit.blocks.{i}.adaln" for i in range(4)),
+        "dit.patch_embed",
+        "dit.t_embed.fc1",
+        "dit.t_embed.fc2",
+        "dit.final.adaln",
+        "dit.final.linear",
+        "dit.blocks.3.mlp.fc1",
+        "dit.blocks.3.mlp.fc2",
+        *(f"dit.blocks.{i}.adaln" for i in range(4)),
     }
     amax = model.dit.blocks[0].mlp.fc1.input_quantizer.amax
     assert amax is not None and float(amax) > 0  # calibrated
@@ -223,7 +227,7 @@ def test_a_recipe_of_the_other_backend_is_a_config_error():
 
 
 def test_cli_quantizes_tracks_the_run_and_records_lineage(
-    tracked_quant_project, quant_dataset, source_package, tmp_path, assert_registered_with_decision
+    tracked_project, quant_dataset, source_package, tmp_path, assert_registered_with_decision
 ):
     import mlflow
     from typer.testing import CliRunner

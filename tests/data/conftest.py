@@ -27,14 +27,10 @@ def tiny_config_fixture():
 
 
 @pytest.fixture(scope="session")
-def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_dataset(make_dataset) -> Path:
     """16 simulator episodes of 16 frames at 32x32: 2 windows each, 3 windows per shard.
     Read-only: copy it (`dataset_copy`) to damage it."""
-    from worldforge.data.shards import build_dataset
-
-    out = tmp_path_factory.mktemp("tiny") / "sim"
-    build_dataset(tiny_config(), out, track=False, progress=False)
-    return out
+    return make_dataset(*DATA)
 
 
 @pytest.fixture

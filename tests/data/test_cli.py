@@ -7,8 +7,18 @@ from typer.testing import CliRunner
 
 from worldforge.cli import app
 
-SMALL = ["-o", "data.resolution=32", "-o", "data.episodes=6", "-o", "data.episode_frames=8", "-o",
-         "data.window_frames=8", "-o", "data.clip_frames=4"]
+SMALL = [
+    "-o",
+    "data.resolution=32",
+    "-o",
+    "data.episodes=6",
+    "-o",
+    "data.episode_frames=8",
+    "-o",
+    "data.window_frames=8",
+    "-o",
+    "data.clip_frames=4",
+]
 
 
 def test_build_inspect_verify(project, tmp_path):
@@ -43,7 +53,9 @@ def test_build_without_dvc_and_bad_input_errors(project, tmp_path):
     built = runner.invoke(app, ["data", "build", "none.yaml", *SMALL])
     assert built.exit_code == 2 and "config file not found" in built.output
 
-    built = runner.invoke(app, ["data", "build", str(_defaults(tmp_path)), *SMALL, "--out", str(out), "--no-dvc"])
+    built = runner.invoke(
+        app, ["data", "build", str(_defaults(tmp_path)), *SMALL, "--out", str(out), "--no-dvc"]
+    )
     assert built.exit_code == 0, built.output
     assert "not tracked (--no-dvc)" in built.output and not (project.root / ".dvc").exists()
 

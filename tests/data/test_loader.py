@@ -40,8 +40,11 @@ def test_batches_follow_the_contract(tiny_dataset, tiny_config):
     assert batch["state"].shape == (B, T, 16) and batch["state"].dtype == torch.float32
     # frames match the stored window the clip was cut from
     episode, start = int(batch["episode"][0]), int(batch["start"][0])
-    window = next(w for w in iter_windows(tiny_dataset, "train")
-                  if w.episode == episode and w.meta["start"] <= start < w.meta["start"] + len(w))
+    window = next(
+        w
+        for w in iter_windows(tiny_dataset, "train")
+        if w.episode == episode and w.meta["start"] <= start < w.meta["start"] + len(w)
+    )
     offset = start - window.meta["start"]
     expected = torch.from_numpy(window.frames[offset : offset + T]).permute(0, 3, 1, 2).float() / 127.5 - 1
     assert torch.allclose(batch["frames"][0], expected)

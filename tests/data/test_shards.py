@@ -29,18 +29,29 @@ def test_every_sample_and_every_key_round_trips(tiny_dataset, tiny_config):
             stop = start + data.window_frames
             assert window.frames.dtype == np.uint8 and window.frames.shape == (8, 32, 32, 3)
             assert np.array_equal(window.frames, truth.frames[start:stop])
-            assert window.actions.dtype == np.int64 and np.array_equal(window.actions, truth.actions[start:stop])
+            assert window.actions.dtype == np.int64 and np.array_equal(
+                window.actions, truth.actions[start:stop]
+            )
             assert window.state.dtype == np.float32 and np.array_equal(window.state, truth.state[start:stop])
             assert window.meta["source"] == "simulator" and window.meta["split"] == split
             assert window.meta["fps"] == data.simulator.fps
-            assert window.meta["action_space"] == {"kind": "discrete", "n": 6, "names": list(truth.action_space.names)}
+            assert window.meta["action_space"] == {
+                "kind": "discrete",
+                "n": 6,
+                "names": list(truth.action_space.names),
+            }
             seen += 1
     assert seen == sum(s.samples for s in manifest.shards) == 16 * 2
 
 
 def test_shards_hold_exactly_the_contract_keys(tiny_dataset):
     raw = next(read_shard_samples(tiny_dataset / "train-000000.tar"))
-    assert sorted(k for k in raw if not k.startswith("__")) == ["actions.npy", "frames.npy", "json", "state.npy"]
+    assert sorted(k for k in raw if not k.startswith("__")) == [
+        "actions.npy",
+        "frames.npy",
+        "json",
+        "state.npy",
+    ]
     assert raw["__key__"] == "ep000000_t00000" or raw["__key__"].startswith("ep")
 
 
@@ -57,7 +68,11 @@ def test_no_episode_is_in_two_splits_and_counts_match_the_manifest(tiny_dataset)
 
 
 def test_split_assignment_gives_every_split_an_episode_when_it_can():
-    assert sorted(assign_splits(3, {"train": 0.9, "val": 0.05, "test": 0.05}, seed=0)) == ["test", "train", "val"]
+    assert sorted(assign_splits(3, {"train": 0.9, "val": 0.05, "test": 0.05}, seed=0)) == [
+        "test",
+        "train",
+        "val",
+    ]
     split_of = assign_splits(100, {"train": 0.8, "val": 0.1, "test": 0.1}, seed=0)
     assert [split_of.count(s) for s in ("train", "val", "test")] == [80, 10, 10]
     assert split_of != assign_splits(100, {"train": 0.8, "val": 0.1, "test": 0.1}, seed=1)
@@ -65,8 +80,12 @@ def test_split_assignment_gives_every_split_an_episode_when_it_can():
 
 def test_shard_limits_by_count_and_size(tiny_dataset, tiny_config, tmp_path):
     assert max(s.samples for s in read_manifest(tiny_dataset).shards) == 3  # data.shards.maxcount=3
-    by_size = build_dataset(tiny_config("data.shards.maxcount=1000", f"data.shards.maxsize={2**16}"),
-                            tmp_path / "by-size", track=False, progress=False)
+    by_size = build_dataset(
+        tiny_config("data.shards.maxcount=1000", f"data.shards.maxsize={2**16}"),
+        tmp_path / "by-size",
+        track=False,
+        progress=False,
+    )
     sample_bytes = 8 * 32 * 32 * 3
     assert all(s.bytes < 2**16 + 3 * sample_bytes for s in by_size.manifest.shards)
     assert len(by_size.manifest.shards) > 3

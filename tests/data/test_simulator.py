@@ -18,7 +18,12 @@ from worldforge.data.sources.simulator import (
 )
 
 SIM = SimulatorConfig()
-RIGHT, LEFT, NOOP, PUSH = ACTIONS.index("right"), ACTIONS.index("left"), ACTIONS.index("noop"), ACTIONS.index("push")
+RIGHT, LEFT, NOOP, PUSH = (
+    ACTIONS.index("right"),
+    ACTIONS.index("left"),
+    ACTIONS.index("noop"),
+    ACTIONS.index("push"),
+)
 
 
 def test_same_seed_gives_same_frames_actions_and_state():

@@ -46,7 +46,9 @@ def test_video_folder_is_resampled_and_bad_files_are_reported_with_counts(tiny_c
     for name in ("a", "b", "c"):
         encode_video(folder / f"{name}.mp4")
     np.save(folder / "a.npy", np.arange(FRAMES) % 5)
-    (folder / "c.jsonl").write_text("\n".join(json.dumps({"action": 1}) for _ in range(FRAMES - 1)))  # one short
+    (folder / "c.jsonl").write_text(
+        "\n".join(json.dumps({"action": 1}) for _ in range(FRAMES - 1))
+    )  # one short
 
     result = build_dataset(video_config(tiny_config, folder), tmp_path / "ds", track=False, progress=False)
     manifest = read_manifest(result.path)

@@ -1,13 +1,12 @@
 """Fixtures of the evaluation tests: a small simulator dataset (built once per session), real
 tiny world-model packages, and a project whose MLflow store is a real SQLite file.
 
-Creating an MLflow SQLite store runs its schema migrations (~6 s); the store is created once per
-session and copied into each test's project root, so every test still gets a store of its own."""
+`tracked_project` (the root conftest) copies a store migrated once per session into each test's
+project root, so every test still gets a store of its own."""
 
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -18,36 +17,10 @@ FRAME_SIZE = 32
 SIM_ACTIONS = 6  # the simulator's action space: noop, up, down, left, right, push
 
 
-
-
-@pytest.fixture
-def tracked_project(project, mlflow_template: Path):
-    """`project` with its own copy of the template MLflow store."""
-    shutil.copy(mlflow_template, project.mlflow_db)
-    return project
-
-
 @pytest.fixture(scope="session")
-def sim_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def sim_dataset(make_dataset) -> Path:
     """6 simulator episodes of 16 frames at 32x32 with ground-truth state; 3 held out (test)."""
-    from worldforge.config import load_config
-    from worldforge.data.shards import build_dataset
-
-    config = load_config(
-        None,
-        [
-            "data.resolution=32",
-            "data.episodes=6",
-            "data.episode_frames=16",
-            "data.window_frames=8",
-            "data.clip_frames=4",
-            "data.clip_stride=2",
-            "data.splits={train: 0.5, test: 0.5}",
-        ],
-    )
-    out = tmp_path_factory.mktemp("eval-data") / "sim"
-    build_dataset(config, out, track=False, progress=False)
-    return out
+    return make_dataset("data.episodes=6", "data.splits={train: 0.5, test: 0.5}")
 
 
 @pytest.fixture

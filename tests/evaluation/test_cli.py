@@ -86,7 +86,8 @@ def test_a_truncated_package_reads_as_one_line_not_a_traceback(project, tmp_path
     from worldforge.packages import save_package
 
     model = WorldModel.from_config(
-        TokenizerConfig(frame_size=(32, 32), patch_size=8), ModelConfig(preset="tiny", depth=1, width=32, heads=2),
+        TokenizerConfig(frame_size=(32, 32), patch_size=8),
+        ModelConfig(preset="tiny", depth=1, width=32, heads=2),
         sampler_cfg=SamplerConfig(steps=1),
     )
     package = save_package(tmp_path / "broken", package_config(model), model)
@@ -95,8 +96,12 @@ def test_a_truncated_package_reads_as_one_line_not_a_traceback(project, tmp_path
     script = Path(sys.executable).with_name("worldforge")
     env = {**os.environ, "WORLDFORGE_ROOT": str(project.root), "COLUMNS": "200"}
     result = subprocess.run(
-        [str(script), "eval", str(package), "--config", "tiny"], env=env, capture_output=True, text=True,
-        timeout=600, check=False,
+        [str(script), "eval", str(package), "--config", "tiny"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 2, output

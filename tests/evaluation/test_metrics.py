@@ -126,4 +126,3 @@ def test_motion_ratio_is_zero_for_a_frozen_rollout_and_one_for_the_truth():
     assert metrics.motion_ratio(frozen, target).abs().max() == 0
     noise = torch.rand(2, 5, 3, 8, 8) * 2 - 1
     assert metrics.motion_ratio(noise, target * 0.1).min() > 5  # noise changes far more than the world does
-

@@ -15,8 +15,12 @@ BACKGROUND = (40, 30, 60)
 BALL = (230, 40, 40)
 
 
-def draw(agent: tuple[float, float], balls: list[tuple[float, float]], colors: list[tuple[int, int, int]],
-         strength: float = 1.0) -> np.ndarray:
+def draw(
+    agent: tuple[float, float],
+    balls: list[tuple[float, float]],
+    colors: list[tuple[int, int, int]],
+    strength: float = 1.0,
+) -> np.ndarray:
     """(H, W, 3) uint8: a flat background, a disc of radius 2 px per ball and the 4 px agent square,
     each blended over the background with `strength` (1: drawn, 0.5: half faded)."""
     frame = np.empty((SIZE, SIZE, 3), dtype=np.float64)
@@ -37,8 +41,11 @@ def clip(tracks: list[tuple[tuple[float, float], list[tuple[float, float]]]], co
     return frames, positions
 
 
-TRACKS = [((0.2, 0.7), [(0.25, 0.25), (0.7, 0.5)]), ((0.25, 0.7), [(0.3, 0.3), (0.65, 0.5)]),
-          ((0.3, 0.7), [(0.35, 0.35), (0.6, 0.5)])]
+TRACKS = [
+    ((0.2, 0.7), [(0.25, 0.25), (0.7, 0.5)]),
+    ((0.25, 0.7), [(0.3, 0.3), (0.65, 0.5)]),
+    ((0.3, 0.7), [(0.35, 0.35), (0.6, 0.5)]),
+]
 COLORS = [BALL, (40, 200, 230)]
 
 

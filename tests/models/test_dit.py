@@ -101,4 +101,3 @@ def test_gradient_checkpointing_gives_the_same_gradients(make_model, random_weig
         loss.backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.dit.parameters()]))
     torch.testing.assert_close(grads[0], grads[1])
-

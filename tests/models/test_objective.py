@@ -57,7 +57,9 @@ def test_x0_loss_is_the_velocity_loss_times_t_squared(make_model, make_clips):
     losses, levels = {}, {}
     for loss in ("velocity", "x0"):
         config = ObjectiveConfig(loss=loss, per_frame_noise=False, clean_context_prob=0.0, x0_min_level=1e-3)
-        losses[loss], logs = flow_matching_loss(model, frames, actions, config, generator=torch.Generator().manual_seed(0))
+        losses[loss], logs = flow_matching_loss(
+            model, frames, actions, config, generator=torch.Generator().manual_seed(0)
+        )
         levels[loss] = float(logs["noise_level"])
     assert levels["velocity"] == levels["x0"]  # the same draw
     t = levels["x0"]
@@ -114,7 +116,9 @@ def test_rollout_context_is_ground_truth_then_the_models_own_rollout(make_model,
     clean = model.tokenizer.encode(frames)
     condition = model.action_condition(actions, 6)
     context = rollout_context(model, clean, condition, 2, 1, torch.Generator().manual_seed(3))
-    own, _ = generate_latents(model, clean[:, :2], condition, 3, 1, "euler", True, torch.Generator().manual_seed(3))
+    own, _ = generate_latents(
+        model, clean[:, :2], condition, 3, 1, "euler", True, torch.Generator().manual_seed(3)
+    )
     assert not context.requires_grad  # generated as in inference: no gradient through the rollout
     torch.testing.assert_close(context[:, :2], clean[:, :2], rtol=0, atol=0)
     torch.testing.assert_close(context[:, 2:5], own, rtol=0, atol=0)
@@ -137,12 +141,16 @@ def test_without_rollouts_clean_context_training_is_teacher_forced(make_model, r
             return float(flow_matching_loss(model, frames, actions)[0])
 
     teacher_forced = loss(0.0)
-    model = random_weights(make_model(objective=ObjectiveConfig(prediction="x0", residual=True, loss="x0")), std=0.05)
+    model = random_weights(
+        make_model(objective=ObjectiveConfig(prediction="x0", residual=True, loss="x0")), std=0.05
+    )
     torch.manual_seed(0)
     clean = model.tokenizer.encode(frames)
     batch = noise_targets(clean, model.objective_cfg)
     with torch.no_grad():
-        output = model.dit.forward_teacher_forced(batch.noisy, batch.levels, model.action_condition(actions, 6), clean)
+        output = model.dit.forward_teacher_forced(
+            batch.noisy, batch.levels, model.action_condition(actions, 6), clean
+        )
         x0 = to_x0(output, batch.noisy, batch.levels, model.objective_cfg, anchor=model.anchors(clean))
         expected = float(weighted_frame_mse(x0 - clean, batch.weight)[0])
     assert teacher_forced == pytest.approx(expected, rel=1e-6)

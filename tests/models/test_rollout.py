@@ -28,7 +28,9 @@ def test_rollout_returns_frames_in_range_and_timings(make_model, random_weights,
 @pytest.mark.parametrize("window", [16, 3])  # longer than the rollout, and shorter: old frames drop out
 @pytest.mark.parametrize("solver", ["euler", "heun"])
 @pytest.mark.parametrize("residual", [False, True])
-def test_rollout_with_cache_equals_recompute(make_model, random_weights, make_clips, window, solver, residual):
+def test_rollout_with_cache_equals_recompute(
+    make_model, random_weights, make_clips, window, solver, residual
+):
     objective = ObjectiveConfig(prediction="x0", residual=residual)
     model = random_weights(make_model(context_window=window, objective=objective))
     frames, actions = make_clips(2, 9)
@@ -47,7 +49,9 @@ def test_conv_stem_with_stacked_previous_frame_rolls_out_the_same_with_cache(
     make_model, random_weights, make_clips, window
 ):
     objective = ObjectiveConfig(prediction="x0", residual=True)
-    model = random_weights(make_model(tokenizer=PIXELS, objective=objective, context_window=window, **CONV_STEM))
+    model = random_weights(
+        make_model(tokenizer=PIXELS, objective=objective, context_window=window, **CONV_STEM)
+    )
     frames, actions = make_clips(2, 9)
     cached = generate(model, frames, actions, context=3, horizon=6)
     recomputed = generate(model, frames, actions, context=3, horizon=6, use_cache=False)
@@ -74,9 +78,16 @@ def test_teacher_forced_pass_predicts_each_frame_as_a_cached_rollout_step(
         for f in range(1, 6):
             cache = model.dit.new_cache()
             anchors = model.anchors(clean)
-            model.dit(clean[:, :f], torch.zeros(2, f), condition[:, :f], cache, commit=True, anchor=anchors[:, :f])
-            step = model.dit(noisy[:, f : f + 1], levels[:, f : f + 1], condition[:, f : f + 1], cache,
-                             anchor=anchors[:, f : f + 1])
+            model.dit(
+                clean[:, :f], torch.zeros(2, f), condition[:, :f], cache, commit=True, anchor=anchors[:, :f]
+            )
+            step = model.dit(
+                noisy[:, f : f + 1],
+                levels[:, f : f + 1],
+                condition[:, f : f + 1],
+                cache,
+                anchor=anchors[:, f : f + 1],
+            )
             torch.testing.assert_close(together[:, f : f + 1], step, rtol=1e-4, atol=1e-4)
 
 

@@ -39,7 +39,17 @@ def test_stage_commands_run_as_prefect_flow_runs(harness, project):
     assert (package / "model.safetensors").is_file()
     pruned = runner.invoke(
         app,
-        ["compress", "prune", "tiny", "--model", str(package), "--target", "heads=1", "--no-recover", "--no-track"],
+        [
+            "compress",
+            "prune",
+            "tiny",
+            "--model",
+            str(package),
+            "--target",
+            "heads=1",
+            "--no-recover",
+            "--no-track",
+        ],
     )
     assert pruned.exit_code == 0, pruned.output
 

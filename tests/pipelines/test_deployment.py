@@ -124,8 +124,12 @@ def test_deploy_schedule_trigger_and_complete_on_a_worker(prefect_server, projec
 
             async def read_schedules():
                 async with get_client() as client:
-                    deployment = await client.read_deployment_by_name("train_and_compress/nightly-train-and-compress")
-                    return [schedule.schedule.cron for schedule in deployment.schedules], deployment.job_variables
+                    deployment = await client.read_deployment_by_name(
+                        "train_and_compress/nightly-train-and-compress"
+                    )
+                    return [
+                        schedule.schedule.cron for schedule in deployment.schedules
+                    ], deployment.job_variables
 
             import asyncio
 
@@ -138,6 +142,10 @@ def test_deploy_schedule_trigger_and_complete_on_a_worker(prefect_server, projec
     # flow runs carry the tracking server and DVC remote the deployment was made with
     assert job_variables["env"]["MLFLOW_TRACKING_URI"] == env["MLFLOW_TRACKING_URI"]
     assert job_variables["env"]["WORLDFORGE_DVC_REMOTE"] == str(remote)
-    assert remote.is_dir() and any(p.is_file() for p in remote.rglob("*"))  # the run pushed to the team's remote
-    packages = [p for p in (project.root / "packages").glob("worldforge-sim-tiny-ci-pretrain_world-*") if p.is_dir()]
+    assert remote.is_dir() and any(
+        p.is_file() for p in remote.rglob("*")
+    )  # the run pushed to the team's remote
+    packages = [
+        p for p in (project.root / "packages").glob("worldforge-sim-tiny-ci-pretrain_world-*") if p.is_dir()
+    ]
     assert packages and (packages[0] / "metrics.json").is_file()

@@ -28,7 +28,9 @@ def flows(harness, project):
 
 
 def run(flows, project, *overrides: str, **kwargs) -> dict:
-    return flows.train_and_compress(preset="tiny", overrides=list(overrides), root=str(project.root), **kwargs)
+    return flows.train_and_compress(
+        preset="tiny", overrides=list(overrides), root=str(project.root), **kwargs
+    )
 
 
 def stage_runs(project, parent_run_id: str) -> dict[str, str]:
@@ -131,14 +133,27 @@ def test_distill_stage_follows_pretraining_with_its_student_registered(flows, pr
     assert json.loads((package / "config.json").read_text())["sampler"]["steps"] == 1
     lineage = json.loads((package / "lineage.json").read_text())
     world = Path(result["world"]["path"])
-    assert lineage["parent"] == str(world.relative_to(project.root)) and lineage["parent_md5"] == result["world"]["md5"]
-    assert lineage["dataset"].startswith("datasets/")  # relative to the project root: a pull elsewhere still resolves
+    assert (
+        lineage["parent"] == str(world.relative_to(project.root))
+        and lineage["parent_md5"] == result["world"]["md5"]
+    )
+    assert lineage["dataset"].startswith(
+        "datasets/"
+    )  # relative to the project root: a pull elsewhere still resolves
     client = mlflow.MlflowClient(tracking.tracking_uri(project))
     family, number = lineage["parent_version"].removeprefix("models:/").split("/")
     # the parent was registered earlier in this same pipeline run, and lineage names that version
     assert client.get_model_version(family, number).tags["package.md5"] == result["world"]["md5"]
     assert set(lineage) == {
-        "stage", "parent", "parent_md5", "parent_version", "dataset", "dataset_md5", "git_sha", "mlflow_run_id", "params"
+        "stage",
+        "parent",
+        "parent_md5",
+        "parent_version",
+        "dataset",
+        "dataset_md5",
+        "git_sha",
+        "mlflow_run_id",
+        "params",
     }
     assert entry["metrics"]["reference"]["denoise_steps"] == 2  # evaluated against the 2-step teacher
     assert stage_runs(project, result["mlflow_run_id"])["distill"] == "FINISHED"
@@ -153,7 +168,10 @@ def test_distill_stage_follows_pretraining_with_its_student_registered(flows, pr
 
     chain = trace(f"models:/worldforge-sim-tiny-ci/{entry['version']}")
     assert [a.stage for a in chain.ancestors] == ["distill", "pretrain_world"]
-    assert chain.ancestors[1].version == lineage["parent_version"] and chain.ancestors[1].package_md5 == result["world"]["md5"]
+    assert (
+        chain.ancestors[1].version == lineage["parent_version"]
+        and chain.ancestors[1].package_md5 == result["world"]["md5"]
+    )
     assert chain.dataset[1] == lineage["dataset_md5"] and all(a.dvc_md5 for a in chain.ancestors)
     dest = project.root.parent / "elsewhere"
     restored = pull(chain, dest)
@@ -163,9 +181,14 @@ def test_distill_stage_follows_pretraining_with_its_student_registered(flows, pr
     import hashlib
 
     def shards(root):
-        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (root / lineage["dataset"]).glob("*.tar")}
+        return {
+            p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in (root / lineage["dataset"]).glob("*.tar")
+        }
 
-    assert shards(dest) == shards(project.root) and shards(dest)  # byte-identical shards, from the remote alone
+    assert shards(dest) == shards(project.root) and shards(
+        dest
+    )  # byte-identical shards, from the remote alone
     recorded, rebuilt = rebuild(chain, dest / lineage["dataset"])  # the data, from its recorded config alone
     assert rebuilt == recorded == lineage["dataset_md5"]
     # an object missing from the remote: named, and nothing half-restored is left behind

@@ -21,8 +21,12 @@ def metrics(psnr: float, **extra) -> dict:
 
 
 def decision(outcome: str, champion_after: int, failed: list[str] | None = None) -> dict:
-    return {"outcome": outcome, "promoted": outcome == "promoted", "champion_after": champion_after,
-            "failed_checks": failed or []}
+    return {
+        "outcome": outcome,
+        "promoted": outcome == "promoted",
+        "champion_after": champion_after,
+        "failed_checks": failed or [],
+    }
 
 
 def result(pretrain_decision: dict, *compressed: dict) -> dict:
@@ -39,8 +43,13 @@ def result(pretrain_decision: dict, *compressed: dict) -> dict:
 
 
 def stage(name: str, version: str, psnr: float, made: dict) -> dict:
-    return {"stage": name, "version": version, "metrics": metrics(psnr), "package": {"path": f"/p/{name}"},
-            "decision": made}
+    return {
+        "stage": name,
+        "version": version,
+        "metrics": metrics(psnr),
+        "package": {"path": f"/p/{name}"},
+        "decision": made,
+    }
 
 
 def test_the_champion_is_the_last_decisions_even_when_a_compression_stage_took_it(project, capsys):
@@ -72,14 +81,25 @@ def test_no_champion_at_all_is_said_plainly(project, capsys):
 
 
 def test_every_version_shows_its_agent_and_ball_error_against_copy_last(project, capsys):
-    errors = {"agent_position_error": 0.03, "baseline_agent_position_error": 0.09,
-              "object_position_error": 0.05, "baseline_object_position_error": 0.1}
+    errors = {
+        "agent_position_error": 0.03,
+        "baseline_agent_position_error": 0.09,
+        "object_position_error": 0.05,
+        "baseline_object_position_error": 0.1,
+    }
     pretrained = {**metrics(20.0), **errors}
     student = {**metrics(19.5), **errors, "agent_position_error": 0.1}  # worse than copy-last
     run = result(decision("promoted", 1))
     run["metrics"] = pretrained
-    run["compressed"] = [{"stage": "distill", "version": "2", "metrics": student, "package": {"path": "/p/d"},
-                          "decision": decision("rejected", 1, ["agent_error_below_copy_last"])}]
+    run["compressed"] = [
+        {
+            "stage": "distill",
+            "version": "2",
+            "metrics": student,
+            "package": {"path": "/p/d"},
+            "decision": decision("rejected", 1, ["agent_error_below_copy_last"]),
+        }
+    ]
     print_summary(run)
     out = capsys.readouterr().out
     assert "0.030 (0.33x)" in out and "0.050 (0.50x)" in out  # pretrained: agent, balls

@@ -26,6 +26,7 @@ def test_every_command_is_registered_under_its_group():
         "eval": [],
         "lineage": [],
         "model": ["info"],
+        "play": [],
         "pipeline": ["deploy", "run", "serve"],
         "registry": ["list", "promote", "rollback", "show"],
         "train": ["export", "tokenizer", "world"],
@@ -34,7 +35,10 @@ def test_every_command_is_registered_under_its_group():
 
 def test_python_dash_m_runs_the_same_command_line():
     result = subprocess.run(
-        [sys.executable, "-m", "worldforge", "compress", "--help"], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "worldforge", "compress", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert "quantize" in result.stdout and "Usage: worldforge compress" in result.stdout

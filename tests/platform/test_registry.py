@@ -48,8 +48,6 @@ def metrics(**changes) -> dict:
     return {**GOOD, **changes}
 
 
-
-
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -255,12 +253,16 @@ def test_a_compression_stage_may_not_place_things_much_worse_than_its_parent(sto
     path = make_package(metrics())
     assert registry.promote(family, register(path, family)).promoted
     # evaluated against its parent: balls 15% worse than the parent's (allowed: 10%)
-    drifting = register(path, family, metrics(reference_agent_position_error=0.03, reference_object_position_error=0.0348))
+    drifting = register(
+        path, family, metrics(reference_agent_position_error=0.03, reference_object_position_error=0.0348)
+    )
     decision = registry.promote(family, drifting)
     assert decision.failed_checks == ["object_error_vs_parent"]
     [check] = [c for c in decision.checks if c.name == "object_error_vs_parent"]
     assert check.value == pytest.approx(0.04 / 0.0348) and check.threshold == pytest.approx(1.1)
-    close = register(path, family, metrics(reference_agent_position_error=0.03, reference_object_position_error=0.038))
+    close = register(
+        path, family, metrics(reference_agent_position_error=0.03, reference_object_position_error=0.038)
+    )
     assert registry.promote(family, close).promoted  # 5% worse: within the margin
 
 
@@ -300,7 +302,9 @@ def test_champion_uri_loads_the_promoted_package_bit_exact(store, family, make_p
     assert loaded.state.keys() == original.state.keys()
     assert all(torch.equal(loaded.state[name], original.state[name]) for name in original.state)
     before = (loaded.path / "model.safetensors").stat().st_mtime_ns
-    assert load_package(resolve(f"models:/{family}/{version}")).path == loaded.path  # cached, not downloaded again
+    assert (
+        load_package(resolve(f"models:/{family}/{version}")).path == loaded.path
+    )  # cached, not downloaded again
     assert (loaded.path / "model.safetensors").stat().st_mtime_ns == before
 
 

@@ -11,7 +11,7 @@ import pytest
 # The torchrun worker (training_runs.py) beside this file is imported by the tests too.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from training_runs import tiny_config
+from training_runs import TINY, tiny_config
 
 
 @pytest.fixture(name="tiny_config")
@@ -20,10 +20,6 @@ def tiny_config_fixture():
 
 
 @pytest.fixture(scope="session")
-def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_dataset(make_dataset) -> Path:
     """24 simulator episodes of 16 frames at 32x32 (2 windows each, 6 per shard), untracked."""
-    from worldforge.data.shards import build_dataset
-
-    out = tmp_path_factory.mktemp("training-data") / "sim"
-    build_dataset(tiny_config(), out, track=False, progress=False)
-    return out
+    return make_dataset(*TINY)

@@ -91,7 +91,9 @@ def test_pretrain_world_tracks_metrics_artifacts_and_a_dvc_package(
     package_files = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "package")}
     assert {"config.json", "model.safetensors", "lineage.json", "metrics.json"} <= package_files
     # the final ZeRO-0 checkpoint exports, offline, to the package the run wrote (EMA weights)
-    exported = load_package(export_checkpoint(package.lineage.params["checkpoint"], project.packages / "exported"))
+    exported = load_package(
+        export_checkpoint(package.lineage.params["checkpoint"], project.packages / "exported")
+    )
     for name, value in package.state.items():
         assert torch.equal(exported.state[name], value), name
 

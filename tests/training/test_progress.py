@@ -13,7 +13,9 @@ from worldforge.training.progress import ProgressLine, validation_line
 
 def test_off_a_terminal_a_plain_line_every_n_steps_with_loss_rate_and_eta():
     out = io.StringIO()  # not a terminal
-    with ProgressLine("pretrain_world", 250, enabled=True, stream=out, every_steps=100, every_seconds=3600) as line:
+    with ProgressLine(
+        "pretrain_world", 250, enabled=True, stream=out, every_steps=100, every_seconds=3600
+    ) as line:
         line.advance(0)
         for step in range(1, 251):
             line.update(step, loss=1.0 / step, samples_per_step=8)
@@ -25,7 +27,9 @@ def test_off_a_terminal_a_plain_line_every_n_steps_with_loss_rate_and_eta():
 
 def test_off_a_terminal_a_slow_run_still_prints_every_interval():
     out = io.StringIO()
-    with ProgressLine("distill", 1000, enabled=True, stream=out, every_steps=1000, every_seconds=0.05) as line:
+    with ProgressLine(
+        "distill", 1000, enabled=True, stream=out, every_steps=1000, every_seconds=0.05
+    ) as line:
         line.advance(0)
         line.update(1, 0.5, 8)
         time.sleep(0.06)

@@ -23,6 +23,7 @@ from worldforge.cli.distill import distill_command
 from worldforge.cli.doctor import doctor
 from worldforge.cli.evaluate import eval_command
 from worldforge.cli.lineage import lineage_command
+from worldforge.cli.play import play_command
 from worldforge.cli.prune import prune_command
 
 app = typer.Typer(
@@ -63,6 +64,7 @@ compress_cli.app.command("prune")(prune_command)
 app.add_typer(compress_cli.app, name="compress", help="Compress a model package: distill, prune, quantize.")
 app.command("eval")(eval_command)
 app.command("lineage")(lineage_command)
+app.command("play")(play_command)
 app.add_typer(registry_cli.app, name="registry")
 app.add_typer(pipeline_cli.app, name="pipeline")
 app.add_typer(config_cli.app, name="config")

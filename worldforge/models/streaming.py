@@ -76,6 +76,66 @@ def recomputed_velocity(
     return velocity
 
 
+class LatentStream:
+    """A KV-cached rollout one latent frame at a time, for callers that learn each action only
+    when its frame is due (an interactive session): `LatentStream(model, context, condition)` fills
+    the cache with the clean latent `context` (B, Tc', c, h, w) under `condition` (B, Tc', r[, A + 1]);
+    each `next(action)` (B, 1, r[, A + 1]) generates the following latent frame (B, 1, c, h, w).
+    A generated frame joins the cache when the next one is asked for, so the last frame of a
+    rollout costs no commit. Memory is bounded by the model's context window, however long it runs.
+    """
+
+    def __init__(self, model: WorldModel, context: torch.Tensor, condition: torch.Tensor, generator=None):
+        self.model, self.generator = model, generator
+        self.level = model.sampler_cfg.context_noise
+        self.count = model.model_cfg.anchor_frames
+        self.clean = list(context.unbind(1))[-self.count :]  # the last clean frames: the next anchor
+        self.cache = model.dit.new_cache()
+        b, known = context.shape[:2]
+        model.velocity(
+            _noised(context, self.level, generator),
+            context.new_full((b, known), self.level),
+            condition,
+            self.cache,
+            commit=True,
+            anchor=model.anchors(context),
+        )
+        self.peak = self.cache.frames
+        self.pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # frame, action, anchor
+
+    def _commit(self) -> None:
+        frame, action, anchor = self.pending
+        self.pending = None
+        self.model.velocity(
+            _noised(frame, self.level, self.generator),
+            frame.new_full(frame.shape[:2], self.level),
+            action,
+            self.cache,
+            commit=True,
+            anchor=anchor,
+        )
+        self.peak = max(self.peak, self.cache.frames)
+
+    @torch.no_grad()
+    def next(self, action: torch.Tensor, steps: int | None = None, solver: str | None = None) -> torch.Tensor:
+        if self.pending is not None:
+            self._commit()
+        config = self.model.sampler_cfg
+        last = self.clean[-1]
+        noise = torch.randn(
+            (last.shape[0], 1, *last.shape[1:]),
+            generator=self.generator,
+            device=last.device,
+            dtype=last.dtype,
+        )
+        previous = next_anchor(torch.stack(self.clean, dim=1), self.count)  # the last clean frame(s)
+        velocity = cached_velocity(self.model, self.cache, action, previous)
+        frame = sample(velocity, noise, steps or config.steps, config.shift, solver or config.solver)
+        self.clean = (self.clean + [frame[:, 0]])[-self.count :]
+        self.pending = (frame, action, previous)
+        return frame
+
+
 @torch.no_grad()
 def generate_latents(
     model: WorldModel,
@@ -91,53 +151,39 @@ def generate_latents(
     (B, Tc', c, h, w), conditioned on `condition` (B, Tc' + new, r[, A + 1]) from `action_condition`.
 
     Returns the generated latents (B, new, c, h, w) and the most frames the KV cache held."""
+    known = context.shape[1]
+    if use_cache:
+        stream = LatentStream(model, context, condition[:, :known], generator)
+        generated = [stream.next(condition[:, j : j + 1], steps, solver) for j in range(known, known + new)]
+        return torch.cat(generated, dim=1), stream.peak
     config = model.sampler_cfg
-    b, known = context.shape[:2]
     level = config.context_noise
     clean = [context]  # every clean latent frame so far (each frame's anchor is the one before it)
     committed = [_noised(context, level, generator)]  # the context as the DiT sees it
-    window = model.model_cfg.context_window
-    receptive = model.model_cfg.depth * (window - 1) + 1  # frames that can reach the newest one
+    receptive = (
+        model.model_cfg.depth * (model.model_cfg.context_window - 1) + 1
+    )  # frames that reach the newest
     count = model.model_cfg.anchor_frames
-    cache = model.dit.new_cache() if use_cache else None
-    peak = 0
-    if cache is not None:
-        model.velocity(
-            committed[0],
-            context.new_full((b, known), level),
-            condition[:, :known],
-            cache,
-            commit=True,
-            anchor=model.anchors(context),
-        )
-        peak = cache.frames
     generated = []
     for j in range(known, known + new):
         noise = torch.randn(
-            (b, 1, *context.shape[2:]), generator=generator, device=context.device, dtype=context.dtype
+            (context.shape[0], 1, *context.shape[2:]),
+            generator=generator,
+            device=context.device,
+            dtype=context.dtype,
         )
-        action = condition[:, j : j + 1]
         previous = next_anchor(torch.cat(clean[-count:], dim=1), count)  # the last clean frame(s)
-        if cache is not None:
-            velocity = cached_velocity(model, cache, action, previous)
-        else:
-            first = max(0, j - receptive + 1)
-            past = torch.cat(committed, dim=1)[:, first:j]  # (B, j - first, c, h, w)
-            past_anchor = model.anchors(torch.cat(clean, dim=1))[:, first:j]
-            velocity = recomputed_velocity(
-                model, past, past_anchor, level, condition[:, first : j + 1], first, previous
-            )
+        first = max(0, j - receptive + 1)
+        past = torch.cat(committed, dim=1)[:, first:j]  # (B, j - first, c, h, w)
+        past_anchor = model.anchors(torch.cat(clean, dim=1))[:, first:j]
+        velocity = recomputed_velocity(
+            model, past, past_anchor, level, condition[:, first : j + 1], first, previous
+        )
         frame = sample(velocity, noise, steps, config.shift, solver)  # (B, 1, c, h, w)
         generated.append(frame)
-        if j < known + new - 1:  # the last frame never becomes context
-            clean.append(frame)
-            committed.append(_noised(frame, level, generator))
-            if cache is not None:
-                model.velocity(
-                    committed[-1], context.new_full((b, 1), level), action, cache, commit=True, anchor=previous
-                )
-                peak = max(peak, cache.frames)
-    return torch.cat(generated, dim=1), peak
+        clean.append(frame)
+        committed.append(_noised(frame, level, generator))
+    return torch.cat(generated, dim=1), 0
 
 
 @torch.no_grad()
@@ -177,7 +223,9 @@ def rollout(
             f"actions {tuple(actions.shape)}: need (B={b}, at least Tc + horizon - 1 = {context_length + horizon - 1}, ...)"
         )
     if model.model_cfg.action_space == "discrete" and actions.device.type != "cpu" and actions.numel():
-        low, high = (int(v) for v in torch.aminmax(actions[:, : context_length + horizon - 1]))  # one sync, here
+        low, high = (
+            int(v) for v in torch.aminmax(actions[:, : context_length + horizon - 1])
+        )  # one sync, here
         if low < 0 or high >= model.model_cfg.num_actions:
             raise ModelConfigError(
                 f"discrete actions must lie in [0, {model.model_cfg.num_actions}) (model.num_actions), "
