@@ -26,14 +26,15 @@ def distill_command(
     method: str | None = typer.Option(
         None,
         "--method",
-        help="progressive (rounds halving the steps), consistency (multistep consistency distillation) "
-        "or student (a smaller DiT, distill.student.depth/width). Default: distill.method of the config.",
+        help="progressive (rounds halving the steps), consistency (multistep consistency distillation), "
+        "student (a smaller DiT, distill.student.depth/width) or dmd (distribution matching: sharp 1-4 step "
+        "samples, distill.dmd.*). Default: distill.method of the config.",
     ),
     steps: int | None = typer.Option(
         None,
         "--steps",
         help="The student's sampler steps. progressive: the teacher's steps halved one or more times; "
-        "consistency: a divisor of the teacher's steps. Default: distill.steps of the config.",
+        "consistency: a divisor of the teacher's steps; dmd: any. Default: distill.steps of the config.",
     ),
     dataset: Path | None = DATASET,
     out: Path | None = out_option("student package", "<family>-distill-<method>-<steps>-<time>"),

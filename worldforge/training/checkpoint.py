@@ -2,6 +2,7 @@
 
     <dir>/step00000200/            one checkpoint (DeepSpeed's tag)
         mp_rank_00_model_states.pt, *_optim_states.pt   DeepSpeed: module, optimizer, lr scheduler
+        <name>/                   another engine of the run (a critic's), DeepSpeed's files under tag "state"
         trainer_rank{r}.pt        per rank: step, data position, EMA shares, RNG states
         worldforge.json           written last, by rank 0: the checkpoint is complete
     <dir>/latest                  DeepSpeed's pointer (its `zero_to_fp32.py` reads it)
@@ -69,8 +70,13 @@ def restore_rng(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     saved = state["numpy"]
     np.random.set_state(
-        (saved["kind"], saved["keys"].numpy().astype(np.uint32), saved["position"], saved["has_gauss"],
-         saved["cached_gaussian"])
+        (
+            saved["kind"],
+            saved["keys"].numpy().astype(np.uint32),
+            saved["position"],
+            saved["has_gauss"],
+            saved["cached_gaussian"],
+        )
     )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
@@ -105,12 +111,22 @@ class Checkpointer:
             shutil.rmtree(self.directory)
         barrier()
 
-    def save(self, engine, step: int, rank_state: dict[str, Any], meta: dict[str, Any]) -> Path:
-        """Save a checkpoint at `step` and drop the oldest beyond `keep`. Collective."""
+    def save(
+        self,
+        engine,
+        step: int,
+        rank_state: dict[str, Any],
+        meta: dict[str, Any],
+        extra: dict[str, Any] | None = None,
+    ) -> Path:
+        """Save a checkpoint at `step` (and the `extra` engines of the run, by name) and drop the
+        oldest beyond `keep`. Collective."""
         folder = self.directory / tag(step)
         folder.mkdir(parents=True, exist_ok=True)
         torch.save({**rank_state, "rng": rng_state()}, folder / f"trainer_rank{self.rank}.pt")
         engine.save_checkpoint(str(self.directory), tag=tag(step))
+        for name, other in (extra or {}).items():
+            other.save_checkpoint(str(folder / name), tag="state")
         barrier()  # every rank's files are on disk
         if self.rank == 0:
             record = {**meta, "step": step, "world_size": self.world_size}
@@ -120,9 +136,12 @@ class Checkpointer:
         barrier()
         return folder
 
-    def load(self, engine, folder: Path, expected: dict[str, Any]) -> dict[str, Any]:
-        """Restore the engine (module, optimizer, scheduler) and RNG from `folder`; returns this
-        rank's trainer state. `expected` entries (e.g. the package config) must match the record."""
+    def load(
+        self, engine, folder: Path, expected: dict[str, Any], extra: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Restore the engine (module, optimizer, scheduler), the `extra` engines and the RNG from
+        `folder`; returns this rank's trainer state. `expected` entries (e.g. the package config)
+        must match the record."""
         record = json.loads((folder / COMPLETE).read_text())
         if record.get("world_size") != self.world_size:
             raise CheckpointError(
@@ -140,6 +159,12 @@ class Checkpointer:
         path, _ = engine.load_checkpoint(str(self.directory), tag=folder.name)
         if path is None:
             raise CheckpointError(f"{folder}: DeepSpeed could not load this checkpoint")
+        for name, other in (extra or {}).items():
+            path, _ = other.load_checkpoint(str(folder / name), tag="state")
+            if path is None:
+                raise CheckpointError(
+                    f"{folder / name}: DeepSpeed could not load the {name} engine's checkpoint"
+                )
         state = load_tensors(folder / f"trainer_rank{self.rank}.pt")
         restore_rng(state.pop("rng"))
         return state

@@ -26,7 +26,7 @@ from worldforge.models.tokenizer_objective import reconstruction_psnr, tokenizer
 from worldforge.models.world_model import WorldModel, build_world_model, package_config
 from worldforge.training.launch import setup_distributed
 from worldforge.training.stream import BatchStream
-from worldforge.training.trainer import Task, Trainer
+from worldforge.training.trainer import Critic, Task, Trainer
 
 
 class WorldObjective(nn.Module):
@@ -254,10 +254,12 @@ def train_student(
     checkpoint_dir: Path,
     track: bool,
     resume: bool = False,
+    critic: Critic | None = None,
 ) -> tuple[WorldModel, dict[str, Any]]:
     """Train `objective` (whose submodule at `prefix` is `student`) for `steps` steps on the shared
     `Trainer` (micro-batch, engine, EMA, checkpoints, validation of `config.train`) on `dataset`'s
-    train split; collective under a launcher. Returns the trained student (the package weights:
+    train split, with a `critic` trained in turn when given (DMD's fake score); collective under a
+    launcher. Returns the trained student (the package weights:
     EMA when enabled), on the student's device, and a record of the run (steps, how it stopped,
     first/last losses, final validation)."""
     info, _ = setup_distributed(config.train.device)
@@ -271,6 +273,7 @@ def train_student(
             package_config=package,
             tokens_per_sample=tokens_per_clip(student, config.data.clip_frames),
             validate=world_validation(config, dataset, package),
+            critic=critic,
         ),
         config.train,
         steps=steps,

@@ -67,6 +67,20 @@ class Batches(Protocol):
 
 
 @dataclass
+class Critic:
+    """A second network trained in turn with a task's objective: DMD's fake score. It has its own
+    DeepSpeed engine, optimizer and learning-rate schedule; before each micro-batch of the
+    objective it takes `updates` micro-steps on that same micro-batch (`objective.forward(batch)
+    -> (loss, logs)`, logged as `<name>_<key>`). The networks must not overlap: each parameter
+    belongs to one engine (hold the other's network as a plain attribute, not a submodule)."""
+
+    name: str
+    objective: nn.Module
+    lr: float
+    updates: int = 1
+
+
+@dataclass
 class Task:
     """What one training stage trains.
 
@@ -84,6 +98,7 @@ class Task:
     package_config: dict[str, Any]
     tokens_per_sample: int
     validate: Callable[[dict[str, torch.Tensor], int, Path], dict[str, float]] | None = None
+    critic: Critic | None = None
 
 
 @dataclass
@@ -136,6 +151,7 @@ class Trainer:
         )
         if train.compile:
             self.engine.compile()
+        self.critic = self._critic_engine(task.critic, train, steps) if task.critic else None
         self.ema = (
             ShardedEMA(self.engine.module, train.ema_decay, self.rank, self.world, self.device)
             if train.ema_decay > 0
@@ -153,6 +169,26 @@ class Trainer:
         self.rates: dict[str, float] = {}
         self.progress = ProgressLine(task.name, steps, enabled=progress and self.rank == 0)
 
+    def _critic_engine(self, critic: Critic, train: TrainConfig, steps: int):
+        """The critic's own engine: the same DeepSpeed settings, its own optimizer and schedule."""
+        import deepspeed
+
+        if self.zero_stage == 3:
+            raise WorldforgeError(
+                f"task {self.task.name!r} trains a critic ({critic.name}) beside its objective, and each "
+                "calls the other's network outside its own engine's forward, which ZeRO-3's partitioned "
+                "parameters do not allow; use train.deepspeed=zero2 (or zero0/zero1)"
+            )
+        trainable = [p for p in critic.objective.parameters() if p.requires_grad]
+        config = build_deepspeed_config(train, lr=critic.lr, world_size=self.world, precision=self.precision)
+        engine, _, _, _ = deepspeed.initialize(
+            model=critic.objective,
+            model_parameters=trainable,
+            config=config,
+            lr_scheduler=scheduler_factory(steps * critic.updates, train.warmup_steps, train.min_lr_ratio),
+        )
+        return engine
+
     # ---- state ---------------------------------------------------------------------------------
     def _rank_state(self) -> dict[str, Any]:
         return {
@@ -162,6 +198,9 @@ class Trainer:
             "data": self.task.batches.state(),
             "ema": self.ema.state_dict() if self.ema else None,
         }
+
+    def _extra_engines(self) -> dict[str, Any]:
+        return {self.task.critic.name: self.critic} if self.critic else {}
 
     def _checkpoint_meta(self) -> dict[str, Any]:
         return {
@@ -174,7 +213,9 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         """Checkpoint the current step (collective)."""
         self.throughput.stop()
-        path = self.checkpoints.save(self.engine, self.step, self._rank_state(), self._checkpoint_meta())
+        path = self.checkpoints.save(
+            self.engine, self.step, self._rank_state(), self._checkpoint_meta(), self._extra_engines()
+        )
         log.info("checkpoint %s", path)
         self.throughput.start()
         return path
@@ -187,14 +228,13 @@ class Trainer:
             )
             return
         expected = {k: v for k, v in self._checkpoint_meta().items() if k != "deepspeed"}
-        state = self.checkpoints.load(self.engine, latest, expected)
+        state = self.checkpoints.load(self.engine, latest, expected, self._extra_engines())
         self.step, self.trained_micro, self.skipped = state["step"], state["trained_micro"], state["skipped"]
         self.task.batches.restore(state["data"])
         if self.ema:
             self.ema.load_state_dict(state["ema"])
         log.info("resumed from %s at step %d", latest, self.step)
         if self.track:  # a resumed run is a new MLflow run; it names where it took over
-
             tracking.set_tags({"resumed_from": str(latest)})
 
     # ---- one optimizer step --------------------------------------------------------------------
@@ -243,6 +283,8 @@ class Trainer:
         while len(losses) < self.train.grad_accumulation:
             batch = self._to_device(next(self.task.batches))
             torch.manual_seed(micro_seed(self.seed, self.trained_micro * self.world + self.rank))
+            if self.critic:
+                logs.update(self._critic_steps(batch))
             counting = self.flops.total is None
             with self.flops.measure() if counting else contextlib.nullcontext():
                 loss, micro_logs = self.engine(batch)
@@ -268,6 +310,27 @@ class Trainer:
         norm = self.engine.get_global_grad_norm()
         norm = manual_norm if norm is None else float(norm)
         return sum(losses) / len(losses), norm, logs
+
+    def _critic_steps(self, batch: dict[str, Any]) -> dict[str, float]:
+        """The critic's `updates` micro-steps on `batch`; a non-finite critic loss (on any rank) is
+        skipped like the objective's. Returns its logs, averaged over the updates."""
+        critic, logs = self.task.critic, {}
+        for _ in range(critic.updates):
+            loss, micro_logs = self.critic(batch)
+            if self._all_agree(float(torch.isfinite(loss.detach()).all())) == 0:
+                log.warning(
+                    "non-finite %s loss at step %d: that update is skipped", critic.name, self.step + 1
+                )
+                continue
+            self.critic.backward(loss)
+            self.critic.step()
+            for key, value in micro_logs.items():
+                if isinstance(value, torch.Tensor) and value.numel() == 1:
+                    name = f"{critic.name}_{key}"
+                    logs[name] = logs.get(name, 0.0) + float(value) / (
+                        critic.updates * self.train.grad_accumulation
+                    )
+        return logs
 
     def _grad_norm(self) -> float:
         """ZeRO-0 keeps no global grad norm; the gradients are whole (and averaged) on every rank."""
@@ -297,7 +360,9 @@ class Trainer:
                     tracking.log_metrics(metrics, step=self.step)
                     if any(Path(folder).iterdir()):
                         tracking.log_artifacts(Path(folder), f"validation/step{self.step:08d}")
-            log.debug("validation at step %d: %s", self.step, _short(metrics))  # all of it; people get the line below
+            log.debug(
+                "validation at step %d: %s", self.step, _short(metrics)
+            )  # all of it; people get the line below
             self.progress.print(validation_line(self.step, metrics))
         barrier()
         self.throughput.start()
@@ -348,6 +413,8 @@ class Trainer:
         stopped, window, metrics = "steps", [], {}
         saved_at = self.step if self.checkpoints.latest() is not None else -1  # resumed: that step is saved
         self.engine.train()
+        if self.critic:
+            self.critic.train()
         with StopRequest() as stop, self.progress:
             self.progress.advance(self.step)
             self.throughput.start()

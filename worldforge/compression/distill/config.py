@@ -4,6 +4,9 @@
     method: consistency   multistep consistency distillation to `steps` segments, in one run
     method: student       a smaller DiT (student.depth / student.width) trained from the teacher's
                           features and velocity; samples with `steps`
+    method: dmd           distribution matching (DMD/DMD2): a `steps`-step student whose samples'
+                          distribution matches the teacher's, judged by the teacher and a fake score
+                          network trained online on the student's samples (`dmd`)
 
 `steps` is what the student's package records as `sampler.steps`. `teacher_steps` is the step
 count the teacher is distilled from (None: the teacher package's own `sampler.steps`); a teacher
@@ -19,7 +22,7 @@ from pydantic import Field, model_validator
 from worldforge.core.schema import Section
 from worldforge.errors import WorldforgeError
 
-METHODS = ("progressive", "consistency", "student")
+METHODS = ("progressive", "consistency", "student", "dmd")
 
 
 class DistillConfigError(WorldforgeError, ValueError):
@@ -47,11 +50,46 @@ class StudentConfig(Section):
         return self
 
 
+class DMDConfig(Section):
+    """Distribution-matching distillation (`compression/distill/dmd.py`)."""
+
+    fake_lr: float | None = Field(
+        None, gt=0, description="peak learning rate of the fake score; None: distill.lr"
+    )
+    fake_updates: int = Field(
+        1, ge=1, description="fake-score optimizer steps per student step (DMD2's two time-scale rule uses 5)"
+    )
+    min_level: float = Field(0.02, gt=0, lt=1, description="lowest noise level a student sample is judged at")
+    max_level: float = Field(
+        0.98, gt=0, lt=1, description="highest noise level a student sample is judged at"
+    )
+    rollout_frames: int = Field(
+        0,
+        ge=0,
+        description="self forcing: the last N context frames of each training case are the student's own "
+        "rollout (no gradient), as at inference; 0: teacher-forced context (needs data.clip_frames >= N + 2)",
+    )
+    regression_weight: float = Field(
+        0.0,
+        ge=0,
+        description="weight of DMD's regression term (the student's frame against the teacher's "
+        "teacher_steps-step sample from the same noise); DMD2 drops it (0)",
+    )
+
+    @model_validator(mode="after")
+    def _levels(self) -> DMDConfig:
+        if self.min_level >= self.max_level:
+            raise ValueError(
+                f"distill.dmd: min_level {self.min_level} must be below max_level {self.max_level}"
+            )
+        return self
+
+
 class DistillConfig(Section):
     """How to distill. See the module docstring."""
 
-    method: Literal["progressive", "consistency", "student"] = Field(
-        "progressive", description="progressive | consistency | student (smaller network)"
+    method: Literal["progressive", "consistency", "student", "dmd"] = Field(
+        "progressive", description="progressive | consistency | student (smaller network) | dmd"
     )
     steps: int = Field(4, ge=1, description="the student's sampler steps (recorded in its package)")
     teacher_steps: int | None = Field(
@@ -64,6 +102,7 @@ class DistillConfig(Section):
     )
     lr: float = Field(1e-4, gt=0, description="peak learning rate")
     student: StudentConfig = StudentConfig()
+    dmd: DMDConfig = DMDConfig()
 
 
 def check_schedule(config: DistillConfig, teacher_steps: int) -> list[int]:

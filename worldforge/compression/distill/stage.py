@@ -3,6 +3,7 @@
     progressive   rounds of ProgressiveObjective, each halving the steps     distill_steps.py
     consistency   one run of ConsistencyObjective to `steps` segments        distill_steps.py
     student       a smaller DiT from the teacher's features and velocity     distill_student.py
+    dmd           DMDObjective (student) and FakeScoreObjective (the trainer's critic)   dmd.py
 
 Every method trains on the shared DeepSpeed `Trainer` (checkpoints, resume, EMA, MLflow metrics,
 validation rollouts at the student's steps) on the dataset's train split, as pretraining does
@@ -31,6 +32,7 @@ from typing import Any
 from torch import nn
 
 from worldforge.compression.distill.config import DistillConfig, DistillConfigError, check_schedule
+from worldforge.compression.distill.dmd import DMDObjective, FakeScoreObjective
 from worldforge.compression.distill.steps import ConsistencyObjective, ProgressiveObjective
 from worldforge.compression.distill.student import StudentObjective, build_student
 from worldforge.compression.stage import compress_and_finish, open_parent, publish, stage_lineage, stage_run
@@ -43,6 +45,7 @@ from worldforge.packages import load_package, save_package
 from worldforge.packages.lineage import Lineage
 from worldforge.training.launch import barrier, setup_distributed
 from worldforge.training.tasks import check_dataset, train_student
+from worldforge.training.trainer import Critic
 
 DISTILLATION_FILE = "distillation.json"
 STAGE = "distill"
@@ -108,6 +111,8 @@ def distill_package(
             student, rounds = _progressive(run, teacher, teacher_steps, schedule)
         elif distill_cfg.method == "consistency":
             student, rounds = _consistency(run, teacher, teacher_steps)
+        elif distill_cfg.method == "dmd":
+            student, rounds = _dmd(run, teacher, teacher_steps)
         else:
             student, rounds = _smaller(run, teacher)
         record = {
@@ -141,6 +146,7 @@ class _Run:
         prefix: str,
         folder: str,
         seed_offset: int = 0,
+        critic: Critic | None = None,
     ) -> tuple[WorldModel, dict[str, Any]]:
         """Train `objective` (whose submodule at `prefix` is `student`) for `train_steps` steps.
         Returns the trained student (the package weights: EMA when enabled) and the run's record."""
@@ -157,6 +163,7 @@ class _Run:
             checkpoint_dir=self.checkpoints / folder,
             track=self.track,
             resume=self.resume,
+            critic=critic,
         )
 
 
@@ -183,6 +190,26 @@ def _consistency(
     objective = ConsistencyObjective(student, teacher, steps, teacher_steps)
     trained, record = run.train(
         "distill_consistency", objective, student, "model.", f"consistency-steps{steps}"
+    )
+    return trained, [{"round": 0, "teacher_steps": teacher_steps, "student_steps": steps, **record}]
+
+
+def _dmd(run: _Run, teacher: WorldModel, teacher_steps: int) -> tuple[WorldModel, list[dict[str, Any]]]:
+    """The student and the fake score both start as copies of the teacher (Euler sampling: the
+    student's steps are the Euler steps DMD trains through)."""
+    steps, dmd = run.distill_cfg.steps, run.distill_cfg.dmd
+    student = with_steps(teacher, steps)
+    student.sampler_cfg = student.sampler_cfg.model_copy(update={"solver": "euler"})
+    fake = copy.deepcopy(teacher)
+    objective = DMDObjective(student, teacher, fake, dmd, teacher_steps)
+    critic = Critic(
+        "fake_score",
+        FakeScoreObjective(fake, student, dmd),
+        dmd.fake_lr or run.distill_cfg.lr,
+        dmd.fake_updates,
+    )
+    trained, record = run.train(
+        "distill_dmd", objective, student, "model.", f"dmd-steps{steps}", critic=critic
     )
     return trained, [{"round": 0, "teacher_steps": teacher_steps, "student_steps": steps, **record}]
 
@@ -221,7 +248,9 @@ def _round_run(track: bool, config: WorldforgeConfig, index: int, steps: int) ->
 
 
 def _metrics(record: dict[str, Any]) -> dict[str, float]:
-    metrics = {f"{section}.{key}": value for section in ("before", "after") for key, value in record[section].items()}
+    metrics = {
+        f"{section}.{key}": value for section in ("before", "after") for key, value in record[section].items()
+    }
     first, last = record["rounds"][0], record["rounds"][-1]
     if last["loss_last"] is not None:
         metrics.update({"distill.loss_first": first["loss_first"], "distill.loss_last": last["loss_last"]})
@@ -261,6 +290,15 @@ def distill_and_register(
         return tags, teacher_steps
 
     return compress_and_finish(
-        distill_package, STAGE, source=teacher, config=config, dataset_path=dataset_path, track=track,
-        offer=offer, details=details, distill_cfg=distill_cfg, out=out, resume=resume,
+        distill_package,
+        STAGE,
+        source=teacher,
+        config=config,
+        dataset_path=dataset_path,
+        track=track,
+        offer=offer,
+        details=details,
+        distill_cfg=distill_cfg,
+        out=out,
+        resume=resume,
     )

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 import torch
 
 from worldforge.models.sampler import timesteps
+from worldforge.models.streaming import LatentStream
 from worldforge.models.world_model import WorldModel
 from worldforge.training.tasks import FrozenTeacher
 
@@ -60,22 +61,35 @@ class RolloutCase:
     context_level: float
 
 
-def rollout_case(model: WorldModel, batch: dict[str, torch.Tensor], context_level: float) -> RolloutCase:
-    """Cut a batch of clips (frames (B, T, C, H, W), actions (B, T[, A])) at a random frame j."""
+def rollout_case(
+    model: WorldModel, batch: dict[str, torch.Tensor], context_level: float, rollout_frames: int = 0
+) -> RolloutCase:
+    """Cut a batch of clips (frames (B, T, C, H, W), actions (B, T[, A])) at a random frame j.
+
+    rollout_frames u > 0 ("self forcing"): the last u context frames are the model's own rollout
+    (KV-cached, without gradient, with its sampler) from the real frames before them, as they are
+    at inference; u = 0 is the teacher-forced case, unchanged."""
     with torch.no_grad():
         clean = model.tokenizer.encode(batch["frames"])  # (B, T', c, h, w)
     frames = clean.shape[1]
-    if frames < 2:
+    if frames < 2 + rollout_frames:
         raise ValueError(
-            f"clips of {frames} latent frame: distillation needs context and a frame after it "
+            f"clips of {frames} latent frames: distillation needs context, "
+            f"{rollout_frames} generated frames (distill.dmd.rollout_frames) and a frame after them "
             "(raise data.clip_frames)"
         )
-    j = int(torch.randint(1, frames, ()))  # global RNG: the trainer seeds it per micro-batch
+    j = int(torch.randint(1 + rollout_frames, frames, ()))  # global RNG: the trainer seeds it per micro-batch
+    condition = model.action_condition(batch["actions"], frames)[:, : j + 1]
     clean = clean[:, : j + 1]
+    if rollout_frames:
+        real = j - rollout_frames
+        with torch.no_grad():
+            stream = LatentStream(model, clean[:, :real], condition[:, :real])
+            generated = [stream.next(condition[:, k : k + 1]) for k in range(real, j)]
+        clean = torch.cat([clean[:, :real], *generated, clean[:, j:]], dim=1)
     context = clean[:, :j]
     if context_level > 0:
         context = (1 - context_level) * context + context_level * torch.randn_like(context)
-    condition = model.action_condition(batch["actions"], frames)[:, : j + 1]
     return RolloutCase(context, clean[:, j:], condition, model.anchors(clean), context_level)
 
 
