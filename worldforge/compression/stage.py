@@ -136,9 +136,7 @@ def finish(
     if not track:
         return outcome
     # parent.md5 / parent.version tags come from the package's lineage (registry.publish)
-    registered = register_package(
-        path, config.project.family, stage, stage_tags, experiment=config.project.experiment
-    )
+    registered = register_package(path, config.project.family, stage, stage_tags, experiment=config.project.experiment)
     outcome.version = str(registered.version)
     if offer:
         decision = promote(config.project.family, outcome.version, config.registry).as_dict()
@@ -169,9 +167,4 @@ def compress_and_finish(
         return {"path": str(path), "metrics": {}, "version": None, "decision": None}
     tags, reference_steps = details(path) if details else ({}, None)
     outcome = finish(path, source, dataset_path, config, stage, tags, track, offer, reference_steps)
-    return {
-        "path": str(path),
-        "metrics": outcome.metrics,
-        "version": outcome.version,
-        "decision": outcome.decision,
-    }
+    return {"path": str(path), "metrics": outcome.metrics, "version": outcome.version, "decision": outcome.decision}

@@ -30,7 +30,10 @@ def _ema_weights(
     folder: Path, world_size: int, prefix: str, shapes: dict[str, torch.Size]
 ) -> dict[str, torch.Tensor]:
     """Whole EMA parameters (keys without `prefix`) from every rank's share."""
-    shares = [load_tensors(folder / f"trainer_rank{rank}.pt")["ema"] for rank in range(world_size)]
+    shares = [
+        load_tensors(folder / f"trainer_rank{rank}.pt")["ema"]
+        for rank in range(world_size)
+    ]
     if shares[0] is None:
         raise CheckpointError(f"{folder}: the run kept no EMA (train.ema_decay=0); export the raw weights")
     weights = {}
@@ -55,11 +58,16 @@ def export_checkpoint(
     config, prefix = record["package_config"], record["package_prefix"]
     if record["deepspeed"].get("zero_optimization", {}).get("stage", 0) == 0:
         # ZeRO-0 saves the module whole (in the training precision); zero_to_fp32 does not read it.
-        raw = load_tensors(folder / "mp_rank_00_model_states.pt")["module"]
+        raw = load_tensors(folder / "mp_rank_00_model_states.pt")[
+            "module"
+        ]
     else:
         raw = get_fp32_state_dict_from_zero_checkpoint(str(folder.parent), tag=folder.name)
     state = {k.removeprefix(prefix): v.float() for k, v in raw.items() if k.startswith(prefix)}
-    if weights == "ema" and load_tensors(folder / "trainer_rank0.pt")["ema"]:
+    if (
+        weights == "ema"
+        and load_tensors(folder / "trainer_rank0.pt")["ema"]
+    ):
         shapes = {name: tensor.shape for name, tensor in state.items()}
         state.update(_ema_weights(folder, record["world_size"], prefix, shapes))
     lineage = {

@@ -31,15 +31,10 @@ def validation_line(step: int, metrics: dict[str, float]) -> str:
     parts = [f"validation @{step}:"]
     if "psnr_mean" in value:
         baseline = value.get("baseline_psnr_mean")
-        parts.append(
-            f"PSNR {value['psnr_mean']:.2f} dB" + (f" (copy-last {baseline:.2f})" if baseline else "")
-        )
+        parts.append(f"PSNR {value['psnr_mean']:.2f} dB" + (f" (copy-last {baseline:.2f})" if baseline else ""))
     if "ssim_mean" in value:
         parts.append(f"SSIM {value['ssim_mean']:.3f}")
-    for label, key, what in (
-        ("agent", "agent_position_error", "agent"),
-        ("balls", "object_position_error", "object"),
-    ):
+    for label, key, what in (("agent", "agent_position_error", "agent"), ("balls", "object_position_error", "object")):
         if key in value:
             ratio = value.get(f"{what}_error_ratio")
             parts.append(f"{label} {value[key]:.3f}" + (f" ({ratio:.2f}x)" if ratio is not None else ""))
@@ -121,21 +116,13 @@ class ProgressLine:
         """Log handlers that write to the terminal write through the bar's console while it is live
         (rich redraws the bar below each record), instead of into the middle of the bar's line."""
         console_file = self._progress.console.file
-        loggers = [
-            logging.getLogger(),
-            *(logging.getLogger(n) for n in ("prefect", "worldforge", "DeepSpeed")),
-        ]
+        loggers = [logging.getLogger(), *(logging.getLogger(n) for n in ("prefect", "worldforge", "DeepSpeed"))]
         for logger in loggers:
             for handler in logger.handlers:
                 console_handler = type(handler) is logging.StreamHandler or (
                     type(handler).__name__ == "PrefectConsoleHandler"
                 )
-                terminal = getattr(handler, "stream", None) in (
-                    sys.stderr,
-                    sys.stdout,
-                    sys.__stderr__,
-                    sys.__stdout__,
-                )
+                terminal = getattr(handler, "stream", None) in (sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__)
                 if console_handler and terminal:
                     self._handlers.append((handler, handler.stream))
                     handler.setStream(_ConsoleWriter(self._progress.console, console_file))
@@ -153,9 +140,7 @@ class ProgressLine:
             elapsed = max(now - self._last, 1e-9)
             rate, step_rate = samples_per_step / elapsed, 1.0 / elapsed
             self._rate = rate if self._rate is None else 0.9 * self._rate + 0.1 * rate
-            self._step_rate = (
-                step_rate if self._step_rate is None else 0.9 * self._step_rate + 0.1 * step_rate
-            )
+            self._step_rate = step_rate if self._step_rate is None else 0.9 * self._step_rate + 0.1 * step_rate
         self._last = now
         if not self.enabled:
             return
@@ -163,10 +148,7 @@ class ProgressLine:
             shown = f"{self._rate:.1f}" if self._rate is not None else "-"
             self._progress.update(self._task, completed=step, loss=f"{loss:.4f}", rate=shown)
             return
-        due = (
-            step - self._printed_step >= self.every_steps
-            or time.monotonic() - self._printed_at >= self.every_seconds
-        )
+        due = step - self._printed_step >= self.every_steps or time.monotonic() - self._printed_at >= self.every_seconds
         if due or step == self.steps:
             self.print(self.plain_line(step, loss))
             self._printed_at, self._printed_step = time.monotonic(), step

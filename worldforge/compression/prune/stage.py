@@ -85,6 +85,8 @@ def model_cost(model: WorldModel) -> dict[str, float]:
     }
 
 
+
+
 def prune_package(
     source: str | Path,
     config: WorldforgeConfig,
@@ -147,9 +149,7 @@ def _metrics(record: dict[str, Any]) -> dict[str, float]:
     metrics = {f"{section}.{key}": value for section in sections for key, value in record[section].items()}
     if record["recovery"]:
         recovery = record["recovery"]
-        metrics.update(
-            {"recovery.loss_first": recovery["loss_first"], "recovery.loss_last": recovery["loss_last"]}
-        )
+        metrics.update({"recovery.loss_first": recovery["loss_first"], "recovery.loss_last": recovery["loss_last"]})
     return metrics
 
 

@@ -105,10 +105,7 @@ def quantize_model(
         steps = qcfg.calibration_steps or model.sampler_cfg.steps
         modelopt_fp8.quantize(model, layers, calibration_loop(batches, steps, seed, seen))
         record.calibration = {
-            "clips": sum(seen),
-            "rollouts": len(seen),
-            "split": qcfg.calibration_split,
-            "steps": steps,
+            "clips": sum(seen), "rollouts": len(seen), "split": qcfg.calibration_split, "steps": steps
         }
         return model, record
     execution = plan_execution(qcfg.backend, recipe, record.granularity, parameter.device, parameter.dtype)
@@ -152,9 +149,7 @@ def quantize_package(
         start = time.perf_counter()
         batches = calibration_batches(dataset, config, qcfg) if qcfg.backend == "modelopt" else None
         model, record = quantize_model(model, qcfg, batches, seed=config.project.seed)
-        lineage.params.update(
-            {"recipe": record.recipe, "granularity": record.granularity, "layers": len(record.layers)}
-        )
+        lineage.params.update({"recipe": record.recipe, "granularity": record.granularity, "layers": len(record.layers)})
         metrics = {
             "quantize.layers": len(record.layers),
             "quantize.excluded_layers": len(record.excluded_layers),
@@ -172,6 +167,8 @@ def quantize_package(
         if track:
             publish(path, metrics)
     return path
+
+
 
 
 def _versions(backend: str) -> dict[str, str]:
