@@ -46,6 +46,7 @@ def test_eval_prints_model_vs_reference_table(
     for text in (
         "PSNR mean (dB)",
         "copy-last-frame PSNR",
+        "sharpness (1 = as sharp as truth)",
         "frames/s, end to end",
         "reference",
         "delta",
@@ -60,6 +61,7 @@ def test_eval_prints_model_vs_reference_table(
     )  # -o eval.videos=0
     page = (project.reports / "eval" / "model-vs-other" / "report.html").read_text()  # one page to open
     assert "<h2>Headline</h2>" in page and "copy last frame" in page and "other" in page
+    assert "sharpness (1 = as sharp as the truth)" in page
     assert page.count('src="data:image/png;base64,') >= 2  # the PSNR and position-error plots, embedded
 
 

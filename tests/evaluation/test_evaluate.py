@@ -2,16 +2,19 @@
 real MLflow SQLite store; metrics.json, report files and the MLflow run checked."""
 
 import json
+from types import SimpleNamespace
 
 import mlflow
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from worldforge.core import tracking
 from worldforge.data.samples import iter_episodes
 from worldforge.evaluation import evaluate_package
-from worldforge.evaluation.rollout_eval import EvaluationError
+from worldforge.evaluation.evaluate import long_horizon_scores
+from worldforge.evaluation.rollout_eval import EvaluationError, load_clips
 
 REPORTED = {
     "psnr_mean",
@@ -23,6 +26,10 @@ REPORTED = {
     "agent_position_error",
     "agent_found_fraction",
     "baseline_agent_position_error",
+    "sharpness_mean",
+    "sharpness_per_step",
+    "baseline_sharpness_mean",
+    "baseline_sharpness_per_step",
     "psnr_gain_over_baseline",
     "beats_baseline",
     "parameters",
@@ -79,6 +86,9 @@ def test_evaluation_writes_metrics_report_and_mlflow_run(
     summary = json.loads((report / "report.json").read_text())
     assert summary["model"]["metrics"]["psnr_per_step"] == result["psnr_per_step"]
     assert Image.open(report / "psnr_vs_horizon.png").format == "PNG"
+    assert Image.open(report / "sharpness_vs_horizon.png").format == "PNG"
+    assert len(result["sharpness_per_step"]) == small_eval.horizon
+    assert not (report / "long_horizon.png").exists()  # eval.long_horizon unset: no long rollout
     gifs = sorted((report / "videos").glob("*.gif"))
     assert len(gifs) == 1  # eval.videos = 1
     with Image.open(gifs[0]) as gif:
@@ -95,6 +105,12 @@ def test_evaluation_writes_metrics_report_and_mlflow_run(
     history = client.get_metric_history(run.info.run_id, "psnr_by_step")
     assert [m.step for m in history] == [1, 2, 3, 4]
     assert [m.value for m in history] == pytest.approx(result["psnr_per_step"])
+    assert run.data.metrics["sharpness_mean"] == pytest.approx(result["sharpness_mean"])
+    assert run.data.metrics["baseline_sharpness_mean"] == pytest.approx(result["baseline_sharpness_mean"])
+    sharpness = client.get_metric_history(run.info.run_id, "sharpness_by_step")
+    assert [m.value for m in sorted(sharpness, key=lambda m: m.step)] == pytest.approx(
+        result["sharpness_per_step"]
+    )
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert {
         "evaluation/report.json",
@@ -162,3 +178,85 @@ def test_a_registered_version_is_evaluated_by_its_models_uri(
     cached = tracked_project.packages / ".registry-cache" / "wf-eval" / str(version)
     assert json.loads((cached / "metrics.json").read_text())["psnr_mean"] == result["psnr_mean"]
     assert result["package_md5"] == registry.get_version("wf-eval", str(version)).tags["package.md5"]
+
+
+def test_long_horizons_are_each_scored_on_one_rollout_against_copy_last(
+    tracked_project, sim_dataset, make_package, small_eval
+):
+    config = small_eval.model_copy(update={"long_horizon": [10, 6, 14, 3], "videos": 0})  # 3 <= horizon 4
+    result = evaluate_package(make_package(), sim_dataset, config, experiment="eval-long")
+
+    assert result["long_horizon"] == 14 and result["long_horizons"] == [6, 10, 14]
+    for key in ("psnr", "ssim", "sharpness", "agent_position_error"):  # this dataset's balls: none scored
+        assert len(result[f"long_{key}_per_step"]) == 14
+        assert len(result[f"long_baseline_{key}_per_step"]) == 14
+    by_hand = copy_last_psnr_by_hand(sim_dataset, config.context_frames, 14, 2)
+    assert result["long_baseline_psnr_per_step"] == pytest.approx(by_hand, rel=1e-5)
+    for horizon in (6, 10, 14):
+        assert result[f"psnr_h{horizon}"] == result["long_psnr_per_step"][horizon - 1]
+        assert result[f"sharpness_h{horizon}"] == result["long_sharpness_per_step"][horizon - 1]
+        assert result[f"long_h{horizon}_psnr_mean"] == pytest.approx(
+            np.mean(result["long_psnr_per_step"][:horizon])
+        )
+        assert result[f"long_h{horizon}_baseline_psnr_mean"] == pytest.approx(
+            np.mean(by_hand[:horizon]), rel=1e-5
+        )
+        for key in (
+            "ssim_mean",
+            "sharpness_mean",
+            "baseline_sharpness_mean",
+            "agent_position_error",
+            "motion_ratio",
+        ):
+            assert f"long_h{horizon}_{key}" in result
+    assert result["long_motion_ratio"] == result["long_h14_motion_ratio"]
+    assert "psnr_h7" in result  # half the longest, as for a single horizon
+
+    report = tracked_project.reports / "eval" / "model"
+    assert Image.open(report / "long_horizon.png").format == "PNG"
+    page = (report / "report.html").read_text()
+    assert "Long horizons" in page and all(f"<tr><th>{h}</th>" in page for h in (6, 10, 14))
+
+    client = mlflow.MlflowClient(tracking.tracking_uri(tracked_project))
+    [run] = client.search_runs([client.get_experiment_by_name("eval-long").experiment_id])
+    assert run.data.metrics["long_h10_psnr_mean"] == pytest.approx(result["long_h10_psnr_mean"])
+    history = client.get_metric_history(run.info.run_id, "long_sharpness_by_step")
+    assert sorted(m.step for m in history) == list(range(1, 15))
+
+
+def test_a_single_long_horizon_keeps_its_metric_names(project, sim_dataset, make_package, small_eval):
+    config = small_eval.model_copy(update={"long_horizon": 12, "videos": 0})
+    result = evaluate_package(make_package(), sim_dataset, config, track=False)
+    assert result["long_horizon"] == 12 and result["long_horizons"] == [12]
+    assert len(result["long_psnr_per_step"]) == len(result["long_baseline_psnr_per_step"]) == 12
+    for key in ("psnr", "baseline_psnr", "ssim", "agent_position_error", "baseline_agent_position_error"):
+        assert {f"{key}_h6", f"{key}_h12"} <= set(result)
+    assert result["long_motion_ratio"] >= 0
+
+
+def test_episodes_shorter_than_the_longest_long_horizon_are_refused_naming_the_field(
+    project, sim_dataset, make_package, small_eval
+):
+    config = small_eval.model_copy(update={"long_horizon": [8, 20]})  # 2 + 20 frames, episodes have 16
+    with pytest.raises(EvaluationError, match="eval.context_frames \\+ eval.long_horizon = 22") as error:
+        evaluate_package(make_package(), sim_dataset, config, track=False)
+    assert str(sim_dataset) in str(error.value)
+
+
+def test_long_horizon_takes_one_horizon_or_a_list_beyond_the_main_one():
+    from pydantic import ValidationError
+
+    from worldforge.evaluation.config import EvalConfig
+
+    assert EvalConfig(horizon=8, long_horizon=32).long_horizons == [32]
+    assert EvalConfig(horizon=8, long_horizon=[64, 16, 32, 16, 8]).long_horizons == [16, 32, 64]
+    assert EvalConfig(horizon=8).long_horizons == EvalConfig(horizon=8, long_horizon=[4]).long_horizons == []
+    with pytest.raises(ValidationError):
+        EvalConfig(long_horizon=[16, 0])
+
+
+def test_a_longest_horizon_the_tokenizer_cannot_generate_is_refused_naming_the_field(sim_dataset, small_eval):
+    clips = load_clips(sim_dataset, small_eval, long_horizon=14)
+    model = SimpleNamespace(frames_per_latent=4)  # a video tokenizer: 4 frames per latent frame
+    with pytest.raises(EvaluationError, match="eval.long_horizon 14 .* multiple of 4"):
+        long_horizon_scores(model, clips, small_eval, torch.device("cpu"))

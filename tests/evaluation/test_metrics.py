@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from worldforge.evaluation import metrics
-from worldforge.evaluation.rollout_eval import EvalClips, baseline_scores, score
+from worldforge.evaluation.rollout_eval import EvalClips, baseline_scores, prefix_scores, score
 
 
 def stripes(width: int, size: int = 16, frames: int = 3) -> torch.Tensor:
@@ -126,3 +126,81 @@ def test_motion_ratio_is_zero_for_a_frozen_rollout_and_one_for_the_truth():
     assert metrics.motion_ratio(frozen, target).abs().max() == 0
     noise = torch.rand(2, 5, 3, 8, 8) * 2 - 1
     assert metrics.motion_ratio(noise, target * 0.1).min() > 5  # noise changes far more than the world does
+
+
+def squares(corners: list[tuple[int, int]], side: int = 4, size: int = 16) -> torch.Tensor:
+    """(len(corners), 1, 3, size, size): a white square of `side` pixels on black, per clip at its
+    (row, column) corner."""
+    frames = torch.full((len(corners), 1, 3, size, size), -1.0)
+    for clip, (row, column) in enumerate(corners):
+        frames[clip, :, :, row : row + side, column : column + side] = 1.0
+    return frames
+
+
+def box_blur(frames: torch.Tensor) -> torch.Tensor:
+    """A 3x3 mean filter over each frame (edges: the mean of the pixels inside)."""
+    b, t, c, h, w = frames.shape
+    flat = frames.reshape(b * t, c, h, w)
+    return torch.nn.functional.avg_pool2d(flat, 3, stride=1, padding=1, count_include_pad=False).reshape(
+        frames.shape
+    )
+
+
+def test_high_frequency_energy_ignores_flat_frames_and_ramps_and_counts_edges():
+    flat = torch.full((1, 1, 3, 8, 8), 0.3)
+    ramp = torch.linspace(-1, 1, 8).expand(1, 1, 3, 8, 8)
+    assert metrics.high_frequency_energy(flat).item() == 0
+    assert metrics.high_frequency_energy(ramp).item() == pytest.approx(0, abs=1e-12)
+    # one pixel raised by 1: the Laplacian is -4 there and 1 at its 4 neighbours, per channel
+    dot = torch.zeros(1, 1, 3, 8, 8)
+    dot[..., 4, 4] = 1.0
+    assert metrics.high_frequency_energy(dot).item() == pytest.approx(3 * (16 + 4))
+
+
+def test_sharpness_is_one_for_the_truth_below_for_a_blurred_copy_above_for_added_noise():
+    target = torch.cat([squares([(2, 3), (8, 6)]), squares([(5, 5), (1, 9)])], dim=1)  # (2 clips, 2 steps)
+    assert torch.equal(metrics.sharpness(target.clone(), target), torch.ones(2, dtype=torch.float64))
+    blurred = metrics.sharpness(box_blur(target), target)
+    assert (blurred < 0.5).all()
+    noisy = target + 0.2 * torch.randn(target.shape, generator=torch.Generator().manual_seed(0))
+    assert (metrics.sharpness(noisy, target) > 1.5).all()
+    assert (metrics.sharpness(box_blur(noisy), target) < metrics.sharpness(noisy, target)).all()
+
+
+def test_psnr_prefers_the_blurry_mean_of_two_futures_and_sharpness_exposes_it():
+    # Two clips, the same past, two futures: the square went up-left or down-right.
+    target = squares([(2, 2), (10, 10)])
+    mean = (target[:1] + target[1:]).div(2).expand_as(target)  # the MSE-optimal frame: both, half bright
+    guess = squares([(2, 10), (2, 10)])  # a sharp square, in the wrong place both times
+    assert metrics.psnr(mean, target).mean() > metrics.psnr(guess, target).mean() + 5  # 4x lower MSE: 6 dB
+    assert metrics.sharpness(mean, target).item() == pytest.approx(0.5)  # two edges at half contrast
+    assert metrics.sharpness(guess, target).item() == pytest.approx(1.0)
+
+
+def test_sharpness_is_nan_where_the_truth_is_flat():
+    flat = torch.zeros(2, 1, 3, 8, 8)
+    assert math.isnan(metrics.sharpness(torch.rand(2, 1, 3, 8, 8), flat).item())
+
+
+def test_scores_carry_sharpness_and_copy_last_frame_is_near_one():
+    clips = constructed_clips()
+    scores = {**score(clips.target.clone(), clips), **baseline_scores(clips)}
+    assert scores["sharpness_per_step"] == [1.0] * clips.horizon and scores["sharpness_mean"] == 1.0
+    assert len(scores["baseline_sharpness_per_step"]) == clips.horizon
+    # a recorded frame repeated: as sharp as the recorded frames it stands in for
+    assert scores["baseline_sharpness_mean"] == pytest.approx(1.0, abs=0.1)
+
+
+def test_every_horizon_is_scored_on_its_prefix_of_one_rollout():
+    clips = constructed_clips()
+    prediction = torch.rand(clips.target.shape, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    entries = prefix_scores(prediction, clips, [3, 4])
+    assert sorted(entries) == [3, 4]
+    for horizon, entry in entries.items():
+        for key in ("psnr", "ssim", "sharpness", "baseline_psnr", "baseline_sharpness"):
+            assert len(entry[f"{key}_per_step"]) == horizon
+        assert entry["psnr_per_step"] == score(prediction, clips)["psnr_per_step"][:horizon]
+        assert entry["motion_ratio"] > 0
+    whole = {**score(prediction, clips), **baseline_scores(clips)}
+    assert {key: value for key, value in entries[4].items() if key != "motion_ratio"} == whole
+    assert entries[3]["psnr_mean"] == pytest.approx(sum(entries[4]["psnr_per_step"][:3]) / 3)

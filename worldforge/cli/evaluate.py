@@ -17,6 +17,7 @@ ROWS = (
     ("psnr_gain_over_baseline", "  gain over copy-last (dB)", "{:+.2f}"),
     ("ssim_mean", "SSIM mean", "{:.4f}"),
     ("baseline_ssim_mean", "  copy-last-frame SSIM", "{:.4f}"),
+    ("sharpness_mean", "sharpness (1 = as sharp as truth)", "{:.3f}"),
     ("agent_position_error", "agent position error", "{:.4f}"),
     ("baseline_agent_position_error", "  copy-last-frame error", "{:.4f}"),
     ("agent_found_fraction", "  agent found in frames", "{:.0%}"),

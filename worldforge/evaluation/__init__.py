@@ -2,11 +2,10 @@
 
     from worldforge.evaluation import evaluate_package
 
-- `metrics`: PSNR, SSIM, copy-last-frame baseline, agent position error (pure functions)
-- `rollout_eval`: held-out clips from a dataset, rollouts, scores
+- `metrics`: PSNR, SSIM, sharpness, copy-last-frame baseline, motion ratio (pure functions)
+- `rollout_eval`: held-out clips from a dataset, rollouts, scores (also of a long rollout's prefixes)
 - `cost`: parameters, FLOPs, frames/s, latency, peak memory
-- `report`: report.json, PSNR-vs-horizon plot, side-by-side videos
-- `gates`: promotion gates against the champion's recorded metrics
+- `report`: report.json, quality-vs-horizon plots (`plot_models`), report.html, side-by-side videos
 - `evaluate`: the stage function `evaluate_package`
 
 Submodules are imported lazily: `worldforge.config` imports `evaluation.config`, and
@@ -20,10 +19,9 @@ import importlib
 _EXPORTS = {
     "evaluate_package": "evaluate",
     "EvaluationError": "rollout_eval",
-    "check_gates": "gates",
 }
 
-__all__ = ["EvaluationError", "check_gates", "evaluate_package"]
+__all__ = ["EvaluationError", "evaluate_package"]
 
 
 def __getattr__(name: str):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field
 
 from worldforge.core.schema import Section
+
+Horizon = Annotated[int, Field(ge=1)]
 
 
 class EvalConfig(Section):
@@ -21,11 +25,12 @@ class EvalConfig(Section):
     horizon: int = Field(
         8, ge=1, description="frames generated per episode; a multiple of temporal_compression"
     )
-    long_horizon: int | None = Field(
+    long_horizon: Horizon | list[Horizon] | None = Field(
         None,
-        ge=1,
-        description="also roll out this many frames (beyond the training clip, through the sliding KV window) "
-        "and record PSNR and agent/ball error per step against copy-last-frame, and the motion ratio",
+        description="horizons (one or a list, e.g. [16, 32, 64]) beyond eval.horizon: one rollout to the "
+        "longest (beyond the training clip, through the sliding KV window), each horizon scored on its "
+        "prefix against copy-last-frame (PSNR, SSIM, agent/ball error, sharpness per step, motion ratio); "
+        "horizons up to eval.horizon are the main rollout's and skipped",
     )
     denoise_steps: int | None = Field(
         None, ge=1, description="solver steps per frame; None: the package's sampler.steps"
@@ -39,3 +44,9 @@ class EvalConfig(Section):
     )
     device: str = Field("auto", description="auto (cuda if present), cpu, cuda, cuda:N")
     seed: int = Field(0, description="seeds the rollouts' noise: model and reference see the same noise")
+
+    @property
+    def long_horizons(self) -> list[int]:
+        """`long_horizon` as a sorted list of distinct horizons beyond `horizon` ([]: no long rollout)."""
+        chosen = [self.long_horizon] if isinstance(self.long_horizon, int) else self.long_horizon or []
+        return sorted({h for h in chosen if h > self.horizon})

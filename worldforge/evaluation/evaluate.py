@@ -2,12 +2,13 @@
 
     evaluate_package(package, dataset, config) -> metrics
 
-Quality (PSNR and SSIM per horizon step, the copy-last-frame baseline, action-following on the
-simulator) and cost (parameters, FLOPs, frames/s, latency, peak memory on the current device)
-of each model, measured in one run on the same held-out clips with the same noise. Writes the
-model's `metrics.json` into its package, a report folder (report.json, PSNR plot, videos), and,
-with `track`, an MLflow stage run `evaluate` holding the metrics and the report. With
-`eval.long_horizon`, a longer rollout (beyond the training clip) is scored too.
+Quality (PSNR, SSIM and sharpness per horizon step, the copy-last-frame baseline,
+action-following on the simulator) and cost (parameters, FLOPs, frames/s, latency, peak memory on
+the current device) of each model, measured in one run on the same held-out clips with the same
+noise. Writes the model's `metrics.json` into its package, a report folder (report.json, plots,
+videos, report.html), and, with `track`, an MLflow stage run `evaluate` holding the metrics and the
+report. With `eval.long_horizon` (one horizon or several), one longer rollout (beyond the training
+clip, through the sliding KV window) is scored at each of them (`long_horizon_scores`).
 """
 
 from __future__ import annotations
@@ -26,14 +27,15 @@ from worldforge.core.runtime import select_device
 from worldforge.evaluation import report
 from worldforge.evaluation.config import EvalConfig
 from worldforge.evaluation.cost import measure_cost, measure_costs
-from worldforge.evaluation.metrics import motion_ratio, overall
 from worldforge.evaluation.rollout_eval import (
     EvalClips,
+    EvaluationError,
     baseline_scores,
     check_compatible,
     detector_floor,
     load_clips,
     predict,
+    prefix_scores,
     score,
 )
 from worldforge.packages import ModelPackage, load_package, package_md5, write_metrics
@@ -60,34 +62,51 @@ def open_subject(source: str | Path) -> Subject:
     return Subject(str(path), path.name, load_package(path))
 
 
+# the per-step curves recorded for people, MLflow and the long rollout, each with its `baseline_` twin
+CURVES = ("psnr", "ssim", "sharpness", "agent_position_error", "object_position_error")
 
 
 def long_horizon_scores(model, clips: EvalClips, config: EvalConfig, device: torch.device) -> dict[str, Any]:
-    """A rollout of `clips.horizon` frames, beyond the training clip: the per-step curves under
-    `long_*` keys (PSNR, agent/ball error, each with copy-last-frame's), the motion ratio of its
-    second half (0: frozen, >> 1: noise) and scalars at half the horizon and at its end
-    (`psnr_h16`, `baseline_psnr_h16`, `agent_position_error_h32`, ...)."""
+    """One rollout of `clips.horizon` frames (the longest of `eval.long_horizon`), beyond the
+    training clip, scored on its prefix at each horizon H of `config.long_horizons` (and at its
+    full length), against copy-last-frame on the same clips:
+
+    - `long_horizon`: the longest; `long_horizons`: every scored H
+    - `long_{curve}_per_step`, `long_baseline_{curve}_per_step`: the full rollout's curves (PSNR,
+      SSIM, sharpness, agent/ball error)
+    - `{curve}_h{step}`, `baseline_{curve}_h{step}`: a curve's value at half the longest and at
+      each H (`psnr_h16`, `baseline_psnr_h16`, `sharpness_h32`, ...)
+    - `long_h{H}_{scalar}`: each scalar of H's scores, over steps 1..H (`long_h32_psnr_mean`,
+      `long_h32_baseline_psnr_mean`, `long_h32_agent_position_error`, `long_h32_sharpness_mean`,
+      `long_h32_motion_ratio`, ...)
+    - `long_motion_ratio`: the full rollout's second half moving as the world does (~1), frozen (0)
+      or dissolved into noise (>> 1)."""
+    r = model.frames_per_latent
+    if clips.horizon % r:
+        raise EvaluationError(
+            f"eval.long_horizon {clips.horizon} (the longest) must be a multiple of {r}: the tokenizer "
+            f"compresses {r} frames into one latent frame"
+        )
     prediction = predict(model, clips, config.model_copy(update={"horizon": clips.horizon}), device)
-    scores = {**score(prediction, clips), **baseline_scores(clips)}
-    long: dict[str, Any] = {"long_horizon": clips.horizon}
-    for key in (
-        "psnr",
-        "ssim",
-        "agent_position_error",
-        "object_position_error",
-        "baseline_psnr",
-        "baseline_ssim",
-        "baseline_agent_position_error",
-        "baseline_object_position_error",
-    ):
-        curve = scores.get(f"{key}_per_step")
+    horizons = sorted({h for h in config.long_horizons if h < clips.horizon} | {clips.horizon})
+    entries = prefix_scores(prediction, clips, horizons)
+    full = entries[clips.horizon]
+    long: dict[str, Any] = {
+        "long_horizon": clips.horizon,
+        "long_horizons": horizons,
+        "long_motion_ratio": full["motion_ratio"],
+    }
+    for key in (*CURVES, *(f"baseline_{curve}" for curve in CURVES)):
+        curve = full.get(f"{key}_per_step")
         if curve is None:
             continue
         long[f"long_{key}_per_step"] = curve
-        for step in sorted({max(1, clips.horizon // 2), clips.horizon}):
+        for step in sorted({max(1, clips.horizon // 2), *horizons}):
             long[f"{key}_h{step}"] = curve[step - 1]
-    half = clips.horizon // 2
-    long["long_motion_ratio"] = overall(motion_ratio(prediction[:, half:], clips.target[:, half:]))
+    for horizon, entry in entries.items():
+        long.update(
+            {f"long_h{horizon}_{key}": value for key, value in entry.items() if not isinstance(value, list)}
+        )
     return long
 
 
@@ -143,8 +162,8 @@ def evaluate_package(
     dataset = Path(dataset).resolve()
     clips = load_clips(dataset, config)
     long_clips = None
-    if config.long_horizon and config.long_horizon > config.horizon:
-        long_clips = load_clips(dataset, config.model_copy(update={"horizon": config.long_horizon}))
+    if config.long_horizons:
+        long_clips = load_clips(dataset, config, long_horizon=config.long_horizons[-1])
     subjects = [open_subject(package)] + ([open_subject(reference)] if reference is not None else [])
     name = "-vs-".join(s.name for s in subjects)
     out = Path(out_dir) if out_dir is not None else Project.current().reports / "eval" / name
@@ -159,10 +178,14 @@ def evaluate_package(
         "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     results, predictions = [], {}
-    steps = [config.denoise_steps] + ([reference_steps or config.denoise_steps] if reference is not None else [])
+    steps = [config.denoise_steps] + (
+        [reference_steps or config.denoise_steps] if reference is not None else []
+    )
     for subject, chosen in zip(subjects, steps, strict=True):
         chosen_config = config.model_copy(update={"denoise_steps": chosen})
-        metrics, prediction = measure(subject, clips, chosen_config, device, cost=False, long_clips=long_clips)
+        metrics, prediction = measure(
+            subject, clips, chosen_config, device, cost=False, long_clips=long_clips
+        )
         results.append({**metrics, **context, "package_md5": package_md5(subject.package.path)})
         predictions["model" if not predictions else "reference"] = prediction
     # Speed of the model and its reference timed in turns, so their ratio is fair on a busy machine.
@@ -186,10 +209,12 @@ def evaluate_package(
         subjects[0].name: own["psnr_per_step"],
         "copy last frame (baseline)": own["baseline_psnr_per_step"],
     }
+    models = {subjects[0].name: own}
     if reference is not None:
         summary["reference"] = {"source": subjects[1].source, "name": subjects[1].name, "metrics": results[1]}
         summary["comparison"] = report.compare(own, results[1])
         curves[f"{subjects[1].name} (reference)"] = results[1]["psnr_per_step"]
+        models[f"{subjects[1].name} (reference)"] = results[1]
     summary["config"] = config.model_dump(mode="json")
     report.write_json(out / "report.json", summary)
     where = f"{dataset.name}/{config.split}"
@@ -202,18 +227,17 @@ def evaluate_package(
             f"agent / ball position error vs horizon on {where}",
             ylabel="position error (frame sides)",
         )
+    report.plot_models(
+        out / "sharpness_vs_horizon.png", models, f"sharpness vs horizon on {where}", metrics=("sharpness",)
+    )
     if long_clips is not None:
-        long = {f"{s.name}": r["long_psnr_per_step"] for s, r in zip(subjects, results)}
-        long["copy last frame (baseline)"] = own["long_baseline_psnr_per_step"]
-        report.plot_curves(out / "long_horizon_psnr.png", long, f"PSNR over a {long_clips.horizon}-frame rollout on {where}")
-        errors = position_error_curves(subjects, results, prefix="long_")
-        if errors:
-            report.plot_curves(
-                out / "long_horizon_position_error.png",
-                errors,
-                f"agent / ball position error over a {long_clips.horizon}-frame rollout on {where}",
-                ylabel="position error (frame sides)",
-            )
+        report.plot_models(
+            out / "long_horizon.png",
+            models,
+            f"a {long_clips.horizon}-frame rollout on {where}",
+            prefix="long_",
+            marks=own["long_horizons"],
+        )
     report.write_videos(out / "videos", clips, predictions, config.videos)
     report.write_html(out, summary)
 
@@ -226,22 +250,19 @@ def evaluate_package(
     return result
 
 
-def position_error_curves(
-    subjects: list[Subject], results: list[dict[str, Any]], prefix: str = ""
-) -> dict[str, list[float]]:
+def position_error_curves(subjects: list[Subject], results: list[dict[str, Any]]) -> dict[str, list[float]]:
     """The agent and ball position error per horizon step of each model, copy-last-frame's and the
-    detectors' floor (their error on the recorded frames), for the error plot; {} without state.
-    prefix "long_": the curves of the long rollout."""
+    detectors' floor (their error on the recorded frames), for the error plot; {} without state."""
     own, curves = results[0], {}
     for what, metric in (("agent", "agent_position_error"), ("ball", "object_position_error")):
-        if f"{prefix}{metric}_per_step" not in own:
+        if f"{metric}_per_step" not in own:
             continue
         for subject, model_metrics in zip(subjects, results):
-            curves[f"{subject.name} {what}"] = model_metrics.get(f"{prefix}{metric}_per_step", [])
-        curves[f"copy last frame {what} (baseline)"] = own[f"{prefix}baseline_{metric}_per_step"]
+            curves[f"{subject.name} {what}"] = model_metrics.get(f"{metric}_per_step", [])
+        curves[f"copy last frame {what} (baseline)"] = own[f"baseline_{metric}_per_step"]
         floor = own.get(f"{metric}_ground_truth")
         if floor is not None:
-            curves[f"detector floor {what}"] = [floor] * len(own[f"{prefix}{metric}_per_step"])
+            curves[f"detector floor {what}"] = [floor] * len(own[f"{metric}_per_step"])
     return curves
 
 
@@ -262,21 +283,16 @@ def _track(
         params["reference"] = subjects[1].source
     with tracking.stage_run("evaluate", experiment, params=params, tags=tags):
         tracking.log_metrics(report.scalar_metrics(own))
-        curves = (
-            "psnr",
-            "ssim",
-            "baseline_psnr",
-            "baseline_ssim",
-            "agent_position_error",
-            "baseline_agent_position_error",
-            "object_position_error",
-            "baseline_object_position_error",
-        )
-        for step in range(own["horizon"]):  # one call per step: curves in MLflow's step charts
-            values = {
-                f"{key}_by_step": own[f"{key}_per_step"][step] for key in curves if f"{key}_per_step" in own
-            }
-            tracking.log_metrics(report.scalar_metrics(values), step=step + 1)
+        keys = (*CURVES, *(f"baseline_{curve}" for curve in CURVES))
+        # one call per step: curves in MLflow's step charts (`psnr_by_step`, `long_psnr_by_step`, ...)
+        for prefix, length in (("", own["horizon"]), ("long_", own.get("long_horizon", 0))):
+            for step in range(length):
+                values = {
+                    f"{prefix}{key}_by_step": own[f"{prefix}{key}_per_step"][step]
+                    for key in keys
+                    if f"{prefix}{key}_per_step" in own
+                }
+                tracking.log_metrics(report.scalar_metrics(values), step=step + 1)
         if "reference" in summary:
             theirs = report.scalar_metrics(summary["reference"]["metrics"])
             tracking.log_metrics({f"reference.{key}": value for key, value in theirs.items()})

@@ -11,6 +11,17 @@ gates can subtract champion from candidate. 100 dB is an MSE of 4e-10, far below
 SSIM is the standard one (Wang et al. 2004): an 11x11 Gaussian window (sigma 1.5), constants
 K1 = 0.01, K2 = 0.03 on the data range 2, computed per channel over the valid region (no padding)
 and averaged over channels and positions.
+
+Sharpness is the high-frequency energy of the generated frames relative to the true frames at the
+same step: per frame, the squared discrete Laplacian (4-neighbour, over the valid region, no
+padding) summed over pixels and channels; per horizon step, its mean over clips for the
+prediction divided by the same for the truth. 1.0 is as sharp as the truth, < 1 blurrier, > 1
+noisier. PSNR alone rewards blur: under uncertainty the MSE-optimal frame is the mean of the
+possible futures, a smeared frame that scores well while showing no object where it is; the
+Laplacian removes the flat regions and keeps edges and fine texture, which blur erases (ratio
+towards 0) and noise adds (ratio above 1). It says nothing about where things are drawn, so it is
+read next to PSNR and the position errors, never alone. A ratio of means over clips rather than a
+mean of per-clip ratios, so that a clip whose true frames are nearly flat cannot dominate.
 """
 
 from __future__ import annotations
@@ -75,6 +86,31 @@ def ssim(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     c1, c2 = (SSIM_K1 * DATA_RANGE) ** 2, (SSIM_K2 * DATA_RANGE) ** 2
     index = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
     return index.flatten(1).mean(dim=1).reshape(b, t)
+
+
+LAPLACIAN = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
+
+
+def high_frequency_energy(frames: torch.Tensor) -> torch.Tensor:
+    """Squared discrete Laplacian summed over pixels and channels: (B, T, C, H, W) -> (B, T) float64.
+
+    Flat regions and linear ramps give 0; every edge and fine texture adds."""
+    if frames.ndim != 5:
+        raise ValueError(f"frames {tuple(frames.shape)} must be (B, T, C, H, W)")
+    b, t, c, h, w = frames.shape
+    kernel = torch.tensor(LAPLACIAN, dtype=torch.float64, device=frames.device).expand(c, 1, 3, 3)
+    response = F.conv2d(frames.double().reshape(b * t, c, h, w), kernel, groups=c)  # valid region
+    return response.pow(2).flatten(1).sum(dim=1).reshape(b, t)
+
+
+def sharpness(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """High-frequency energy of the prediction over that of the target per step, each averaged over
+    clips: (B, T, C, H, W) x 2 -> (T,) float64; 1 as sharp as the truth, < 1 blurrier, > 1 noisier,
+    NaN at a step whose true frames are all flat."""
+    _check_pair(prediction, target)
+    generated = high_frequency_energy(prediction).mean(dim=0)
+    truth = high_frequency_energy(target).mean(dim=0)
+    return torch.where(truth > 0, generated / truth.clamp_min(1e-30), math.nan)
 
 
 def copy_last_frame(context_frames: torch.Tensor, horizon: int) -> torch.Tensor:

@@ -9,7 +9,7 @@ compared with the ground-truth state: action-following (the agent) and dynamics 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,9 @@ class EvalClips:
     target: torch.Tensor  # (N, horizon, C, H, W) in [-1, 1]
     actions: torch.Tensor  # (N, Tc + horizon) int64 or (N, Tc + horizon, A) float32
     action_space: dict[str, Any]
-    positions: np.ndarray | None  # (N, horizon, 1 + K, 2) true (x, y) of the agent, then each ball; simulator only
+    positions: (
+        np.ndarray | None
+    )  # (N, horizon, 1 + K, 2) true (x, y) of the agent, then each ball; simulator only
     fps: float
     scenes: list[Scene] | None = None  # per clip: background and object colours, from the recorded frames
     scored: np.ndarray | None = None  # (N, horizon, 1 + K) bool: objects found in the recorded target frames
@@ -52,27 +54,43 @@ class EvalClips:
     def frame_size(self) -> tuple[int, int]:
         return tuple(self.target.shape[-2:])
 
+    def first(self, steps: int) -> EvalClips:
+        """The same clips cut to their first `steps` target frames (a prefix of a longer rollout
+        is scored against it)."""
+        cut = slice(None, steps)
+        return replace(
+            self,
+            target=self.target[:, cut],
+            actions=self.actions[:, : self.context.shape[1] + steps],
+            positions=None if self.positions is None else self.positions[:, cut],
+            scored=None if self.scored is None else self.scored[:, cut],
+        )
+
 
 def to_model_frames(frames: np.ndarray) -> torch.Tensor:
     """uint8 (T, H, W, 3) -> float (T, 3, H, W) in [-1, 1]."""
     return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
-def load_clips(dataset: str | Path, config: EvalConfig) -> EvalClips:
-    """The first `config.episodes` episodes of `config.split`, cut to context + horizon frames.
+def load_clips(dataset: str | Path, config: EvalConfig, long_horizon: int | None = None) -> EvalClips:
+    """The first `config.episodes` episodes of `config.split`, cut to context + horizon frames
+    (context + `long_horizon` frames for the long rollout of `eval.long_horizon`).
 
     Raises EvaluationError naming the dataset and the eval field when episodes are too short or
     the split is empty."""
     dataset = Path(dataset)
     manifest = read_manifest(dataset)
-    length = config.context_frames + config.horizon
+    horizon, field = (
+        (config.horizon, "eval.horizon") if long_horizon is None else (long_horizon, "eval.long_horizon")
+    )
+    length = config.context_frames + horizon
     episodes = []
     for episode in iter_episodes(dataset, config.split):
         if len(episode) < length:
             raise EvaluationError(
                 f"{dataset}: episode {episode.episode} of split {config.split!r} has {len(episode)} "
-                f"frames, but eval.context_frames + eval.horizon = {length}; "
-                "lower them or build longer episodes"
+                f"frames, but eval.context_frames + {field} = {length}; "
+                f"lower {field} or build longer episodes"
             )
         episodes.append(episode)
         if len(episodes) == config.episodes:
@@ -89,7 +107,10 @@ def load_clips(dataset: str | Path, config: EvalConfig) -> EvalClips:
         scenes = [read_scene(e.frames[:length], clip) for e, clip in zip(episodes, everything)]
         positions = everything[:, config.context_frames :]
         scored = np.stack(
-            [truth_scored(e.frames[config.context_frames : length], scene) for e, scene in zip(episodes, scenes)]
+            [
+                truth_scored(e.frames[config.context_frames : length], scene)
+                for e, scene in zip(episodes, scenes)
+            ]
         )
     return EvalClips(
         dataset=dataset,
@@ -163,16 +184,20 @@ def predict(model, clips: EvalClips, config: EvalConfig, device: torch.device) -
 
 def score(prediction: torch.Tensor, clips: EvalClips) -> dict[str, Any]:
     """Quality of predicted frames (N, horizon, C, H, W) against the clips' targets:
-    `psnr_mean`, `psnr_per_step`, `ssim_mean`, `ssim_per_step` and, with ground-truth state,
+    `psnr_mean`, `psnr_per_step`, `ssim_mean`, `ssim_per_step`, `sharpness_mean` (the mean over
+    steps of `sharpness_per_step`, `metrics.sharpness`) and, with ground-truth state,
     `agent_position_error` and `object_position_error` (the balls), each with its `_per_step` curve
     and `_found_fraction` (`objects.py`: normalised units; a missing object counts as a guess)."""
     psnr = metrics.psnr(prediction, clips.target)  # (N, horizon)
     ssim = metrics.ssim(prediction, clips.target)
+    sharp = metrics.sharpness(prediction, clips.target)  # (horizon,)
     scores: dict[str, Any] = {
         "psnr_mean": metrics.overall(psnr),
         "psnr_per_step": metrics.per_step(psnr),
         "ssim_mean": metrics.overall(ssim),
         "ssim_per_step": metrics.per_step(ssim),
+        "sharpness_mean": metrics.overall(sharp),
+        "sharpness_per_step": [float(v) for v in sharp],
     }
     if clips.positions is not None:
         frames = prediction.detach().to("cpu", torch.float32).numpy()
@@ -197,6 +222,26 @@ def baseline_scores(clips: EvalClips) -> dict[str, Any]:
     """The copy-last-frame baseline on the same clips, keys prefixed `baseline_`."""
     prediction = metrics.copy_last_frame(clips.context, clips.horizon)
     return {f"baseline_{key}": value for key, value in score(prediction, clips).items()}
+
+
+def prefix_scores(
+    prediction: torch.Tensor, clips: EvalClips, horizons: list[int]
+) -> dict[int, dict[str, Any]]:
+    """Each horizon H of `horizons` scored on the first H frames of one longer rollout (N, T, C, H,
+    W), T >= H: `score` and `baseline_scores` (curves of length H) and `motion_ratio` (mean over
+    the prefix's second half, `metrics.motion_ratio`). Generation is causal, so the first H
+    frames of a rollout are a rollout to H: one rollout serves every horizon."""
+    entries = {}
+    for horizon in horizons:
+        clip = clips.first(horizon)
+        frames = prediction[:, :horizon]
+        half = horizon // 2
+        entries[horizon] = {
+            **score(frames, clip),
+            **baseline_scores(clip),
+            "motion_ratio": metrics.overall(metrics.motion_ratio(frames[:, half:], clip.target[:, half:])),
+        }
+    return entries
 
 
 def detector_floor(clips: EvalClips) -> dict[str, float]:

@@ -32,10 +32,10 @@ loss in velocity units, comparable with progressive's. N = 1 is classic consiste
 is a jump to the next segment boundary that re-noises deterministically with the predicted noise
 (DDIM), the multistep consistency sampler of Heek et al.; nothing in rollout code changes.
 
-Why consistency and not DMD: DMD/DMD2 train a second, "fake score" network alongside the student
-and need a GAN-style alternating update (two optimizers, two models in one step), which the shared
-`Trainer` (one objective, one optimizer step) does not have; consistency distillation needs only
-the frozen teacher and the student, and one loss.
+Both regress the student onto the teacher's trajectories; `dmd.py` instead matches the student's
+distribution to the teacher's (a second, "fake score" network trained alongside it as the
+trainer's critic), which keeps few-step samples sharp where a trajectory-regressing student
+averages.
 """
 
 from __future__ import annotations
