@@ -124,6 +124,7 @@ class ModelConfig(Section):
         "input (frame stacking): every token sees, at full resolution, the frame it changes from (1) and how "
         "things moved into it (2)",
     )
+
     @property
     def anchor_frames(self) -> int:
         """Previous clean frames each frame's anchor holds: the stacked ones, at least the one the
@@ -170,7 +171,8 @@ class ObjectiveConfig(Section):
     predicting x0 (trained through the velocity loss, as in JiT, "Back to Basics", 2025) learned far
     faster than predicting velocity on 64x64 moving-square clips (rollout PSNR 17 vs 11 dB after the
     same ~5 CPU-minutes), and half of the clips are trained as a rollout sees them (clean context,
-    noisy later frames): with independent noise levels alone, an all-clean context is rare."""
+    noisy later frames): with independent noise levels alone, an all-clean context is rare.
+    `rollout_frames` trains on the model's own frames instead (self forcing), as inference sees them."""
 
     prediction: Literal["velocity", "x0"] = Field(
         "x0", description="what the network outputs; the loss is on velocity either way"
@@ -209,7 +211,19 @@ class ObjectiveConfig(Section):
         description="training_context=clean: chance that a batch's context after a random split is the "
         "model's own rollout (generated without gradient, as in inference), so training sees its own errors",
     )
-    rollout_steps: int = Field(1, ge=1, description="sampler steps of those training rollouts")
+    rollout_steps: int = Field(
+        1, ge=1, description="sampler steps of the training rollouts (rollout_prob, rollout_frames)"
+    )
+    rollout_frames: int = Field(
+        0,
+        ge=0,
+        description="self forcing: after a clip's ground-truth frames the model generates this many frames "
+        "itself (the KV-cached rollout with the sampler's solver and rollout_steps, without gradient), and "
+        "the loss is on the clip's last frame alone, predicted with those frames as its context and anchors; "
+        "the gradient goes through that frame only, so memory does not grow with rollout_frames. Clips need "
+        "rollout_frames + 2 latent frames. 0: teacher-forced diffusion forcing (clean_context_prob, "
+        "context_targets and per-frame noise apply only then)",
+    )
     x0_min_level: float = Field(0.05, gt=0, description="x0 prediction: v = (x_t - x0) / max(t, this)")
     residual: bool = Field(
         False,
@@ -223,6 +237,11 @@ class ObjectiveConfig(Section):
             raise ValueError("objective.residual needs objective.prediction='x0'")
         if self.rollout_prob > 0 and self.training_context != "clean":
             raise ValueError("objective.rollout_prob needs objective.training_context='clean'")
+        if self.rollout_frames and self.training_context != "diffusion_forcing":
+            raise ValueError(
+                "objective.rollout_frames needs objective.training_context='diffusion_forcing' "
+                "(rollout_prob is the clean context's way to train on rollouts)"
+            )
         return self
 
 

@@ -5,6 +5,15 @@ trained to give the velocity `v = eps - x_0`, so that integrating dx/dt = v from
 turns noise into a frame. Diffusion forcing: every frame of a clip gets its own noise level, so one
 model learns both to denoise the newest frame and to condition on clean or slightly noised earlier
 frames (block-causal attention keeps later frames out of the way).
+
+Rollout training (self forcing, `rollout_frames` = R > 0): teacher forcing conditions every frame
+on ground truth, a rollout on the model's own frames, whose errors then compound. With R > 0 the
+model generates R frames itself after a clip's ground-truth frames (the KV-cached sampler of
+`streaming.LatentStream`, without gradient), and the loss is on the clip's last frame alone,
+predicted from that cache as the rollout's next step predicts it: the generated frames are its
+context (committed at the sampler's `context_noise`) and its anchors, the real frame its target.
+Only that frame's forward pass carries gradient, so memory does not grow with R. (`rollout_prob`
+is the teacher-forced variant: every frame at once, after a context rolled out as a whole.)
 """
 
 from __future__ import annotations
@@ -12,10 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
-from worldforge.models.config import ObjectiveConfig
-from worldforge.models.flow import to_velocity, to_x0
-from worldforge.models.streaming import generate_latents
+from worldforge.models.config import ModelConfigError, ObjectiveConfig
+from worldforge.models.flow import next_anchor, to_velocity, to_x0
+from worldforge.models.streaming import LatentStream, generate_latents
 from worldforge.models.world_model import WorldModel
 
 
@@ -84,9 +94,10 @@ def weighted_frame_mse(error: torch.Tensor, weight: torch.Tensor) -> tuple[torch
 
 
 def noise_targets(clean: torch.Tensor, config: ObjectiveConfig, generator=None) -> NoisedClips:
-    """`training_context=clean`: every frame a target at its own noise level (the context is a
-    separate clean copy, see `WorldDiT.forward_teacher_forced`); with `residual` the first frame,
-    which has no previous frame to change from, carries no loss."""
+    """`training_context=clean` and self forcing: every frame a target at its own noise level (the
+    context is a separate clean copy, see `WorldDiT.forward_teacher_forced`, or a rollout's KV cache,
+    see `self_forced_step`); with `residual` the first frame, which has no previous frame to change
+    from, carries no loss."""
     b, t = clean.shape[:2]
     levels = sample_noise_levels(b, t, config, clean.device, generator)  # (B, T')
     weight = torch.ones_like(levels)
@@ -94,7 +105,9 @@ def noise_targets(clean: torch.Tensor, config: ObjectiveConfig, generator=None) 
         weight[:, 0] = 0.0
     noise = torch.randn(clean.shape, device=clean.device, generator=generator, dtype=clean.dtype)
     expand = levels[:, :, None, None, None].to(clean.dtype)
-    return NoisedClips(clean=clean, noise=noise, noisy=(1 - expand) * clean + expand * noise, levels=levels, weight=weight)
+    return NoisedClips(
+        clean=clean, noise=noise, noisy=(1 - expand) * clean + expand * noise, levels=levels, weight=weight
+    )
 
 
 def rollout_context(
@@ -131,7 +144,9 @@ def training_inputs(
     """Noise a batch of clean latent clips (B, T', c, h, w) as `config` says: diffusion forcing, or
     clean context copies (with `rollout_prob`, the model's own rollout after a random split)."""
     if config.training_context == "diffusion_forcing":
-        return TrainingInputs(noise_clips(clean, config, generator), condition, None, model.anchors(clean), False)
+        return TrainingInputs(
+            noise_clips(clean, config, generator), condition, None, model.anchors(clean), False
+        )
     batch = noise_targets(clean, config, generator)
     context, t = clean, clean.shape[1]
     rolled = t > 2 and float(torch.rand((), generator=generator, device=clean.device)) < config.rollout_prob
@@ -149,6 +164,36 @@ def network_output(model: WorldModel, inputs: TrainingInputs) -> torch.Tensor:
     return model.dit(batch.noisy, batch.levels, inputs.condition, anchor=inputs.anchor)
 
 
+def self_forced_step(
+    model: WorldModel, clean: torch.Tensor, condition: torch.Tensor, config: ObjectiveConfig, generator=None
+) -> tuple[NoisedClips, torch.Tensor, torch.Tensor]:
+    """Self forcing: the last frame of clean latent clips (B, T', c, h, w) predicted as a rollout
+    predicts it after `config.rollout_frames` (R) frames of its own.
+
+    A `LatentStream` takes the first T' - R - 1 frames as ground-truth context and generates the
+    next R without gradient (`rollout_steps` steps of the sampler's solver), committing them at the
+    sampler's context_noise; the last frame, noised, is then predicted from that KV cache, its anchor
+    the last generated frame(s). Returns that frame noised (B, 1, ...), its anchor, and the DiT's
+    output for it: the only computation with gradient."""
+    t, frames = clean.shape[1], config.rollout_frames
+    known = t - frames - 1  # ground-truth context frames
+    if known < 1:
+        raise ModelConfigError(
+            f"objective.rollout_frames={frames} needs clips of at least {frames + 2} latent frames (context, "
+            f"{frames} generated, 1 trained), got {t}: set data.clip_frames to at least "
+            f"{1 + (frames + 1) * model.frames_per_latent} or lower objective.rollout_frames"
+        )
+    with torch.no_grad():
+        stream = LatentStream(model, clean[:, :known], condition[:, :known], generator)
+        for index in range(known, t - 1):
+            stream.next(condition[:, index : index + 1], config.rollout_steps)
+        stream.commit()  # the last generated frame joins the context, as the rollout's next step commits it
+    anchor = next_anchor(torch.stack(stream.clean, dim=1), model.model_cfg.anchor_frames)
+    batch = noise_targets(clean[:, t - 1 :], config, generator)
+    output = model.dit(batch.noisy, batch.levels, condition[:, t - 1 :], cache=stream.cache, anchor=anchor)
+    return batch, anchor, output
+
+
 def flow_matching_loss(
     model: WorldModel,
     frames: torch.Tensor,
@@ -160,27 +205,34 @@ def flow_matching_loss(
 
     frames: (B, T, C, H, W) in [-1, 1]; actions: (B, T) int64 or (B, T, A) float, action t taken
     after frame t (the last one is unused). The tokenizer is frozen here (encoded without grad).
-    config defaults to the model's own objective config.
+    config defaults to the model's own objective config; with `rollout_frames` only the clip's
+    last frame is trained, after the model's own rollout (`self_forced_step`).
     Returns the scalar loss and detached logs: loss, loss_per_frame (T',), noise_level (mean),
     rollout (1 when the context was the model's own rollout)."""
     config = config or model.objective_cfg
     with torch.no_grad():
         clean = model.tokenizer.encode(frames)  # (B, T', c, h, w)
-    inputs = training_inputs(model, clean, model.action_condition(actions, clean.shape[1]), config, generator)
-    batch, anchor = inputs.batch, inputs.anchor
-    output = network_output(model, inputs)
+    condition = model.action_condition(actions, clean.shape[1])
+    if config.rollout_frames:
+        batch, anchor, output = self_forced_step(model, clean, condition, config, generator)
+        rolled = True
+    else:
+        inputs = training_inputs(model, clean, condition, config, generator)
+        batch, anchor, rolled = inputs.batch, inputs.anchor, inputs.rolled
+        output = network_output(model, inputs)
     if config.loss == "x0":
         x0 = to_x0(output, batch.noisy, batch.levels, config, anchor=anchor)
-        error = x0.float() - clean.float()
+        error = x0.float() - batch.clean.float()
     else:
         velocity = to_velocity(output, batch.noisy, batch.levels, config, anchor=anchor)
         error = velocity.float() - batch.target.float()
     loss, per_frame = weighted_frame_mse(error, batch.weight)
     weight = batch.weight
+    frame_loss = (per_frame * weight).sum(0) / weight.sum(0).clamp_min(1)  # (T',), self forcing (1,)
     logs = {
         "loss": loss.detach(),
-        "loss_per_frame": ((per_frame * weight).sum(0) / weight.sum(0).clamp_min(1)).detach(),
+        "loss_per_frame": F.pad(frame_loss, (clean.shape[1] - frame_loss.shape[0], 0)).detach(),
         "noise_level": batch.levels.mean().detach(),
-        "rollout": torch.tensor(float(inputs.rolled)),
+        "rollout": torch.tensor(float(rolled)),
     }
     return loss, logs

@@ -103,7 +103,9 @@ class LatentStream:
         self.peak = self.cache.frames
         self.pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # frame, action, anchor
 
-    def _commit(self) -> None:
+    def commit(self) -> None:
+        """Put the last generated frame into the cache now (`next` does it before the frame after
+        it); a caller that predicts that next frame itself (self-forcing training) calls this."""
         frame, action, anchor = self.pending
         self.pending = None
         self.model.velocity(
@@ -119,7 +121,7 @@ class LatentStream:
     @torch.no_grad()
     def next(self, action: torch.Tensor, steps: int | None = None, solver: str | None = None) -> torch.Tensor:
         if self.pending is not None:
-            self._commit()
+            self.commit()
         config = self.model.sampler_cfg
         last = self.clean[-1]
         noise = torch.randn(
