@@ -131,15 +131,21 @@ def plot_models(
     panels = [
         (key, label) for key, label in PANELS if key in metrics and first.get(f"{prefix}{key}_per_step")
     ]
-    figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), dpi=100, squeeze=False)
+    rows = -(-(len(models) + 2) // 5)  # legend rows below the panels: models, copy-last, reference line
+    figure, axes = plt.subplots(
+        1, len(panels), figsize=(4.5 * len(panels), 4 + 0.25 * rows), dpi=100, squeeze=False
+    )
+    colours = plt.get_cmap("tab20" if len(models) > 10 else "tab10")
     for axis, (key, label) in zip(axes[0], panels):
         curves = {name: values.get(f"{prefix}{key}_per_step") for name, values in models.items()}
         curves["copy last frame (baseline)"] = first.get(f"{prefix}baseline_{key}_per_step")
-        for name, values in curves.items():
+        for index, (name, values) in enumerate(curves.items()):
             if values:  # a model without this curve draws no line; None steps (NaN) are gaps
                 line = np.asarray(values, dtype=np.float64)
-                style = "--" if "baseline" in name else "-"
-                axis.plot(np.arange(1, len(line) + 1), line, style, marker="o", markersize=2, label=name)
+                style = (
+                    {"linestyle": "--", "color": "black"} if "baseline" in name else {"color": colours(index)}
+                )
+                axis.plot(np.arange(1, len(line) + 1), line, marker="o", markersize=2, label=name, **style)
         level = {"sharpness": 1.0}.get(key, first.get(f"{key}_ground_truth"))
         if level is not None:
             axis.axhline(
@@ -154,9 +160,13 @@ def plot_models(
         axis.set_xlabel("horizon step (generated frame)")
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
-        axis.legend(fontsize="small")
+    legend: dict[str, object] = {}  # one legend for every panel, below them: the lines stay visible
+    for axis in axes[0]:
+        for handle, name in zip(*axis.get_legend_handles_labels()):
+            legend.setdefault(name, handle)
+    figure.legend(legend.values(), legend.keys(), loc="lower center", ncol=5, fontsize="small", frameon=False)
     figure.suptitle(title)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.06 * rows, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
     plt.close(figure)
