@@ -254,3 +254,30 @@ def trained_world_model():
         optimizer.step()
     torch.set_num_threads(threads)
     return model.eval()
+
+
+def encode_video(path: Path, frames: int = 48, fps: int = 30, size=(64, 80)) -> None:
+    """A white square moving right by a pixel a frame over a dark gradient: `frames` frames of
+    (H, W) = size at `fps`, encoded with PyAV (the `video` extra)."""
+    import av
+    import numpy as np
+
+    height, width = size
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for t in range(frames):
+            image = np.zeros((height, width, 3), np.uint8)
+            image[..., 2] = np.linspace(20, 90, width, dtype=np.uint8)
+            image[20:36, t : t + 16] = 255
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+@pytest.fixture
+def write_video():
+    """`write_video(path, frames=48, fps=30, size=(64, 80))`: see `encode_video`."""
+    pytest.importorskip("av", reason="the video extra (PyAV) is not installed")
+    return encode_video

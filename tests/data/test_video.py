@@ -17,34 +17,18 @@ from worldforge.data.manifest import read_manifest
 from worldforge.data.samples import iter_windows
 from worldforge.data.shards import build_dataset
 
-FRAMES, FPS = 48, 30  # resampled to 15 fps: 24 frames, 3 windows of 8
-
-
-def encode_video(path: Path, frames: int = FRAMES, fps: int = FPS, size=(64, 80)) -> None:
-    """A white square moving right over a dark gradient, `frames` frames of (H, W) = size."""
-    height, width = size
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for t in range(frames):
-            image = np.zeros((height, width, 3), np.uint8)
-            image[..., 2] = np.linspace(20, 90, width, dtype=np.uint8)
-            image[20:36, t : t + 16] = 255
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+FRAMES, FPS = 48, 30  # the root conftest's `write_video`: resampled to 15 fps, 24 frames, 3 windows of 8
 
 
 def video_config(tiny_config, folder: Path, *extra: str):
     return tiny_config("data.source=video", f"data.video.folder={folder}", "data.video.fps=15", *extra)
 
 
-def test_video_folder_is_resampled_and_bad_files_are_reported_with_counts(tiny_config, tmp_path):
+def test_video_folder_is_resampled_and_bad_files_are_reported_with_counts(tiny_config, tmp_path, write_video):
     folder = tmp_path / "videos"
     folder.mkdir()
     for name in ("a", "b", "c"):
-        encode_video(folder / f"{name}.mp4")
+        write_video(folder / f"{name}.mp4")
     np.save(folder / "a.npy", np.arange(FRAMES) % 5)
     (folder / "c.jsonl").write_text(
         "\n".join(json.dumps({"action": 1}) for _ in range(FRAMES - 1))
@@ -70,11 +54,11 @@ def test_video_folder_is_resampled_and_bad_files_are_reported_with_counts(tiny_c
     assert all(b > a for a, b in itertools.pairwise(columns))
 
 
-def test_continuous_actions_from_jsonl_reach_the_loader_as_float_vectors(tiny_config, tmp_path):
+def test_continuous_actions_from_jsonl_reach_the_loader_as_float_vectors(tiny_config, tmp_path, write_video):
     folder = tmp_path / "videos"
     folder.mkdir()
     for name in ("one", "two"):
-        encode_video(folder / f"{name}.mkv")
+        write_video(folder / f"{name}.mkv")
         lines = [json.dumps([t / FRAMES, -t / FRAMES]) for t in range(FRAMES)]
         (folder / f"{name}.jsonl").write_text("\n".join(lines))
     config = video_config(tiny_config, folder, "data.splits={train: 1.0}")
@@ -85,9 +69,9 @@ def test_continuous_actions_from_jsonl_reach_the_loader_as_float_vectors(tiny_co
     assert "state" not in batch
 
 
-def test_a_folder_without_usable_videos_is_a_clear_error(tiny_config, tmp_path):
+def test_a_folder_without_usable_videos_is_a_clear_error(tiny_config, tmp_path, write_video):
     from worldforge.data.episode import DatasetError
 
-    encode_video(tmp_path / "lonely.mp4", frames=4)
+    write_video(tmp_path / "lonely.mp4", frames=4)
     with pytest.raises(DatasetError, match="lonely.mp4: no actions file"):
         build_dataset(video_config(tiny_config, tmp_path), tmp_path / "ds", track=False, progress=False)

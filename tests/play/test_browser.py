@@ -212,3 +212,18 @@ def test_holding_right_moves_the_agent_right_with_the_quickstart_model(browser, 
     right, left = agent_moves(browser, serve(player), player, context=4)
     print(f"quickstart model: agent x moves right {right.round(3)}, left {left.round(3)}")
     assert np.mean(right > 0) > 0.5 and np.mean(left < 0) > 0.5, (right, left)
+
+
+def test_continuous_actions_are_steered_with_sliders_and_arrows(
+    browser, serve, continuous_package, continuous_dataset
+):
+    open_page(browser, serve(Player.open(continuous_package, continuous_dataset, context_frames=3)))
+    sliders = browser.find_elements(By.CSS_SELECTOR, "input[type=range]")
+    assert len(sliders) == 2
+    browser.execute_script(
+        "const s = arguments[0]; s.value = s.max; s.dispatchEvent(new Event('input'));", sliders[0]
+    )
+    wait_for(browser, "window.worldforge.frames.slice(-1)[0].action[0] > 0.9")
+    made = hold(browser, Keys.ARROW_DOWN, frames=2)  # arrows push the second dimension to its end
+    assert made[-1]["action"][1] == pytest.approx(float(sliders[1].get_attribute("max")))
+    assert made[-1]["action"][0] > 0.9  # the slider still sets the first

@@ -83,3 +83,18 @@ def test_unknown_episode_and_mode_are_refused(package, held_out_dataset):
         player.begin(episode=5)
     with pytest.raises(PlayError, match="mode 'watch'"):
         player.begin(mode="watch")
+
+
+def test_continuous_actions_get_slider_ranges_and_vectors(continuous_package, continuous_dataset):
+    player = Player.open(continuous_package, continuous_dataset, context_frames=CONTEXT)
+    info = player.info()
+    assert info["action_space"] == {"kind": "continuous", "dim": 2} and info["labels"] is None
+    low, high = info["ranges"][0]
+    assert low == 0.0 and 0.9 < high < 1.0 and info["ranges"][1][1] == 0.0  # what the recordings span
+    run = player.begin()
+    step = run.step([0.5, -0.25])
+    assert step.action == [0.5, -0.25] and step.label == "+0.50 -0.25" and step.frame.shape == (32, 32, 3)
+    with pytest.raises(PlayError, match="expected 2 finite numbers"):
+        run.step([0.5])
+    replay = player.begin(mode="replay").step()
+    assert replay.action == pytest.approx(player.episodes[0].actions[CONTEXT - 1].tolist())
