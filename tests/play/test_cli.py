@@ -22,9 +22,17 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_play_serves_the_page_on_loopback_until_interrupted(project, package, held_out_dataset):
+def test_play_serves_the_page_on_loopback_until_interrupted(project, make_world_model, held_out_dataset):
+    """The dataset comes from the package's lineage (the one it was trained on) when --dataset is
+    not given."""
+    from worldforge.models.world_model import package_config
+    from worldforge.packages import save_package
+
+    model = make_world_model(context_window=3)
+    lineage = {"stage": "pretrain_world", "dataset": str(held_out_dataset)}
+    package = save_package(project.packages / "model", package_config(model), model, lineage=lineage)
     port = free_port()
-    command = [sys.executable, "-m", "worldforge", "play", str(package), "--dataset", str(held_out_dataset)]
+    command = [sys.executable, "-m", "worldforge", "play", str(package)]
     server = subprocess.Popen(
         [*command, "--no-browser", "--port", str(port), "--context", "3", "--episodes", "2"],
         stdout=subprocess.PIPE,

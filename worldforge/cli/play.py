@@ -20,6 +20,18 @@ def model_name(source: str, package: Path, family: str) -> str:
     return version if version == source else f"{source} ({version})"
 
 
+def trained_on(package: Path) -> Path | None:
+    """The dataset the package's lineage names, where it exists in this project root."""
+    from worldforge.packages import load_package
+    from worldforge.packages.lineage import project_folder
+
+    lineage = load_package(package).lineage
+    if lineage is None or not lineage.dataset:
+        return None
+    folder = project_folder(lineage.dataset)
+    return folder if (folder / "manifest.json").is_file() else None
+
+
 def play_command(
     source: str = typer.Argument(
         ..., help="A model package folder, or models:/NAME@ALIAS, or models:/NAME/VERSION."
@@ -62,12 +74,12 @@ def play_command(
         from worldforge.registry.query import resolve
 
         resolved = load_config(config)
-        dataset = dataset or default_output(resolved.data)
+        package = resolve(source)
+        dataset = dataset or trained_on(package) or default_output(resolved.data)
         if not (dataset / "manifest.json").is_file():
             raise PlayError(
                 f"{dataset}/manifest.json: no dataset there; build it (worldforge data build {config}) or pass --dataset"
             )
-        package = resolve(source)
         player = Player.open(
             package,
             dataset,

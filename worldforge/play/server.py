@@ -93,7 +93,12 @@ def create_app(player: Player) -> FastAPI:
 
 
 def serve(player: Player, host: str = "127.0.0.1", port: int = 8765) -> None:
-    """Serve the page until interrupted (Ctrl-C)."""
+    """Serve the page until interrupted (Ctrl-C, twice to skip waiting for open connections).
+    The app has no startup or shutdown work, so uvicorn's lifespan protocol is off: a second
+    Ctrl-C then ends the process without a traceback."""
     import uvicorn
 
-    uvicorn.run(create_app(player), host=host, port=port, log_level="warning")
+    try:
+        uvicorn.run(create_app(player), host=host, port=port, log_level="warning", lifespan="off")
+    except KeyboardInterrupt:
+        log.info("play server stopped")
