@@ -18,9 +18,15 @@ their recorded `sampler.steps`.
 Every model is scored with `worldforge.evaluation` on the preset's `eval` clips: PSNR/SSIM vs
 ground truth, PSNR vs the teacher's own rollout (same noise seed), action-following (the agent's
 position error in frame widths, simulator data), and frames/s of the denoising loop and end to end
-(median of `eval.latency_repeats` batch-1 rollouts). The issue's target is printed under the table:
-the 4-step student within 1 dB PSNR of the teacher and at least 5x faster in the denoising loop.
-Writes DIR/distill_report.{md,json}.
+(median of `eval.latency_repeats` batch-1 rollouts), and sharpness (high-frequency energy over
+the truth's). With `eval.long_horizon` (e.g. -o "eval.long_horizon=[16,32,64]") every model also
+rolls out that far through the sliding KV window, on --long-dataset's held-out episodes (default
+the same dataset; they must be long enough), and a second table gives PSNR gain, agent and ball
+error against copy-last-frame at each horizon. The targets are printed under the tables: the
+4-step progressive student within 1 dB PSNR of the teacher and at least 5x faster in the denoising
+loop; the 2-step DMD student at least as sharp as the teacher and within 1 dB.
+Writes DIR/distill_report.{md,json} and DIR/horizon.png, DIR/long_horizon.png (every model's
+curves on one figure).
 """
 
 from __future__ import annotations
@@ -86,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=Path("distill-report"), help="folder for students and report"
     )
+    parser.add_argument("--long-dataset", type=Path, help="dataset of the long rollouts (default: --dataset)")
     parser.add_argument("-o", "--override", action="append", default=[], help="config override KEY=VALUE")
     args = parser.parse_args(argv)
     if args.root:
@@ -96,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     from worldforge.data.shards import default_output
     from worldforge.evaluation import metrics as quality
     from worldforge.evaluation.evaluate import measure, open_subject
-    from worldforge.evaluation.report import ratio_cell
+    from worldforge.evaluation.report import plot_models, ratio_cell
     from worldforge.evaluation.rollout_eval import load_clips
 
     setup_logging("WARNING")
@@ -117,12 +124,16 @@ def main(argv: list[str] | None = None) -> int:
 
     device = select_device(config.eval.device)
     clips = load_clips(args.dataset, config.eval)
+    horizons = config.eval.long_horizons
+    long_clips = None
+    if horizons:
+        long_clips = load_clips(args.long_dataset or args.dataset, config.eval, long_horizon=horizons[-1])
     teacher_frames = None
     for row in rows:
         subject = open_subject(row["source"])
         row.setdefault("steps", subject.package.config["sampler"]["steps"])
         eval_cfg = config.eval.model_copy(update={"denoise_steps": row["steps"]})
-        row["metrics"], frames = measure(subject, clips, eval_cfg, device)
+        row["metrics"], frames = measure(subject, clips, eval_cfg, device, long_clips=long_clips)
         if teacher_frames is None:
             teacher_frames = frames
         row["psnr_vs_teacher"] = quality.overall(quality.psnr(frames, teacher_frames))
@@ -175,7 +186,38 @@ def main(argv: list[str] | None = None) -> int:
         f"{config.eval.context_frames}, horizon {clips.horizon}, device {reference['device']}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
-    table = "\n".join([*lines, "", target, baseline, facts])
+    long_lines = []
+    if long_clips is not None:
+        long_lines = [
+            "",
+            (
+                f"long rollouts ({len(long_clips.episodes)} episodes of {Path(args.long_dataset or args.dataset).name}): "
+                "PSNR gain over copy-last-frame (dB) / agent error x copy-last / ball error x copy-last / sharpness, "
+                "means over steps 1..H"
+            ),
+            "",
+            "| model | steps | " + " | ".join(f"h{h}" for h in horizons) + " |",
+            "|---|---|" + "---|" * len(horizons),
+        ]
+        for row in rows:
+            m, cells = row["metrics"], []
+            for h in horizons:
+                gain = m[f"long_h{h}_psnr_mean"] - m[f"long_h{h}_baseline_psnr_mean"]
+                agent = m.get(f"long_h{h}_agent_position_error", float("nan")) / m.get(
+                    f"long_h{h}_baseline_agent_position_error", float("nan")
+                )
+                balls = m.get(f"long_h{h}_object_position_error", float("nan")) / m.get(
+                    f"long_h{h}_baseline_object_position_error", float("nan")
+                )
+                cells.append(
+                    f"{gain:+.2f} / {agent:.2f}x / {balls:.2f}x / {m.get(f'long_h{h}_sharpness_mean', float('nan')):.2f}"
+                )
+            long_lines.append(f"| {row['model']} | {row['steps']} | " + " | ".join(cells) + " |")
+    models = {f"{row['model']} ({row['steps']} steps)": row["metrics"] for row in rows}
+    plot_models(args.out / "horizon.png", models, f"teacher and students on {Path(args.dataset).name}")
+    if long_clips is not None:
+        plot_models(args.out / "long_horizon.png", models, "long rollouts", prefix="long_", marks=horizons)
+    table = "\n".join([*lines, "", target, baseline, facts, *long_lines])
     print(table)
     (args.out / "distill_report.md").write_text(table + "\n")
     (args.out / "distill_report.json").write_text(json.dumps(rows, indent=2, default=str))

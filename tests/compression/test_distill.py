@@ -492,18 +492,21 @@ def test_dmd_trains_the_student_and_the_fake_score_in_turn_and_records_both(
     assert result.frames.shape == (1, 2, 3, 32, 32) and torch.isfinite(result.frames).all()
 
 
-def test_zero3_is_refused_naming_the_setting(project, dataset, teacher_package):
-    from worldforge.errors import WorldforgeError
-
-    distill_cfg = DistillConfig(method="dmd", steps=1, train_steps=1)
-    with pytest.raises(WorldforgeError, match="train.deepspeed=zero2"):
-        distill_package(
-            teacher_package,
-            config("train.deepspeed=zero3"),
-            distill_cfg,
-            dataset,
-            project.packages / "x",
-        )
+def test_dmd_under_zero3_trains_the_same_student_as_without_partitioning(
+    project, dataset, teacher_package, tmp_path
+):
+    """Under ZeRO-3 each engine partitions its network; the student calls the fake score and the
+    fake score's update samples the student outside their own engines, with their parameters
+    gathered: the student comes out as without ZeRO (one process, so the same micro-batches)."""
+    distill_cfg = DistillConfig(method="dmd", steps=1, train_steps=2, lr=1e-3)
+    plain = distill_package(teacher_package, config(), distill_cfg, dataset, tmp_path / "zero0")
+    partitioned = distill_package(
+        teacher_package, config("train.deepspeed=zero3"), distill_cfg, dataset, tmp_path / "zero3"
+    )
+    expected, state = load_package(plain).state, load_package(partitioned).state
+    assert any(not torch.equal(expected[k], load_package(teacher_package).state[k]) for k in expected)
+    for name in expected:
+        torch.testing.assert_close(state[name], expected[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_cli_runs_dmd_as_a_flow_and_registers_the_student(

@@ -72,7 +72,9 @@ class Critic:
     DeepSpeed engine, optimizer and learning-rate schedule; before each micro-batch of the
     objective it takes `updates` micro-steps on that same micro-batch (`objective.forward(batch)
     -> (loss, logs)`, logged as `<name>_<key>`). The networks must not overlap: each parameter
-    belongs to one engine (hold the other's network as a plain attribute, not a submodule)."""
+    belongs to one engine (hold the other's network as a plain attribute, not a submodule), and a
+    call to the other's network gathers its parameters first (`deepspeed.zero.GatheredParameters`:
+    under ZeRO-3 they are partitioned outside their own engine's forward)."""
 
     name: str
     objective: nn.Module
@@ -173,12 +175,6 @@ class Trainer:
         """The critic's own engine: the same DeepSpeed settings, its own optimizer and schedule."""
         import deepspeed
 
-        if self.zero_stage == 3:
-            raise WorldforgeError(
-                f"task {self.task.name!r} trains a critic ({critic.name}) beside its objective, and each "
-                "calls the other's network outside its own engine's forward, which ZeRO-3's partitioned "
-                "parameters do not allow; use train.deepspeed=zero2 (or zero0/zero1)"
-            )
         trainable = [p for p in critic.objective.parameters() if p.requires_grad]
         config = build_deepspeed_config(train, lr=critic.lr, world_size=self.world, precision=self.precision)
         engine, _, _, _ = deepspeed.initialize(

@@ -23,7 +23,8 @@ drops it, 0 by default).
 The student and the fake score are trained in turn on the shared `Trainer`: the fake score is
 the task's `Critic` (its own DeepSpeed engine and optimizer, `fake_updates` optimizer steps per
 student step, on the same micro-batch, DMD2's two time-scale rule), the student is the task's
-objective. Like the other step-distillation objectives, each micro-batch is a rollout step: a
+objective. Each calls the other's network outside that network's engine, with its parameters
+gathered (`gathered`: whole under ZeRO-3, a no-op below), so every ZeRO stage works. Like the other step-distillation objectives, each micro-batch is a rollout step: a
 clip's first j latent frames are the context, frame j is generated (`steps.rollout_case`); with
 `distill.dmd.rollout_frames` u > 0 the last u of those context frames are the student's own
 KV-cached rollout (no gradient), so the student learns on the inputs it meets at inference and the
@@ -65,6 +66,15 @@ def dmd_loss(
         grad = (fake_x0 - real_x0) / weight
     loss = 0.5 * (x0.float() - (x0 - grad).detach().float()).pow(2).mean()
     return loss, grad
+
+
+def gathered(model: nn.Module):
+    """Whole parameters of a network that another engine owns, for a call outside that engine's
+    forward: under ZeRO-3 they are partitioned across ranks and gathered here for the duration of
+    the `with` (DeepSpeed's `GatheredParameters`); below ZeRO-3 this does nothing."""
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None)
 
 
 def _denoiser(model: WorldModel, case: RolloutCase) -> Denoiser:
@@ -152,10 +162,10 @@ class FakeScoreObjective(nn.Module):
         object.__setattr__(self, "student", student)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        case = rollout_case(
-            self.student, batch, self.student.sampler_cfg.context_noise, self.config.rollout_frames
-        )
-        with torch.no_grad():
+        with torch.no_grad(), gathered(self.student):
+            case = rollout_case(
+                self.student, batch, self.student.sampler_cfg.context_noise, self.config.rollout_frames
+            )
             x0 = generate(self.student, case, torch.randn_like(case.frame), self.student.sampler_cfg.steps)
         objective = self.model.objective_cfg
         t = sample_noise_levels(x0.shape[0], 1, objective, x0.device)[:, 0].to(x0.dtype)
