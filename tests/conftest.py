@@ -281,3 +281,24 @@ def write_video():
     """`write_video(path, frames=48, fps=30, size=(64, 80))`: see `encode_video`."""
     pytest.importorskip("av", reason="the video extra (PyAV) is not installed")
     return encode_video
+
+
+def zero3_config_partitioning_everything(folder: Path) -> Path:
+    """infra/deepspeed/zero3.json with no parameter kept whole, written into `folder`: the tiny
+    models' parameters all lie below the default persistence threshold, so ZeRO-3 would leave them
+    unpartitioned and a test would exercise nothing."""
+    import json
+
+    from worldforge.training.deepspeed_config import resolve_deepspeed_file
+
+    tree = json.loads(resolve_deepspeed_file("zero3").read_text())
+    tree["zero_optimization"]["stage3_param_persistence_threshold"] = 0
+    path = Path(folder) / "zero3-partition-all.json"
+    path.write_text(json.dumps(tree))
+    return path
+
+
+@pytest.fixture(scope="session")
+def zero3_partition_all():
+    """`zero3_partition_all(folder) -> Path`: see `zero3_config_partitioning_everything`."""
+    return zero3_config_partitioning_everything

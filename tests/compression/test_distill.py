@@ -493,7 +493,7 @@ def test_dmd_trains_the_student_and_the_fake_score_in_turn_and_records_both(
 
 
 def test_dmd_under_zero3_trains_the_same_student_as_without_partitioning(
-    project, dataset, teacher_package, tmp_path
+    project, dataset, teacher_package, tmp_path, zero3_partition_all
 ):
     """Under ZeRO-3 each engine partitions its network; the student calls the fake score and the
     fake score's update samples the student outside their own engines, with their parameters
@@ -501,7 +501,11 @@ def test_dmd_under_zero3_trains_the_same_student_as_without_partitioning(
     distill_cfg = DistillConfig(method="dmd", steps=1, train_steps=2, lr=1e-3)
     plain = distill_package(teacher_package, config(), distill_cfg, dataset, tmp_path / "zero0")
     partitioned = distill_package(
-        teacher_package, config("train.deepspeed=zero3"), distill_cfg, dataset, tmp_path / "zero3"
+        teacher_package,
+        config(f"train.deepspeed={zero3_partition_all(tmp_path)}"),
+        distill_cfg,
+        dataset,
+        tmp_path / "zero3",
     )
     expected, state = load_package(plain).state, load_package(partitioned).state
     assert any(not torch.equal(expected[k], load_package(teacher_package).state[k]) for k in expected)

@@ -29,17 +29,6 @@ ONE_PROCESS = ["train.batch_size=2", "train.grad_accumulation=2", "train.deepspe
 TWO_PROCESSES = ["train.batch_size=2", "train.grad_accumulation=1"]
 
 
-def zero3_partitioning_everything(folder: Path) -> Path:
-    """zero3.json with no parameter kept whole (the tiny model's would all be below the default)."""
-    from worldforge.training.deepspeed_config import resolve_deepspeed_file
-
-    tree = json.loads(resolve_deepspeed_file("zero3").read_text())
-    tree["zero_optimization"]["stage3_param_persistence_threshold"] = 0
-    path = folder / "zero3-partition-all.json"
-    path.write_text(json.dumps(tree))
-    return path
-
-
 def torchrun(out: Path, dataset: Path, overrides: list[str]) -> None:
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
     command = [
@@ -68,7 +57,7 @@ def loss_curve(experiment: str) -> list[float]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path):
+def runs(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path, zero3_partition_all):
     """The same training as 1 process x 2 accumulation, 2 processes ZeRO-2, 2 processes ZeRO-3."""
     from worldforge.core.project import Project
     from worldforge.core.tracking import ensure_experiment
@@ -78,7 +67,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path):
     saved = os.environ.get("WORLDFORGE_ROOT")
     os.environ["WORLDFORGE_ROOT"] = str(root)
     try:
-        zero3 = zero3_partitioning_everything(root)
+        zero3 = zero3_partition_all(root)
         layouts = {
             "accumulation": (None, ONE_PROCESS),
             "zero2": ("zero2", TWO_PROCESSES),
