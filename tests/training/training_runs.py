@@ -1,6 +1,7 @@
 """Training runs that the distributed tests compare, in-process or under torchrun:
 
     torchrun --standalone --nproc_per_node 2 tests/training/training_runs.py OUT -o train.deepspeed=zero3 ...
+    torchrun ... tests/training/training_runs.py OUT DATASET --dmd-teacher PACKAGE -o ...   (DMD distillation)
 
 The tiny world model is trained through the real stage (`run_stage`: MLflow on rank 0, DeepSpeed,
 package, DVC) on clips indexed globally: micro-batch g of a run is the same clips whatever the
@@ -95,13 +96,35 @@ def equivalence_run(out: Path, dataset: Path, overrides: list[str]) -> Path:
     )
 
 
+def dmd_run(out: Path, dataset: Path, teacher: Path, overrides: list[str]) -> Path:
+    """Distill `teacher` with DMD (1-step student, 2 steps: the student and the fake score, two
+    engines) through the real stage; returns the student package."""
+    from worldforge.compression.distill.config import DistillConfig
+    from worldforge.compression.distill.stage import distill_package
+
+    config = tiny_config(f"train.checkpoint_dir={out / 'checkpoints'}", *overrides)
+    return distill_package(
+        teacher,
+        config,
+        DistillConfig(method="dmd", steps=1, train_steps=2, lr=1e-3),
+        dataset,
+        out / "package",
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out", type=Path)
     parser.add_argument("dataset", type=Path)
+    parser.add_argument(
+        "--dmd-teacher", type=Path, help="distill this package with DMD instead of pretraining"
+    )
     parser.add_argument("-o", dest="overrides", action="append", default=[])
     args = parser.parse_args()
-    equivalence_run(args.out, args.dataset, args.overrides)
+    if args.dmd_teacher:
+        dmd_run(args.out, args.dataset, args.dmd_teacher, args.overrides)
+    else:
+        equivalence_run(args.out, args.dataset, args.overrides)
 
 
 if __name__ == "__main__":
