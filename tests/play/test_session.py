@@ -10,8 +10,11 @@ import pytest
 import torch
 
 from worldforge.data.samples import iter_episodes
+from worldforge.errors import WorldforgeError
+from worldforge.evaluation.report import to_uint8
+from worldforge.evaluation.rollout_eval import to_model_frames
 from worldforge.models.streaming import rollout
-from worldforge.play.session import Player, PlayError, to_model, to_pixels
+from worldforge.play.session import Player, PlayError
 
 CONTEXT = 3
 
@@ -27,12 +30,12 @@ def test_stepping_one_frame_at_a_time_reproduces_the_rollout(package, held_out_d
     recorded = torch.from_numpy(np.concatenate([episode.actions[: CONTEXT - 1], actions]))[None]
     expected = rollout(
         player.model,
-        to_model(episode.frames[:CONTEXT])[None],
+        to_model_frames(episode.frames[:CONTEXT])[None],
         recorded,
         horizon=len(actions),
         generator=torch.Generator().manual_seed(3),
     ).frames[0]
-    assert np.abs(frames.astype(int) - to_pixels(expected).astype(int)).max() <= 1
+    assert np.abs(frames.astype(int) - to_uint8(expected).astype(int)).max() <= 1
 
 
 def test_replay_takes_the_recorded_actions_and_returns_the_recording_beside(package, held_out_dataset):
@@ -67,13 +70,15 @@ def test_an_action_outside_the_space_is_refused(package, held_out_dataset, actio
     assert run.step(0).index == 1  # the run goes on
 
 
-def test_a_dataset_of_another_frame_size_names_both_files(package, held_out_dataset, tmp_path):
+def test_a_dataset_of_another_frame_size_names_the_file_and_the_field(package, held_out_dataset, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(held_out_dataset, other)
     manifest = json.loads((other / "manifest.json").read_text())
     manifest["frame_shape"] = [64, 64, 3]
     (other / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(PlayError, match=r"config.json: tokenizer.frame_size \(32, 32\).*manifest.json"):
+    with pytest.raises(
+        WorldforgeError, match=r"manifest.json: frames are 64x64x3, but tokenizer.frame_size is \(32, 32\)"
+    ):
         Player.open(package, other)
 
 

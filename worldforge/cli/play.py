@@ -22,10 +22,10 @@ def model_name(source: str, package: Path, family: str) -> str:
 
 def trained_on(package: Path) -> Path | None:
     """The dataset the package's lineage names, where it exists in this project root."""
-    from worldforge.packages import load_package
+    from worldforge.packages import read_lineage
     from worldforge.packages.lineage import project_folder
 
-    lineage = load_package(package).lineage
+    lineage = read_lineage(package)
     if lineage is None or not lineage.dataset:
         return None
     folder = project_folder(lineage.dataset)

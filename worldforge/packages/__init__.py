@@ -214,12 +214,14 @@ def load_package(source: str | Path) -> ModelPackage:
         path=path,
         config=config,
         state=state,
-        lineage=_read_lineage(path / LINEAGE_FILE),
+        lineage=read_lineage(path),
         metrics=_read_json(path / METRICS_FILE, required=False),
     )
 
 
-def _read_lineage(path: Path) -> Lineage | None:
+def read_lineage(folder: str | Path) -> Lineage | None:
+    """The lineage.json of a package folder (None without one), without reading its weights."""
+    path = Path(folder) / LINEAGE_FILE
     try:
         return Lineage.read(_read_json(path, required=False))
     except ValidationError as error:

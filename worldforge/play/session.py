@@ -23,10 +23,13 @@ from worldforge.data.episode import ActionSpace, Episode
 from worldforge.data.manifest import read_manifest
 from worldforge.data.samples import iter_episodes
 from worldforge.errors import WorldforgeError
+from worldforge.evaluation.report import to_uint8
+from worldforge.evaluation.rollout_eval import to_model_frames
 from worldforge.models.streaming import LatentStream
 from worldforge.models.world_model import WorldModel
 from worldforge.packages import load_package
 from worldforge.registry.query import resolve
+from worldforge.training.tasks import check_dataset
 
 Mode = Literal["play", "replay"]
 MODES = ("play", "replay")
@@ -34,16 +37,6 @@ MODES = ("play", "replay")
 
 class PlayError(WorldforgeError, ValueError):
     """A request the session cannot serve: an unknown episode or mode, an action outside the space."""
-
-
-def to_pixels(frames: torch.Tensor) -> np.ndarray:
-    """(T, C, H, W) in [-1, 1] -> uint8 (T, H, W, 3)."""
-    return ((frames.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-
-
-def to_model(frames: np.ndarray) -> torch.Tensor:
-    """uint8 (T, H, W, 3) -> (T, 3, H, W) in [-1, 1]."""
-    return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 @dataclass
@@ -68,13 +61,13 @@ class Run:
         self.r = model.frames_per_latent
         self.count = player.context_frames
         generator = torch.Generator().manual_seed(seed)
-        frames = to_model(episode.frames[: self.count])[None]  # (1, Tc, C, H, W)
+        frames = to_model_frames(episode.frames[: self.count])[None]  # (1, Tc, C, H, W)
         with torch.no_grad():
             context = model.tokenizer.encode(frames)  # (1, Tc', c, h, w)
         self.known = context.shape[1]
         # Recorded actions 0 .. Tc - 2 led to the context frames; the ones that follow are the person's.
-        self.actions = [self._tensor(a) for a in episode.actions[: self.count - 1]]
-        condition = model.action_condition(self._history(), self.known)
+        recorded = [self._tensor(a) for a in episode.actions[: self.count - 1]]
+        condition = model.action_condition(self._batch(recorded), self.known)
         self.stream = LatentStream(model, context, condition, generator)
         self.latents = [context[:, -1:]]  # recent latent frames, in front of the new one when decoding
         self.generated = 0
@@ -84,12 +77,13 @@ class Run:
             return torch.tensor(int(action), dtype=torch.long)
         return torch.as_tensor(np.asarray(action, dtype=np.float32))
 
-    def _history(self) -> torch.Tensor:
+    def _batch(self, actions: list[torch.Tensor]) -> torch.Tensor:
+        """A batch of one action sequence: (1, T) or (1, T, A)."""
         space = self.player.action_space
-        if not self.actions:
+        if not actions:
             shape = (1, 0) if space.kind == "discrete" else (1, 0, space.dim)
             return torch.zeros(shape, dtype=torch.long if space.kind == "discrete" else torch.float32)
-        return torch.stack(self.actions)[None]
+        return torch.stack(actions)[None]
 
     @property
     def context(self) -> np.ndarray:
@@ -111,16 +105,18 @@ class Run:
         else:
             action = self.player.check_action(action)
         start = time.perf_counter()
-        self.actions += [self._tensor(action)] * self.r
         model = self.player.model
-        j = self.known + self.generated // self.r  # the latent frame being generated
         with torch.no_grad():
-            condition = model.action_condition(self._history(), j + 1)[:, j : j + 1]
+            # A latent frame's conditioning depends only on the r actions that lead to it (the action
+            # after each of the previous latent frame's frames), so no history is kept however long
+            # a person plays: conditioning of a 2-frame sequence, its second frame.
+            own = self._batch([self._tensor(action)] * self.r)
+            condition = model.action_condition(own, 2)[:, 1:]
             latent = self.stream.next(condition)
             # The decoder is causal: decode behind the recent latent frames, keep the new frames.
             self.latents = (self.latents + [latent])[-model.model_cfg.context_window :]
             frames = model.tokenizer.decode(torch.cat(self.latents, dim=1))[0, -self.r :]
-        pixels = to_pixels(frames)
+        pixels = to_uint8(frames)
         seconds = time.perf_counter() - start
         self.generated += self.r
         truth = None
@@ -182,21 +178,8 @@ class Player:
         if package.kind != "world_model":
             raise PlayError(f"{source}: a {package.kind!r} package; play needs a world model")
         model = package.build()
-        size = tuple(model.tokenizer_cfg.frame_size)
-        if size != tuple(manifest.frame_shape[:2]):
-            raise PlayError(
-                f"{package.path}/config.json: tokenizer.frame_size {size}, but {dataset}/manifest.json "
-                f"frame_shape is {tuple(manifest.frame_shape)}"
-            )
-        space, dit = manifest.action_space, model.model_cfg
-        if space.kind != dit.action_space or (space.n or space.dim) != (
-            dit.num_actions if dit.action_space == "discrete" else dit.action_dim
-        ):
-            raise PlayError(
-                f"{package.path}/config.json: model actions ({dit.action_space}, "
-                f"{dit.num_actions if dit.action_space == 'discrete' else dit.action_dim}) do not match "
-                f"{dataset}/manifest.json action_space {space.model_dump(exclude_none=True)}"
-            )
+        check_dataset(model, dataset)  # frames and actions the model can take, naming both files' fields
+        space = manifest.action_space
         chosen = []
         for episode in iter_episodes(dataset, split):
             if len(episode) > context_frames:

@@ -44,7 +44,7 @@ from torch import nn
 from worldforge.compression.distill.config import DMDConfig
 from worldforge.compression.distill.steps import RolloutCase, _expand, frame_velocity, rollout_case
 from worldforge.models.objective import sample_noise_levels
-from worldforge.models.sampler import timesteps
+from worldforge.models.sampler import euler, timesteps
 from worldforge.models.world_model import WorldModel
 from worldforge.training.tasks import FrozenTeacher
 
@@ -140,11 +140,11 @@ class DMDObjective(FrozenTeacher):
 
     def _teacher_sample(self, case: RolloutCase, noise: torch.Tensor) -> torch.Tensor:
         """The teacher's `teacher_steps`-step Euler sample from `noise`: DMD's regression target."""
-        grid = timesteps(self.teacher_steps, self.teacher.sampler_cfg.shift)
-        x = noise
-        for t, t_next in itertools.pairwise(grid):
-            x = x + (t_next - t) * frame_velocity(self.teacher, case, x, x.new_full((x.shape[0],), t))
-        return x
+
+        def velocity(x: torch.Tensor, t: float) -> torch.Tensor:
+            return frame_velocity(self.teacher, case, x, x.new_full((x.shape[0],), t))
+
+        return euler(velocity, noise, self.teacher_steps, self.teacher.sampler_cfg.shift)
 
 
 class FakeScoreObjective(nn.Module):

@@ -41,7 +41,7 @@ from worldforge.core import tracking
 from worldforge.core.project import Project
 from worldforge.models.flops import count_parameters, rollout_flops
 from worldforge.models.world_model import WorldModel, package_config
-from worldforge.packages import load_package, save_package
+from worldforge.packages import read_lineage, save_package
 from worldforge.packages.lineage import Lineage
 from worldforge.training.launch import barrier, setup_distributed
 from worldforge.training.tasks import check_dataset, train_student
@@ -281,7 +281,7 @@ def distill_and_register(
     count), and with `track` register it with stage `distill` and offer it to the gates (`offer`)."""
 
     def details(path: Path) -> tuple[dict[str, str], int]:
-        teacher_steps = load_package(path).lineage.params["teacher_steps"]
+        teacher_steps = read_lineage(path).params["teacher_steps"]
         tags = {
             "distill.method": distill_cfg.method,
             "distill.steps": str(distill_cfg.steps),
