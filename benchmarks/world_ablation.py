@@ -102,14 +102,18 @@ class Clips:
         }
 
 
-def train(model: WorldModel, config, clips: Clips, seconds: float, probe_steps: int = 20) -> dict:
+def train(
+    model: WorldModel, config, clips: Clips, seconds: float, probe_steps: int = 20, extra_decays: tuple = ()
+) -> tuple[dict, dict]:
     """Train `model.dit` for `seconds` (the step count, and so the learning-rate schedule, is
     re-estimated every `probe_steps` steps from the speed so far); loads the EMA weights into the
-    model and returns a record."""
+    model and returns a record, and the DiT's weights averaged with each of `extra_decays` (decay ->
+    state dict) from the same run."""
     train_cfg = config.train
     params = [p for p in model.dit.parameters()]
     optimizer = torch.optim.AdamW(params, lr=train_cfg.lr, betas=train_cfg.betas, weight_decay=train_cfg.weight_decay)
     ema = [p.detach().clone() for p in params]
+    extra = {d: [p.detach().clone() for p in params] for d in extra_decays}
     model.train()
     start = time.perf_counter()
     steps, step, losses = None, 0, []
@@ -135,13 +139,20 @@ def train(model: WorldModel, config, clips: Clips, seconds: float, probe_steps: 
         with torch.no_grad():
             for average, p in zip(ema, params):
                 average.lerp_(p.detach(), 1 - decay)
+            for target, averages in extra.items():
+                weight = 1 - min(target, (1 + step) / (10 + step))
+                for average, p in zip(averages, params):
+                    average.lerp_(p.detach(), weight)
         losses.append(float(loss.detach()))
         step += 1
+    names = [name for name, _ in model.dit.named_parameters()]
+    averaged = {d: {n: a.clone() for n, a in zip(names, averages)} for d, averages in extra.items()}
     with torch.no_grad():
         for average, p in zip(ema, params):
             p.copy_(average)
     model.eval()
-    return {"steps": step, "seconds": time.perf_counter() - start, "loss_last": float(np.mean(losses[-20:]))}
+    record = {"steps": step, "seconds": time.perf_counter() - start, "loss_last": float(np.mean(losses[-20:]))}
+    return record, averaged
 
 
 def evaluate(model: WorldModel, dataset: Path, eval_cfg: EvalConfig, videos: Path | None = None) -> dict:
@@ -186,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("world_ablation.json"))
     parser.add_argument("--videos", type=Path, help="write side-by-side GIFs of 4 episodes per variant here")
     parser.add_argument("--packages", type=Path, help="save each trained variant as a model package here")
+    parser.add_argument(
+        "--ema-decays", type=float, nargs="*", default=[],
+        help="also score the weights averaged with these EMA decays, from the same runs (rows NAME@ema<decay>)",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -200,8 +215,19 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(config.project.seed)
         model = WorldModel(config.tokenizer, config.model, config.objective, config.sampler)
         clips = Clips(args.dataset, config.data.clip_frames, config.project.seed)
-        record = train(model, config, clips, args.minutes * 60)
+        record, averaged = train(model, config, clips, args.minutes * 60, extra_decays=tuple(args.ema_decays))
         record["parameters"] = count_parameters(model.dit)
+        for decay, state in averaged.items():
+            twin = WorldModel(config.tokenizer, config.model, config.objective, config.sampler)
+            twin.dit.load_state_dict(state)
+            twin.eval()
+            eval_cfg = EvalConfig(
+                split=args.split, episodes=args.episodes, context_frames=config.eval.context_frames,
+                horizon=args.horizon,
+            )
+            scores = evaluate(twin, args.dataset, eval_cfg)
+            results[f"{name}@ema{decay}"] = {"overrides": overrides, "record": record, "scores": scores}
+            print(row(f"{name}@ema{decay}", record, scores, args.horizon), flush=True)
         if args.packages:
             save_package(args.packages / name, package_config(model), model, lineage={"stage": "world_ablation",
                                                                                       "overrides": overrides})

@@ -224,6 +224,27 @@ class ObjectiveConfig(Section):
         "rollout_frames + 2 latent frames. 0: teacher-forced diffusion forcing (clean_context_prob, "
         "context_targets and per-frame noise apply only then)",
     )
+    unroll: int = Field(
+        0,
+        ge=0,
+        le=4,
+        description="rollout training with gradient (teacher-forced diffusion forcing only): after the usual "
+        "pass, this many more passes over the same clips in which every frame after a random split starts "
+        "from pure noise (a one-step rollout's input) and is anchored on the previous pass's prediction of "
+        "the frames before it instead of the truth; the loss is the mean over passes and the gradient runs "
+        "through the anchors, so a frame drawn blurry or misplaced costs again in the frames drawn from it. "
+        "Each pass costs one more forward and backward",
+    )
+    anchor_blur: float = Field(
+        0.0,
+        ge=0.0,
+        le=4.0,
+        description="teacher-forced diffusion forcing: the anchors (stacked previous frames) of a clip are "
+        "blurred with a Gaussian of a random sigma between a quarter of this and this (latent cells), with anchor_blur_prob, while the "
+        "target stays sharp, so the model learns to draw sharp frames from the blurred ones its own rollout "
+        "feeds it instead of blurring further. 0: off",
+    )
+    anchor_blur_prob: float = Field(0.5, ge=0.0, le=1.0, description="chance that a clip's anchors are blurred")
     x0_min_level: float = Field(0.05, gt=0, description="x0 prediction: v = (x_t - x0) / max(t, this)")
     residual: bool = Field(
         False,
@@ -237,6 +258,11 @@ class ObjectiveConfig(Section):
             raise ValueError("objective.residual needs objective.prediction='x0'")
         if self.rollout_prob > 0 and self.training_context != "clean":
             raise ValueError("objective.rollout_prob needs objective.training_context='clean'")
+        if self.unroll and (self.training_context != "diffusion_forcing" or self.rollout_frames):
+            raise ValueError(
+                "objective.unroll needs objective.training_context='diffusion_forcing' and "
+                "objective.rollout_frames=0 (it unrolls the teacher-forced pass)"
+            )
         if self.rollout_frames and self.training_context != "diffusion_forcing":
             raise ValueError(
                 "objective.rollout_frames needs objective.training_context='diffusion_forcing' "

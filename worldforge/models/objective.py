@@ -18,6 +18,7 @@ is the teacher-forced variant: every frame at once, after a context rolled out a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -138,15 +139,37 @@ class TrainingInputs:
     rolled: bool  # the context after a split is the model's own rollout
 
 
+def blur_anchors(anchor: torch.Tensor, config: ObjectiveConfig, generator=None) -> torch.Tensor:
+    """`objective.anchor_blur`: anchors (B, T', k c, h, w) with each clip's, by chance
+    `anchor_blur_prob`, blurred by a Gaussian of sigma uniform in [anchor_blur / 4, anchor_blur] latent cells
+    (separable, reflected at the border); the other clips' anchors as they are."""
+    b = anchor.shape[0]
+    device = anchor.device
+    sigma = (0.25 + 0.75 * torch.rand(b, device=device, generator=generator)) * config.anchor_blur
+    chosen = torch.rand(b, device=device, generator=generator) < config.anchor_blur_prob
+    sigma = torch.where(chosen, sigma, torch.full_like(sigma, 1e-3))  # 1e-3: a delta kernel
+    radius = max(1, math.ceil(2 * config.anchor_blur))
+    offsets = torch.arange(-radius, radius + 1, device=device, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (offsets[None, :] / sigma[:, None]) ** 2)
+    kernel = (kernel / kernel.sum(dim=1, keepdim=True)).to(anchor.dtype)  # (B, K)
+    planes = anchor.shape[1] * anchor.shape[2]  # every frame and channel of a clip shares its kernel
+    kernel = kernel.repeat_interleave(planes, dim=0)  # (B T' k c, K)
+    x = anchor.reshape(1, b * planes, *anchor.shape[-2:])
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), kernel[:, None, None, :], groups=b * planes)
+    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), kernel[:, None, :, None], groups=b * planes)
+    return x.reshape(anchor.shape)
+
+
 def training_inputs(
     model: WorldModel, clean: torch.Tensor, condition: torch.Tensor, config: ObjectiveConfig, generator=None
 ) -> TrainingInputs:
     """Noise a batch of clean latent clips (B, T', c, h, w) as `config` says: diffusion forcing, or
     clean context copies (with `rollout_prob`, the model's own rollout after a random split)."""
     if config.training_context == "diffusion_forcing":
-        return TrainingInputs(
-            noise_clips(clean, config, generator), condition, None, model.anchors(clean), False
-        )
+        anchor = model.anchors(clean)
+        if config.anchor_blur > 0:
+            anchor = blur_anchors(anchor, config, generator)
+        return TrainingInputs(noise_clips(clean, config, generator), condition, None, anchor, False)
     batch = noise_targets(clean, config, generator)
     context, t = clean, clean.shape[1]
     rolled = t > 2 and float(torch.rand((), generator=generator, device=clean.device)) < config.rollout_prob
@@ -194,6 +217,37 @@ def self_forced_step(
     return batch, anchor, output
 
 
+def unrolled_losses(
+    model: WorldModel,
+    clean: torch.Tensor,
+    condition: torch.Tensor,
+    predicted: torch.Tensor,
+    config: ObjectiveConfig,
+    generator=None,
+) -> list[torch.Tensor]:
+    """Rollout training with gradient (`config.unroll` passes): the clips (B, T', c, h, w) again, every
+    frame after a random split drawn from pure noise (level 1, a one-step rollout's input) and
+    anchored on the previous pass's prediction `predicted` (B, T', c, h, w) of the frames before it,
+    ground truth before the split. Returns each pass's loss (x0 MSE on the frames after the split);
+    the gradient reaches the earlier passes through the anchors."""
+    b, t = clean.shape[:2]
+    if t < 3:
+        return []
+    split = int(torch.randint(1, t - 1, (), generator=generator, device=clean.device))
+    generated = (torch.arange(t, device=clean.device) >= split)[None, :]  # (1, T')
+    levels = generated.to(clean.dtype).expand(b, t)
+    noise = torch.randn(clean.shape, device=clean.device, generator=generator, dtype=clean.dtype)
+    mask = generated[:, :, None, None, None]
+    noisy = torch.where(mask, noise, clean)
+    losses = []
+    for _ in range(config.unroll):
+        anchor = model.anchors(torch.where(mask, predicted.to(clean.dtype), clean))
+        output = model.dit(noisy, levels, condition, anchor=anchor)
+        predicted = to_x0(output, noisy, levels, config, anchor=anchor)
+        losses.append(weighted_frame_mse(predicted.float() - clean.float(), levels)[0])
+    return losses
+
+
 def flow_matching_loss(
     model: WorldModel,
     frames: torch.Tensor,
@@ -227,6 +281,11 @@ def flow_matching_loss(
         velocity = to_velocity(output, batch.noisy, batch.levels, config, anchor=anchor)
         error = velocity.float() - batch.target.float()
     loss, per_frame = weighted_frame_mse(error, batch.weight)
+    unrolled = []
+    if config.unroll:
+        x0 = to_x0(output, batch.noisy, batch.levels, config, anchor=anchor)
+        unrolled = unrolled_losses(model, clean, condition, x0, config, generator)
+        loss = (loss + sum(unrolled)) / (1 + len(unrolled))
     weight = batch.weight
     frame_loss = (per_frame * weight).sum(0) / weight.sum(0).clamp_min(1)  # (T',), self forcing (1,)
     logs = {
@@ -235,4 +294,6 @@ def flow_matching_loss(
         "noise_level": batch.levels.mean().detach(),
         "rollout": torch.tensor(float(rolled)),
     }
+    if unrolled:
+        logs["unroll_loss"] = unrolled[-1].detach()
     return loss, logs
