@@ -25,7 +25,9 @@ LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channel
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("preset", nargs="?", default="quickstart")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=30)
@@ -35,7 +37,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     config = load_config(args.preset)
     if config.model.stem != "conv":
-        raise SystemExit(f"{args.preset}: model.stem is {config.model.stem!r}; this benchmark times the conv stem")
+        raise SystemExit(
+            f"{args.preset}: model.stem is {config.model.stem!r}; this benchmark times the conv stem"
+        )
     torch.manual_seed(0)
     model = WorldModel(config.tokenizer, config.model, config.objective, config.sampler).train()
     optimizer = torch.optim.AdamW(model.dit.parameters(), lr=config.train.lr)
@@ -61,8 +65,10 @@ def main() -> None:
             times[name].append(timed(args.steps))
     dit.CONV_LAYOUT = torch.channels_last
     base = statistics.median(times["contiguous"])
-    print(f"{args.preset}: batch {b} x {t} frames of {h}x{w}, {torch.get_num_threads()} threads, "
-          f"median of {args.repeats} x {args.steps} steps")
+    print(
+        f"{args.preset}: batch {b} x {t} frames of {h}x{w}, {torch.get_num_threads()} threads, "
+        f"median of {args.repeats} x {args.steps} steps"
+    )
     print("| conv layout | ms / step | speedup |")
     print("| --- | --- | --- |")
     for name in LAYOUTS:

@@ -6,7 +6,6 @@ import torch
 from worldforge.models.config import ObjectiveConfig
 from worldforge.models.flow import to_velocity, to_x0
 from worldforge.models.objective import (
-    blur_anchors,
     flow_matching_loss,
     noise_clips,
     noise_targets,
@@ -171,34 +170,3 @@ def test_anchors_hold_the_previous_frames_newest_first_and_zeros_before_the_clip
     assert anchors.flatten(1).tolist() == [[0, 0, 1, 0, 2, 1, 3, 2]]
     assert next_anchor(frames, 2).flatten().tolist() == [4, 3]
     assert next_anchor(frames[:, :1], 2).flatten().tolist() == [1, 0]
-
-
-def test_anchor_blur_spreads_some_clips_anchors_and_keeps_their_mass():
-    """objective.anchor_blur: a chosen clip's anchors (every frame and channel alike) are blurred,
-    mass kept; the others' are untouched; blurred anchors reach the network in training."""
-    anchor = torch.zeros(16, 3, 6, 16, 16)
-    anchor[:, :, :, 8, 8] = 1.0
-    config = ObjectiveConfig(anchor_blur=1.0, anchor_blur_prob=0.5)
-    out = blur_anchors(anchor, config, torch.Generator().manual_seed(0))
-    torch.testing.assert_close(out.sum(dim=(2, 3, 4)), anchor.sum(dim=(2, 3, 4)))
-    peak = out[:, :, :, 8, 8]  # (B, T', channels)
-    blurred = peak[:, 0, 0] < 1.0
-    assert 0 < int(blurred.sum()) < 16  # some clips, not all
-    torch.testing.assert_close(out[~blurred], anchor[~blurred], rtol=0, atol=0)
-    assert torch.all(peak == peak[:, :1, :1])  # one kernel per clip
-    always = blur_anchors(anchor, config.model_copy(update={"anchor_blur_prob": 1.0}))
-    assert torch.all(always[:, 0, 0, 8, 8] < 0.99)
-    assert torch.all(always[:, 0, 0, 8, 9] > 0)
-
-
-def test_anchor_blur_changes_the_loss_of_the_same_batch(make_model, random_weights, make_clips):
-    frames, actions = make_clips(2, 6)
-
-    def loss(blur: float) -> float:
-        objective = ObjectiveConfig(prediction="x0", residual=True, loss="x0", anchor_blur=blur, anchor_blur_prob=1.0)
-        model = random_weights(make_model(objective=objective, stack_previous=2), std=0.05)
-        torch.manual_seed(0)
-        with torch.no_grad():
-            return float(flow_matching_loss(model, frames, actions, generator=torch.Generator().manual_seed(1))[0])
-
-    assert loss(1.0) != pytest.approx(loss(0.0), rel=1e-4)

@@ -168,7 +168,9 @@ def test_rollout_frames_need_diffusion_forcing():
         ObjectiveConfig(rollout_frames=2, training_context="clean")
 
 
-def test_unrolled_passes_are_anchored_on_the_previous_pass_after_the_split(make_model, random_weights, make_clips):
+def test_unrolled_passes_are_anchored_on_the_previous_pass_after_the_split(
+    make_model, random_weights, make_clips
+):
     """objective.unroll: every frame after the split starts from pure noise and is anchored on the
     previous pass's prediction (gradient flows into it), the frames before on the truth (none does);
     the last frame is an anchor of nothing."""

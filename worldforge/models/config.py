@@ -235,16 +235,6 @@ class ObjectiveConfig(Section):
         "through the anchors, so a frame drawn blurry or misplaced costs again in the frames drawn from it. "
         "Each pass costs one more forward and backward",
     )
-    anchor_blur: float = Field(
-        0.0,
-        ge=0.0,
-        le=4.0,
-        description="teacher-forced diffusion forcing: the anchors (stacked previous frames) of a clip are "
-        "blurred with a Gaussian of a random sigma between a quarter of this and this (latent cells), with anchor_blur_prob, while the "
-        "target stays sharp, so the model learns to draw sharp frames from the blurred ones its own rollout "
-        "feeds it instead of blurring further. 0: off",
-    )
-    anchor_blur_prob: float = Field(0.5, ge=0.0, le=1.0, description="chance that a clip's anchors are blurred")
     x0_min_level: float = Field(0.05, gt=0, description="x0 prediction: v = (x_t - x0) / max(t, this)")
     residual: bool = Field(
         False,

@@ -18,7 +18,6 @@ is the teacher-forced variant: every frame at once, after a context rolled out a
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -139,37 +138,15 @@ class TrainingInputs:
     rolled: bool  # the context after a split is the model's own rollout
 
 
-def blur_anchors(anchor: torch.Tensor, config: ObjectiveConfig, generator=None) -> torch.Tensor:
-    """`objective.anchor_blur`: anchors (B, T', k c, h, w) with each clip's, by chance
-    `anchor_blur_prob`, blurred by a Gaussian of sigma uniform in [anchor_blur / 4, anchor_blur] latent cells
-    (separable, reflected at the border); the other clips' anchors as they are."""
-    b = anchor.shape[0]
-    device = anchor.device
-    sigma = (0.25 + 0.75 * torch.rand(b, device=device, generator=generator)) * config.anchor_blur
-    chosen = torch.rand(b, device=device, generator=generator) < config.anchor_blur_prob
-    sigma = torch.where(chosen, sigma, torch.full_like(sigma, 1e-3))  # 1e-3: a delta kernel
-    radius = max(1, math.ceil(2 * config.anchor_blur))
-    offsets = torch.arange(-radius, radius + 1, device=device, dtype=torch.float32)
-    kernel = torch.exp(-0.5 * (offsets[None, :] / sigma[:, None]) ** 2)
-    kernel = (kernel / kernel.sum(dim=1, keepdim=True)).to(anchor.dtype)  # (B, K)
-    planes = anchor.shape[1] * anchor.shape[2]  # every frame and channel of a clip shares its kernel
-    kernel = kernel.repeat_interleave(planes, dim=0)  # (B T' k c, K)
-    x = anchor.reshape(1, b * planes, *anchor.shape[-2:])
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), kernel[:, None, None, :], groups=b * planes)
-    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), kernel[:, None, :, None], groups=b * planes)
-    return x.reshape(anchor.shape)
-
-
 def training_inputs(
     model: WorldModel, clean: torch.Tensor, condition: torch.Tensor, config: ObjectiveConfig, generator=None
 ) -> TrainingInputs:
     """Noise a batch of clean latent clips (B, T', c, h, w) as `config` says: diffusion forcing, or
     clean context copies (with `rollout_prob`, the model's own rollout after a random split)."""
     if config.training_context == "diffusion_forcing":
-        anchor = model.anchors(clean)
-        if config.anchor_blur > 0:
-            anchor = blur_anchors(anchor, config, generator)
-        return TrainingInputs(noise_clips(clean, config, generator), condition, None, anchor, False)
+        return TrainingInputs(
+            noise_clips(clean, config, generator), condition, None, model.anchors(clean), False
+        )
     batch = noise_targets(clean, config, generator)
     context, t = clean, clean.shape[1]
     rolled = t > 2 and float(torch.rand((), generator=generator, device=clean.device)) < config.rollout_prob
