@@ -44,3 +44,20 @@ def make_model(make_world_model):
 @pytest.fixture
 def make_clips():
     return moving_squares
+
+
+def train_on_batch(model, frames: torch.Tensor, actions: torch.Tensor, steps: int, lr: float = 2e-3) -> None:
+    """`steps` AdamW steps of the model's own flow-matching loss (fresh noise each step) on one batch."""
+    from worldforge.models.objective import flow_matching_loss
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    for _ in range(steps):
+        loss, _ = flow_matching_loss(model, frames, actions)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+@pytest.fixture
+def train_on():
+    return train_on_batch

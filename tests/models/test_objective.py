@@ -87,7 +87,7 @@ def test_context_targets_trains_only_the_frames_right_after_a_clean_context():
 
 
 @pytest.mark.parametrize("residual, ratio", [(False, 0.4), (True, 0.7)])
-def test_a_tiny_model_overfits_a_tiny_batch(make_model, make_clips, residual, ratio):
+def test_a_tiny_model_overfits_a_tiny_batch(make_model, make_clips, train_on, residual, ratio):
     """Absolute x0 prediction starts far off and falls below 0.4x; residual prediction starts at
     copy-last-frame (a much lower loss) and still falls below 0.7x of that."""
     torch.manual_seed(0)
@@ -101,12 +101,7 @@ def test_a_tiny_model_overfits_a_tiny_batch(make_model, make_clips, residual, ra
             )
 
     before = held_out_loss()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    for _ in range(120):
-        loss, _ = flow_matching_loss(model, frames, actions)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    train_on(model, frames, actions, 120)
     assert held_out_loss() < ratio * before
 
 

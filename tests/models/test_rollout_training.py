@@ -119,7 +119,7 @@ def test_the_generated_context_carries_no_gradient(make_model, random_weights, m
     assert float(model.dit.final.linear.weight.grad.abs().sum()) > 0
 
 
-def test_a_tiny_model_learns_from_its_own_rollouts(make_model, make_clips):
+def test_a_tiny_model_learns_from_its_own_rollouts(make_model, make_clips, train_on):
     """Trained with rollout_frames=2 (every step: 2 frames of its own, then the loss on the next), a
     tiny model of the quickstart's shape (conv stem, 2 stacked frames, residual x0, 1 sampling step)
     soon predicts a batch of moving-square clips' last frame far better than copy-last-frame."""
@@ -140,12 +140,7 @@ def test_a_tiny_model_learns_from_its_own_rollouts(make_model, make_clips):
             return float(flow_matching_loss(model, frames, actions, generator=seeded(1))[0])
 
     before = fixed_loss()  # an untrained residual model is copy-last-frame
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    for _ in range(50):
-        loss, _ = flow_matching_loss(model, frames, actions)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    train_on(model, frames, actions, 50)
     assert fixed_loss() < 0.3 * before
 
 
@@ -190,7 +185,7 @@ def test_unrolled_passes_are_anchored_on_the_previous_pass_after_the_split(
     assert torch.all(reached[:, -1] == 0)
 
 
-def test_unroll_trains_on_its_own_predictions_and_needs_teacher_forcing(make_model, make_clips):
+def test_unroll_trains_on_its_own_predictions_and_needs_teacher_forcing(make_model, make_clips, train_on):
     """unroll=2 adds two passes to the loss (their mean), and a tiny model trained with it soon
     predicts one-step rollouts of moving squares better than copy-last-frame."""
     objective = ObjectiveConfig(unroll=2, logit_mean=3.0, **RESIDUAL)
@@ -204,12 +199,7 @@ def test_unroll_trains_on_its_own_predictions_and_needs_teacher_forcing(make_mod
             return float(flow_matching_loss(model, frames, actions, generator=seeded(1))[1]["unroll_loss"])
 
     before = unroll_loss()  # an untrained residual model is copy-last-frame
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    for _ in range(40):
-        loss, _ = flow_matching_loss(model, frames, actions)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    train_on(model, frames, actions, 40)
     assert unroll_loss() < 0.5 * before
     with pytest.raises(ValueError, match="unroll needs"):
         ObjectiveConfig(unroll=1, rollout_frames=2)
