@@ -112,8 +112,9 @@ def train(
     train_cfg = config.train
     params = [p for p in model.dit.parameters()]
     optimizer = torch.optim.AdamW(params, lr=train_cfg.lr, betas=train_cfg.betas, weight_decay=train_cfg.weight_decay)
-    ema = [p.detach().clone() for p in params]
-    extra = {d: [p.detach().clone() for p in params] for d in extra_decays}
+    # Every average warms its decay up as the trainer's EMA does: min(decay, (1 + n) / (10 + n)).
+    decays = dict.fromkeys([train_cfg.ema_decay, *extra_decays])
+    averages = {d: [p.detach().clone() for p in params] for d in decays}
     model.train()
     start = time.perf_counter()
     steps, step, losses = None, 0, []
@@ -135,24 +136,21 @@ def train(
         if train_cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(params, train_cfg.grad_clip)
         optimizer.step()
-        decay = min(train_cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
-            for average, p in zip(ema, params):
-                average.lerp_(p.detach(), 1 - decay)
-            for target, averages in extra.items():
-                weight = 1 - min(target, (1 + step) / (10 + step))
-                for average, p in zip(averages, params):
-                    average.lerp_(p.detach(), weight)
+            for decay, average in averages.items():
+                weight = 1 - min(decay, (1 + step) / (10 + step))
+                for a, p in zip(average, params):
+                    a.lerp_(p.detach(), weight)
         losses.append(float(loss.detach()))
         step += 1
     names = [name for name, _ in model.dit.named_parameters()]
-    averaged = {d: {n: a.clone() for n, a in zip(names, averages)} for d, averages in extra.items()}
+    extra = {d: dict(zip(names, averages[d])) for d in extra_decays if d != train_cfg.ema_decay}
     with torch.no_grad():
-        for average, p in zip(ema, params):
-            p.copy_(average)
+        for a, p in zip(averages[train_cfg.ema_decay], params):
+            p.copy_(a)
     model.eval()
     record = {"steps": step, "seconds": time.perf_counter() - start, "loss_last": float(np.mean(losses[-20:]))}
-    return record, averaged
+    return record, extra
 
 
 def evaluate(model: WorldModel, dataset: Path, eval_cfg: EvalConfig, videos: Path | None = None) -> dict:
@@ -217,23 +215,18 @@ def main(argv: list[str] | None = None) -> int:
         clips = Clips(args.dataset, config.data.clip_frames, config.project.seed)
         record, averaged = train(model, config, clips, args.minutes * 60, extra_decays=tuple(args.ema_decays))
         record["parameters"] = count_parameters(model.dit)
+        eval_cfg = EvalConfig(
+            split=args.split, episodes=args.episodes, context_frames=config.eval.context_frames, horizon=args.horizon
+        )
         for decay, state in averaged.items():
             twin = WorldModel(config.tokenizer, config.model, config.objective, config.sampler)
             twin.dit.load_state_dict(state)
-            twin.eval()
-            eval_cfg = EvalConfig(
-                split=args.split, episodes=args.episodes, context_frames=config.eval.context_frames,
-                horizon=args.horizon,
-            )
-            scores = evaluate(twin, args.dataset, eval_cfg)
+            scores = evaluate(twin.eval(), args.dataset, eval_cfg)
             results[f"{name}@ema{decay}"] = {"overrides": overrides, "record": record, "scores": scores}
             print(row(f"{name}@ema{decay}", record, scores, args.horizon), flush=True)
         if args.packages:
             save_package(args.packages / name, package_config(model), model, lineage={"stage": "world_ablation",
                                                                                       "overrides": overrides})
-        eval_cfg = EvalConfig(
-            split=args.split, episodes=args.episodes, context_frames=config.eval.context_frames, horizon=args.horizon
-        )
         videos = args.videos / name if args.videos else None
         scores = evaluate(model, args.dataset, eval_cfg, videos)
         entry = {"overrides": overrides, "record": record, "scores": scores}

@@ -8,6 +8,8 @@ import functools
 import pytest
 import torch
 
+from worldforge.models.objective import flow_matching_loss
+
 FRAME_SIZE = 32
 NUM_ACTIONS = 5  # stay, up, down, left, right
 MOVES = torch.tensor([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]])
@@ -48,8 +50,6 @@ def make_clips():
 
 def train_on_batch(model, frames: torch.Tensor, actions: torch.Tensor, steps: int, lr: float = 2e-3) -> None:
     """`steps` AdamW steps of the model's own flow-matching loss (fresh noise each step) on one batch."""
-    from worldforge.models.objective import flow_matching_loss
-
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     for _ in range(steps):
         loss, _ = flow_matching_loss(model, frames, actions)

@@ -237,9 +237,11 @@ def flow_matching_loss(
     frames: (B, T, C, H, W) in [-1, 1]; actions: (B, T) int64 or (B, T, A) float, action t taken
     after frame t (the last one is unused). The tokenizer is frozen here (encoded without grad).
     config defaults to the model's own objective config; with `rollout_frames` only the clip's
-    last frame is trained, after the model's own rollout (`self_forced_step`).
+    last frame is trained, after the model's own rollout (`self_forced_step`); with `unroll` the
+    loss is the mean of this pass's and the unrolled passes' (`unrolled_losses`).
     Returns the scalar loss and detached logs: loss, loss_per_frame (T',), noise_level (mean),
-    rollout (1 when the context was the model's own rollout)."""
+    rollout (1 when the context was the model's own rollout), and with `unroll` unroll_loss (the
+    last unrolled pass's)."""
     config = config or model.objective_cfg
     with torch.no_grad():
         clean = model.tokenizer.encode(frames)  # (B, T', c, h, w)
@@ -251,8 +253,10 @@ def flow_matching_loss(
         inputs = training_inputs(model, clean, condition, config, generator)
         batch, anchor, rolled = inputs.batch, inputs.anchor, inputs.rolled
         output = network_output(model, inputs)
-    if config.loss == "x0":
+    x0 = None
+    if config.loss == "x0" or config.unroll:
         x0 = to_x0(output, batch.noisy, batch.levels, config, anchor=anchor)
+    if config.loss == "x0":
         error = x0.float() - batch.clean.float()
     else:
         velocity = to_velocity(output, batch.noisy, batch.levels, config, anchor=anchor)
@@ -260,7 +264,6 @@ def flow_matching_loss(
     loss, per_frame = weighted_frame_mse(error, batch.weight)
     unrolled = []
     if config.unroll:
-        x0 = to_x0(output, batch.noisy, batch.levels, config, anchor=anchor)
         unrolled = unrolled_losses(model, clean, condition, x0, config, generator)
         loss = (loss + sum(unrolled)) / (1 + len(unrolled))
     weight = batch.weight
