@@ -60,10 +60,10 @@ def config(*overrides: str):
     return load_config("tiny", FAST + list(overrides))
 
 
-def tiny_teacher(seed: int = 0, steps: int = 4) -> WorldModel:
+def tiny_teacher(seed: int = 0, steps: int = 4, *overrides: str) -> WorldModel:
     from worldforge.training.pretrain import build_model
 
-    model = build_model(config(f"sampler.steps={steps}"))
+    model = build_model(config(f"sampler.steps={steps}", *overrides))
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for parameter in model.parameters():
@@ -156,7 +156,7 @@ def test_progressive_loss_is_zero_when_the_teacher_steps_are_straight():
     learn."""
     from worldforge.models.config import ObjectiveConfig
 
-    teacher = tiny_teacher()
+    teacher = tiny_teacher(0, 4, "model.warp=false")  # velocity prediction: no motion field to warp with
     teacher.objective_cfg = ObjectiveConfig(prediction="velocity")
     with torch.no_grad():
         teacher.dit.final.head.conv_out.weight.zero_()

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from worldforge.models.config import ObjectiveConfig
-from worldforge.models.flow import to_velocity, to_x0
+from worldforge.models.config import ModelConfigError, ObjectiveConfig, TokenizerConfig
+from worldforge.models.flow import to_velocity, to_x0, warp
 from worldforge.models.objective import (
     flow_matching_loss,
     noise_clips,
@@ -165,3 +165,57 @@ def test_anchors_hold_the_previous_frames_newest_first_and_zeros_before_the_clip
     assert anchors.flatten(1).tolist() == [[0, 0, 1, 0, 2, 1, 3, 2]]
     assert next_anchor(frames, 2).flatten().tolist() == [4, 3]
     assert next_anchor(frames[:, :1], 2).flatten().tolist() == [1, 0]
+
+
+def test_warp_moves_each_cell_by_the_motion_field():
+    """`warp`: content at p - motion(p) lands at p (bilinear between cells, the border repeated);
+    zero motion is the identity."""
+    frames = torch.zeros(1, 1, 3, 8, 8)
+    frames[..., 3, 3] = 1.0
+    motion = torch.zeros(1, 1, 2, 8, 8)
+    assert torch.equal(warp(frames, motion), frames)
+    motion[:, :, 0] = 1.0  # one cell to the right
+    assert warp(frames, motion)[0, 0, 0].nonzero().tolist() == [[3, 4]]
+    motion[:, :, 0], motion[:, :, 1] = 0.0, 0.5  # half a cell down: shared by two rows
+    torch.testing.assert_close(
+        warp(frames, motion)[0, 0, :, 2:6, 3], torch.tensor([[0.0, 0.5, 0.5, 0.0]] * 3)
+    )
+    ramp = torch.arange(8.0).expand(1, 1, 1, 8, 8)
+    shifted = warp(ramp, torch.full((1, 1, 2, 8, 8), -2.0))  # content from two cells right (and down)
+    torch.testing.assert_close(shifted[0, 0, 0, 0], torch.tensor([2.0, 3, 4, 5, 6, 7, 7, 7]))
+
+
+def test_a_warping_model_starts_as_copy_last_frame_and_learns_sub_cell_motion(make_model, train_on):
+    """model.warp: the DiT draws a change and a motion field (2 more channels, zero at first, so the
+    untrained model is copy-last-frame); trained on a blob that drifts half a cell a frame, its
+    motion field moves it that way, and it needs the residual objective."""
+    objective = ObjectiveConfig(prediction="x0", residual=True, loss="x0", logit_mean=3.0)
+    fields = {"stem": "conv", "stem_channels": 8, "stack_previous": 2, "warp": True}
+    tokenizer = TokenizerConfig(frame_size=(32, 32), patch_size=1)
+    model = make_model(objective=objective, tokenizer=tokenizer, patch_size=8, **fields).train()
+    ys, xs = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    centres = 8 + 0.5 * torch.arange(6.0) + 4 * torch.arange(4.0)[:, None]  # (B, T): half a cell a frame
+    blob = torch.exp(-((xs - centres[..., None, None]) ** 2 + (ys - 16) ** 2) / 8.0)  # (B, T, 32, 32)
+    frames = (2 * blob - 1)[:, :, None].expand(4, 6, 3, 32, 32).contiguous()
+    actions = torch.zeros(4, 6, dtype=torch.long)
+    clean = model.tokenizer.encode(frames)
+    condition = model.action_condition(actions, 6)
+    anchor = model.anchors(clean)
+    levels = torch.ones(4, 6)
+
+    def predicted() -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            output = model.dit(torch.randn_like(clean), levels, condition, anchor=anchor)
+        return to_x0(output, clean, levels, objective, anchor=anchor), output[:, :, 3:5]
+
+    x0, motion = predicted()
+    assert motion.shape == (4, 6, 2, 32, 32) and torch.equal(x0[:, 1:], clean[:, :-1])
+    train_on(model, frames, actions, 150)
+    x0, motion = predicted()
+    inside = blob[:, 1:] > 0.3
+    assert 0.35 < float(motion[:, 1:, 0][inside].mean()) < 0.65  # half a cell to the right
+    assert float((x0[:, 1:] - clean[:, 1:]).pow(2).mean()) < 0.1 * float(
+        (clean[:, :-1] - clean[:, 1:]).pow(2).mean()
+    )
+    with pytest.raises(ModelConfigError, match="model.warp"):
+        make_model(objective=ObjectiveConfig(prediction="x0"), tokenizer=tokenizer, patch_size=8, **fields)

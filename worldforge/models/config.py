@@ -124,6 +124,13 @@ class ModelConfig(Section):
         "input (frame stacking): every token sees, at full resolution, the frame it changes from (1) and how "
         "things moved into it (2)",
     )
+    warp: bool = Field(
+        False,
+        description="the DiT also draws a motion field (2 more output channels: each latent cell's displacement "
+        "from the previous frame, in cells) and the residual objective changes from the previous frame warped "
+        "by it: x0 = warp(previous, motion) + change. Moving a thing is then one number per cell whatever its "
+        "colour, where a plain residual must erase it and redraw it. Needs objective.residual",
+    )
 
     @property
     def anchor_frames(self) -> int:

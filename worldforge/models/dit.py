@@ -235,13 +235,14 @@ class WorldDiT(nn.Module):
         self.window = config.context_window
         width, p = config.width, config.patch_size
         in_channels = latent_channels * (1 + config.stack_previous)
+        out_channels = latent_channels + (2 if config.warp else 0)  # model.warp: + a motion field (dx, dy)
         if config.stem == "conv":
             channels = config.stem_channels
             self.patch_embed = ConvStem(in_channels, channels, width, p)
-            self.final = FinalLayer(width, channels * p * p, ConvHead(channels, latent_channels))
+            self.final = FinalLayer(width, channels * p * p, ConvHead(channels, out_channels))
         else:
             self.patch_embed = nn.Linear(in_channels * p * p, width)
-            self.final = FinalLayer(width, latent_channels * p * p)
+            self.final = FinalLayer(width, out_channels * p * p)
         self.t_embed = TimestepEmbed(width)
         self.action_embed = ActionEmbed(config, width, frames_per_latent)
         self.blocks = nn.ModuleList(
@@ -332,7 +333,7 @@ class WorldDiT(nn.Module):
         Without a cache the frames sit at absolute positions first_frame .. first_frame + T - 1.
         With a cache they follow the frames it holds (from `cache.next_frame`) and attend to them;
         `commit=True` appends their keys/values, making them context for later calls.
-        Returns (B, T, C, h, w)."""
+        Returns (B, T, C, h, w), with `model.warp` (B, T, C + 2, h, w): the motion field last."""
         _, t, _, height, width = latents.shape
         h, w = height // self.patch, width // self.patch
         x, skip = self._embed(latents, anchor)  # (B, T, N, D)

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from worldforge.models.config import ObjectiveConfig
 
@@ -22,7 +23,8 @@ def to_velocity(
 
     With x0 prediction v = (x_t - x0) / t, with t floored at `x0_min_level` so that the loss
     weight stays bounded near clean frames. With `residual`, x0 = anchor + output, where anchor
-    (B, T, C, h, w) holds each frame's previous clean latent frame (zeros for the first)."""
+    (B, T, C, h, w) holds each frame's previous clean latent frame (zeros for the first); with
+    `model.warp` the output's last 2 channels move that frame first (`warp`)."""
     if config.prediction == "velocity":
         return output
     x0 = to_x0(output, noisy, levels, config, anchor=anchor)
@@ -39,8 +41,34 @@ def to_x0(
 ) -> torch.Tensor:
     """The clean frame implied by the network output (shapes as `to_velocity`): x0 = x_t - t v."""
     if config.prediction == "x0":
-        return output + anchor[:, :, : output.shape[2]] if config.residual and anchor is not None else output
+        if not (config.residual and anchor is not None):
+            return output
+        channels = noisy.shape[2]
+        previous = anchor[:, :, :channels]
+        if output.shape[2] > channels:  # model.warp: the previous frame moved by the motion first
+            previous = warp(previous, output[:, :, channels : channels + 2])
+        return output[:, :, :channels] + previous
     return noisy - levels.to(output.dtype)[:, :, None, None, None] * output
+
+
+def warp(frames: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
+    """Frames (B, T, c, h, w) moved by a motion field (B, T, 2, h, w): at each cell p, the frame's
+    content from p - motion(p) (motion in cells, x then y: where that content went), bilinear,
+    the border repeated outside. Zero motion returns the frames exactly."""
+    b, t, _, h, w = frames.shape
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=frames.device, dtype=frames.dtype),
+        torch.arange(w, device=frames.device, dtype=frames.dtype),
+        indexing="ij",
+    )
+    motion = motion.to(frames.dtype).flatten(0, 1)  # (B T, 2, h, w)
+    x = (2 * (xs - motion[:, 0]) + 1) / w - 1  # grid_sample's coordinates: -1 .. 1 over the pixels' edges
+    y = (2 * (ys - motion[:, 1]) + 1) / h - 1
+    grid = torch.stack([x, y], dim=-1)  # (B T, h, w, 2)
+    moved = F.grid_sample(
+        frames.flatten(0, 1), grid, mode="bilinear", padding_mode="border", align_corners=False
+    )
+    return moved.unflatten(0, (b, t))
 
 
 def previous_frames(latents: torch.Tensor, count: int = 1) -> torch.Tensor:

@@ -53,6 +53,11 @@ class WorldModel(nn.Module):
         self.tokenizer = build_tokenizer(tokenizer_cfg)
         self.dit = WorldDiT(model_cfg, tokenizer_cfg.latent_dim, tokenizer_cfg.frames_per_latent)
         self.model_cfg = self.dit.config  # resolved
+        if model_cfg.warp and not (objective_cfg.residual and objective_cfg.prediction == "x0"):
+            raise ModelConfigError(
+                "model.warp moves the previous frame that the residual objective changes from: it needs "
+                "objective.residual=true (and objective.prediction='x0')"
+            )
 
     @classmethod
     def from_config(
