@@ -78,18 +78,19 @@ def synthetic_model(preset: str, frame_size: int | None, steps: int | None) -> W
     """The preset with random weights in every layer (a fresh DiT's AdaLN and output are zeros)."""
     if preset in PRESETS:
         size = (frame_size, frame_size) if frame_size else TokenizerConfig().frame_size
-        tokenizer, model, sampler = (
+        tokenizer, model, objective, sampler = (
             TokenizerConfig(frame_size=size),
             ModelConfig(preset=preset),
+            ObjectiveConfig(),
             SamplerConfig(),
         )
     else:
         config = load_config(preset)
-        tokenizer, model, sampler = config.tokenizer, config.model, config.sampler
+        tokenizer, model, objective, sampler = config.tokenizer, config.model, config.objective, config.sampler
     if steps:
         sampler = sampler.model_copy(update={"steps": steps})
     torch.manual_seed(0)
-    world = WorldModel.from_config(tokenizer, model, ObjectiveConfig(), sampler)
+    world = WorldModel.from_config(tokenizer, model, objective, sampler)
     with torch.no_grad():
         for parameter in world.parameters():
             if not parameter.any():

@@ -59,7 +59,7 @@ from worldforge.compression.quantize.config import QuantizeConfig
 from worldforge.config import load_config
 from worldforge.data.samples import iter_episodes
 from worldforge.evaluation.objects import position_errors, read_scene, truth_scored
-from worldforge.models.config import ModelConfig, ObjectiveConfig, SamplerConfig
+from worldforge.models.config import ModelConfig, SamplerConfig
 from worldforge.models.streaming import rollout
 from worldforge.models.tokenizer_objective import psnr
 from worldforge.models.world_model import WorldModel, package_config
@@ -163,7 +163,7 @@ def rollout_model(args, size: int, device: torch.device, dtype: torch.dtype) -> 
     model_cfg = config.model if args.smoke else ModelConfig(**{**config.model.model_dump(), "preset": "base"})
     sampler = SamplerConfig(**{**config.sampler.model_dump(), "steps": args.rollout_steps})
     torch.manual_seed(0)
-    model = WorldModel.from_config(config.tokenizer, model_cfg, ObjectiveConfig(), sampler)
+    model = WorldModel.from_config(config.tokenizer, model_cfg, config.objective, sampler)
     return model.to(device=device, dtype=dtype).eval()
 
 

@@ -25,15 +25,16 @@ from worldforge.models.world_model import WorldModel
 
 def build(preset: str, steps: int | None) -> WorldModel:
     if preset in PRESETS:
-        tokenizer, model, sampler = TokenizerConfig(), ModelConfig(preset=preset), SamplerConfig()
+        tokenizer, model, objective = TokenizerConfig(), ModelConfig(preset=preset), ObjectiveConfig()
+        sampler = SamplerConfig()
     else:
         from worldforge.config import load_config
 
         config = load_config(preset)
-        tokenizer, model, sampler = config.tokenizer, config.model, config.sampler
+        tokenizer, model, objective, sampler = config.tokenizer, config.model, config.objective, config.sampler
     if steps:
         sampler = sampler.model_copy(update={"steps": steps})
-    return WorldModel.from_config(tokenizer, model, ObjectiveConfig(), sampler)
+    return WorldModel.from_config(tokenizer, model, objective, sampler)
 
 
 def measure(
