@@ -478,12 +478,14 @@ def test_the_regression_term_is_optional_and_zero_for_a_student_that_is_the_teac
 def test_dmd_trains_the_student_and_the_fake_score_in_turn_and_records_both(
     project, dataset, teacher_package
 ):
-    distill_cfg = DistillConfig(method="dmd", steps=2, train_steps=3, lr=1e-3, dmd=DMDConfig(fake_updates=2))
+    dmd = DMDConfig(fake_updates=2, lr=3e-4)  # the student's own learning rate, not distill.lr
+    distill_cfg = DistillConfig(method="dmd", steps=2, train_steps=3, lr=1e-3, dmd=dmd)
     out = distill_package(teacher_package, config(), distill_cfg, dataset, project.packages / "dmd")
     package = load_package(out)
     record = json.loads((out / DISTILLATION_FILE).read_text())
     assert package.config["sampler"]["steps"] == 2 and package.config["sampler"]["solver"] == "euler"
     assert package.lineage.params["method"] == "dmd" and record["rounds"][0]["steps"] == 3
+    assert record["rounds"][0]["lr"] == 3e-4
     teacher = load_package(teacher_package)
     assert any(not torch.equal(package.state[k], teacher.state[k]) for k in package.state)  # trained
     student = package.build()

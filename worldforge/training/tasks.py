@@ -289,6 +289,7 @@ def train_student(
     window = max(1, min(10, len(result.losses)))
     record = {
         "steps": result.step,
+        "lr": lr,
         "stopped": result.stopped,
         "loss_first": sum(result.losses[:window]) / window if result.losses else None,
         "loss_last": sum(result.losses[-window:]) / window if result.losses else None,

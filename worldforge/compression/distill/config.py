@@ -53,8 +53,14 @@ class StudentConfig(Section):
 class DMDConfig(Section):
     """Distribution-matching distillation (`compression/distill/dmd.py`)."""
 
+    lr: float | None = Field(
+        None,
+        gt=0,
+        description="peak learning rate of the DMD student; None: distill.lr. A motion-field model "
+        "(model.warp) diverged at the quickstart's 1e-3 and held at 2e-4",
+    )
     fake_lr: float | None = Field(
-        None, gt=0, description="peak learning rate of the fake score; None: distill.lr"
+        None, gt=0, description="peak learning rate of the fake score; None: distill.dmd.lr, else distill.lr"
     )
     fake_updates: int = Field(
         1, ge=1, description="fake-score optimizer steps per student step (DMD2's two time-scale rule uses 5)"

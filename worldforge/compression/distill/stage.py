@@ -147,9 +147,11 @@ class _Run:
         folder: str,
         seed_offset: int = 0,
         critic: Critic | None = None,
+        lr: float | None = None,
     ) -> tuple[WorldModel, dict[str, Any]]:
-        """Train `objective` (whose submodule at `prefix` is `student`) for `train_steps` steps.
-        Returns the trained student (the package weights: EMA when enabled) and the run's record."""
+        """Train `objective` (whose submodule at `prefix` is `student`) for `train_steps` steps at
+        peak learning rate `lr` (default `distill.lr`). Returns the trained student (the package
+        weights: EMA when enabled) and the run's record."""
         return train_student(
             name,
             objective,
@@ -158,7 +160,7 @@ class _Run:
             self.config,
             self.dataset,
             steps=self.distill_cfg.train_steps,
-            lr=self.distill_cfg.lr,
+            lr=lr or self.distill_cfg.lr,
             seed=self.config.project.seed + seed_offset,
             checkpoint_dir=self.checkpoints / folder,
             track=self.track,
@@ -205,11 +207,11 @@ def _dmd(run: _Run, teacher: WorldModel, teacher_steps: int) -> tuple[WorldModel
     critic = Critic(
         "fake_score",
         FakeScoreObjective(fake, student, dmd),
-        dmd.fake_lr or run.distill_cfg.lr,
+        dmd.fake_lr or dmd.lr or run.distill_cfg.lr,
         dmd.fake_updates,
     )
     trained, record = run.train(
-        "distill_dmd", objective, student, "model.", f"dmd-steps{steps}", critic=critic
+        "distill_dmd", objective, student, "model.", f"dmd-steps{steps}", critic=critic, lr=dmd.lr
     )
     return trained, [{"round": 0, "teacher_steps": teacher_steps, "student_steps": steps, **record}]
 
