@@ -148,8 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| model | prediction | {header} | agent, mean |")
     print("|---|---|" + "---|" * args.horizon + "---|")
     models = {path.name: load_package(path).build(torch.device("cpu")).eval() for path in args.packages}
+    rollouts = {name: predict(model, clips, config, torch.device("cpu")) for name, model in models.items()}
     for name, model in models.items():
-        rolled = score(predict(model, clips, config, torch.device("cpu")), clips)
+        rolled = score(rollouts[name], clips)
         forced = teacher_forced(model, clips, config)
         for label, balls, agent in (
             ("rollout", rolled["object_position_error_per_step"], rolled["agent_position_error"]),
@@ -173,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("| model | " + " | ".join(f"{kind} h{s}" for kind in ("agent", "balls") for s in steps) + " |")
     print("|---|" + "---|" * (2 * len(steps)))
-    for name, model in models.items():
-        moved = progress(predict(model, clips, config, torch.device("cpu")), clips, steps)
+    for name, frames in rollouts.items():
+        moved = progress(frames, clips, steps)
         cells = [
             f"{moved[(k, s)][0]:.2f} ({moved[(k, s)][1]:.3f})" for k in ("agent", "balls") for s in steps
         ]

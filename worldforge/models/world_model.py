@@ -50,14 +50,14 @@ class WorldModel(nn.Module):
         self.tokenizer_cfg = tokenizer_cfg
         self.objective_cfg = objective_cfg
         self.sampler_cfg = sampler_cfg
-        self.tokenizer = build_tokenizer(tokenizer_cfg)
-        self.dit = WorldDiT(model_cfg, tokenizer_cfg.latent_dim, tokenizer_cfg.frames_per_latent)
-        self.model_cfg = self.dit.config  # resolved
         if model_cfg.warp and not (objective_cfg.residual and objective_cfg.prediction == "x0"):
             raise ModelConfigError(
                 "model.warp moves the previous frame that the residual objective changes from: it needs "
                 "objective.residual=true (and objective.prediction='x0')"
             )
+        self.tokenizer = build_tokenizer(tokenizer_cfg)
+        self.dit = WorldDiT(model_cfg, tokenizer_cfg.latent_dim, tokenizer_cfg.frames_per_latent)
+        self.model_cfg = self.dit.config  # resolved
 
     @classmethod
     def from_config(
