@@ -30,7 +30,14 @@ from worldforge.config import load_config
 from worldforge.data.samples import iter_episodes
 from worldforge.evaluation.config import EvalConfig
 from worldforge.evaluation.report import write_videos
-from worldforge.evaluation.rollout_eval import baseline_scores, detector_floor, load_clips, predict, score
+from worldforge.evaluation.rollout_eval import (
+    baseline_scores,
+    detector_floor,
+    load_clips,
+    predict,
+    prefix_scores,
+    score,
+)
 from worldforge.models.flops import count_parameters
 from worldforge.models.objective import flow_matching_loss
 from worldforge.models.world_model import WorldModel, package_config
@@ -103,12 +110,19 @@ class Clips:
 
 
 def train(
-    model: WorldModel, config, clips: Clips, seconds: float, probe_steps: int = 20, extra_decays: tuple = ()
+    model: WorldModel,
+    config,
+    clips: Clips,
+    seconds: float,
+    probe_steps: int = 20,
+    extra_decays: tuple = (),
+    fixed_steps: int = 0,
 ) -> tuple[dict, dict]:
     """Train `model.dit` for `seconds` (the step count, and so the learning-rate schedule, is
-    re-estimated every `probe_steps` steps from the speed so far); loads the EMA weights into the
-    model and returns a record, and the DiT's weights averaged with each of `extra_decays` (decay ->
-    state dict) from the same run."""
+    re-estimated every `probe_steps` steps from the speed so far), or for exactly `fixed_steps`
+    steps when that is set (comparisons that a busy machine's speed must not decide); loads the EMA
+    weights into the model and returns a record, and the DiT's weights averaged with each of
+    `extra_decays` (decay -> state dict) from the same run."""
     train_cfg = config.train
     params = [p for p in model.dit.parameters()]
     optimizer = torch.optim.AdamW(params, lr=train_cfg.lr, betas=train_cfg.betas, weight_decay=train_cfg.weight_decay)
@@ -119,8 +133,11 @@ def train(
     start = time.perf_counter()
     steps, step, losses = None, 0, []
     schedule = None
+    if fixed_steps:
+        steps = fixed_steps
+        schedule = WarmupCosine(min(train_cfg.warmup_steps, steps), steps, train_cfg.min_lr_ratio)
     while True:
-        if step >= probe_steps and step % probe_steps == 0:  # re-estimated as it goes: robust to load changes
+        if not fixed_steps and step >= probe_steps and step % probe_steps == 0:  # re-estimated as it goes: robust to load changes
             elapsed = time.perf_counter() - start
             steps = max(step + 1, int(step + (seconds - elapsed) * step / elapsed))
             schedule = WarmupCosine(min(train_cfg.warmup_steps, steps), steps, train_cfg.min_lr_ratio)
@@ -161,6 +178,55 @@ def evaluate(model: WorldModel, dataset: Path, eval_cfg: EvalConfig, videos: Pat
     return {**score(prediction, clips), **baseline_scores(clips), **detector_floor(clips)}
 
 
+def sampler_scores(model: WorldModel, dataset: Path, eval_cfg: EvalConfig, long_horizon: int,
+                   videos: Path | None = None) -> dict:
+    """One rollout to `long_horizon` frames scored at the eval horizon and at `long_horizon`
+    (generation is causal: its first frames are the short rollout), with the sampler the model has."""
+    clips = load_clips(dataset, eval_cfg, long_horizon=long_horizon)
+    prediction = predict(model, clips, eval_cfg.model_copy(update={"horizon": long_horizon}), torch.device("cpu"))
+    if videos is not None:
+        write_videos(videos, clips, {"model": prediction}, count=4)
+    entries = prefix_scores(prediction, clips, [eval_cfg.horizon, long_horizon])
+    return {"short": entries[eval_cfg.horizon], "long": entries[long_horizon]}
+
+
+def sampler_row(name: str, record: dict, entry: dict, horizon: int, long_horizon: int) -> str:
+    short, long = entry["short"], entry["long"]
+
+    def ratio(scores: dict, key: str, index: int | None = None) -> float:
+        if f"{key}_per_step" not in scores:
+            return math.nan
+        if index is None:
+            return scores[key] / scores[f"baseline_{key}"]
+        return scores[f"{key}_per_step"][index] / scores[f"baseline_{key}_per_step"][index]
+
+    last = long_horizon - 1
+    return (
+        f"| {name:<30} | {record['steps']:>5} | {short['psnr_mean'] - short['baseline_psnr_mean']:+5.2f} | "
+        f"{short['ssim_mean'] - short['baseline_ssim_mean']:+.3f} | "
+        f"{ratio(short, 'agent_position_error'):.2f}x | {ratio(short, 'object_position_error'):.2f}x | "
+        f"{short['sharpness_mean']:.2f} | {long['sharpness_per_step'][last]:.2f} | "
+        f"{long['ssim_per_step'][last] - long['baseline_ssim_per_step'][last]:+.3f} | "
+        f"{ratio(long, 'agent_position_error', last):.2f}x | {ratio(long, 'object_position_error', 15):.2f}x / "
+        f"{ratio(long, 'object_position_error', last):.2f}x | {long['motion_ratio']:.2f} |"
+    )
+
+
+SAMPLER_HEADER = (
+    "| variant @ solver:steps            | steps | dPSNR | dSSIM  | agent | balls | sharp1-8 | sharp32 | dSSIM32 "
+    "| agent32 | balls16/32 | motion32 |"
+)
+
+
+def parse_sampler(text: str) -> dict:
+    """solver:steps[:shift] -> sampler config overrides."""
+    parts = text.split(":")
+    update = {"solver": parts[0], "steps": int(parts[1])}
+    if len(parts) > 2:
+        update["shift"] = float(parts[2])
+    return update
+
+
 def row(name: str, record: dict, scores: dict, horizon: int) -> str:
     def ratio(key: str, index: int | None = None) -> float:
         mine, base = scores.get(f"{key}_per_step" if index is not None else key), scores.get(
@@ -199,6 +265,12 @@ def main(argv: list[str] | None = None) -> int:
         "--ema-decays", type=float, nargs="*", default=[],
         help="also score the weights averaged with these EMA decays, from the same runs (rows NAME@ema<decay>)",
     )
+    parser.add_argument("--train-steps", type=int, default=0,
+                        help="train every variant for exactly this many steps (instead of --minutes)")
+    parser.add_argument("--samplers", nargs="*", default=[],
+                        help="score each variant with each sampler, SOLVER:STEPS[:SHIFT] (e.g. euler:1 "
+                        "ancestral:4), one rollout to --long-horizon (default 32) per sampler: sharpness, "
+                        "SSIM, errors and motion at the horizon and beyond")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -213,8 +285,27 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(config.project.seed)
         model = WorldModel(config.tokenizer, config.model, config.objective, config.sampler)
         clips = Clips(args.dataset, config.data.clip_frames, config.project.seed)
-        record, averaged = train(model, config, clips, args.minutes * 60, extra_decays=tuple(args.ema_decays))
+        record, averaged = train(model, config, clips, args.minutes * 60, extra_decays=tuple(args.ema_decays),
+                                 fixed_steps=args.train_steps)
         record["parameters"] = count_parameters(model.dit)
+        if args.samplers:
+            eval_cfg = EvalConfig(split=args.split, episodes=args.episodes,
+                                  context_frames=config.eval.context_frames, horizon=args.horizon)
+            entries = {}
+            print(SAMPLER_HEADER, flush=True)
+            for spec in args.samplers:
+                model.sampler_cfg = config.sampler.model_copy(update=parse_sampler(spec))
+                videos = args.videos / name / spec.replace(":", "_") if args.videos else None
+                entries[spec] = sampler_scores(model, args.dataset, eval_cfg, args.long_horizon or 32, videos)
+                print(sampler_row(f"{name} @ {spec}", record, entries[spec], args.horizon, args.long_horizon or 32),
+                      flush=True)
+            results[name] = {"overrides": overrides, "record": record, "samplers": entries}
+            args.out.write_text(json.dumps(results, indent=1))
+            if args.packages:
+                model.sampler_cfg = config.sampler
+                save_package(args.packages / name, package_config(model), model,
+                             lineage={"stage": "world_ablation", "overrides": overrides})
+            continue
         eval_cfg = EvalConfig(
             split=args.split, episodes=args.episodes, context_frames=config.eval.context_frames, horizon=args.horizon
         )

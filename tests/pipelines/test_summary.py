@@ -105,3 +105,36 @@ def test_every_version_shows_its_agent_and_ball_error_against_copy_last(project,
     assert "0.030 (0.33x)" in out and "0.050 (0.50x)" in out  # pretrained: agent, balls
     assert "0.100 (1.11x)" in out  # the student's agent error, above copy-last's
     assert "v2 distill: rejected: agent_error_below_copy_last" in out
+
+
+def test_every_version_shows_its_steps_speed_sharpness_and_realism_and_tolerates_missing_ones(
+    project, capsys
+):
+    teacher = {
+        **metrics(20.0),
+        "denoise_steps": 32,
+        "fps_e2e": 4.6,
+        "sharpness_mean": 0.41,
+        "realism_psnr_h8": 27.3,
+        "truth_realism_psnr_h8": 31.0,
+    }
+    student = {"psnr_mean": 19.8, "denoise_steps": 2, "fps_e2e": 45.0}  # evaluated before realism existed
+    run = result(decision("promoted", 1))
+    run["metrics"] = teacher
+    run["compressed"] = [stage("distill", "2", 0.0, decision("rejected", 1, ["sharpness_in_range"]))]
+    run["compressed"][0]["metrics"] = student
+    print_summary(run)
+    out = capsys.readouterr().out
+    [teacher_row] = [line for line in out.splitlines() if "pretrain" in line and "│ 1 " in line]
+    assert [cell.strip() for cell in teacher_row.split("│")[3:9]] == [
+        "32",
+        "20.00",
+        "-",
+        "+3.00",
+        "0.41",
+        "3.7",
+    ]
+    [student_row] = [line for line in out.splitlines() if "distill" in line and "│ 2 " in line]
+    cells = [cell.strip() for cell in student_row.split("│")[1:-1]]
+    assert cells == ["distill", "2", "2", "19.80", "-", "-", "-", "-", "-", "-", "45.0", "-"]
+    assert "sharpness 0.41 (1 = as sharp as the truth); realism gap at step 8 3.7 dB" in out

@@ -129,6 +129,8 @@ SUMMARY_ROWS = (
     ("denoising steps", "denoise_steps", "{:.0f}"),
     ("PSNR (dB)", "psnr_mean", "{:.2f}"),
     ("SSIM", "ssim_mean", "{:.3f}"),
+    ("sharpness (1 = as sharp as the truth)", "sharpness_mean", "{:.3f}"),
+    ("realism PSNR at step 8 (dB)", "realism_psnr_h8", "{:.2f}"),
     ("agent position error", "agent_position_error", "{:.4f}"),
     ("ball position error", "object_position_error", "{:.4f}"),
     ("frames/s, denoising", "fps_denoise", "{:.1f}"),

@@ -5,8 +5,12 @@ Speed is measured on batch-1 rollouts of the first held-out clip (one warm-up, t
 streaming one world would see it:
 - `fps_denoise`: generated frames per second of the denoising loop alone (the DiT);
 - `fps_e2e`: frames per second end to end (encode context + denoise + decode);
-- `latency_ms_median`, `latency_ms_p95`: end-to-end milliseconds per generated frame, over the runs.
-Both fps use the median run. FLOPs are counted on the meta device (`worldforge.models.flops`).
+- `latency_ms_median`, `latency_ms_p95`: end-to-end milliseconds per generated frame, over the runs;
+- `fps_denoise_spread`, `fps_e2e_spread`: how much the runs disagreed, half the range of their
+  frames/s over the median's (0.03: the runs lay within about 3% either side; 0 from one run).
+Both fps use the median run; the promotion gate reads the spreads as the measurement's noise, so
+that a candidate within noise of the champion is not judged on a coin toss of the machine's load.
+FLOPs are counted on the meta device (`worldforge.models.flops`): the cost that does not vary.
 
 Peak memory: on CUDA, the allocator's peak during the timed runs (`torch.cuda.max_memory_allocated`,
 weights included). On CPU there is no allocator counter, so it is the model's weight bytes plus
@@ -119,6 +123,8 @@ def measure_costs(
                 "flops_per_frame_denoise": flops["denoise"],
                 "fps_denoise": clips.horizon / float(np.median(denoise[index])),
                 "fps_e2e": clips.horizon / float(np.median(total[index])),
+                "fps_denoise_spread": relative_spread(denoise[index]),
+                "fps_e2e_spread": relative_spread(total[index]),
                 "latency_ms_median": float(np.median(per_frame_ms)),
                 "latency_ms_p95": float(np.percentile(per_frame_ms, 95)),
                 "peak_memory_mb": memory.peak / MB,
@@ -128,6 +134,13 @@ def measure_costs(
             }
         )
     return costs
+
+
+def relative_spread(seconds: list[float]) -> float:
+    """Half the range of the runs' rates (1 / seconds) over their median rate: the runs' noise as
+    a fraction of the median's speed, 0 for a single run."""
+    rates = 1.0 / np.asarray(seconds, dtype=np.float64)
+    return float((rates.max() - rates.min()) / (2.0 * np.median(rates)))
 
 
 def _gpu_name(device: torch.device) -> str:

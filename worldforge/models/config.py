@@ -271,7 +271,11 @@ class ObjectiveConfig(Section):
 class SamplerConfig(Section):
     """How a frame is denoised and how a rollout runs."""
 
-    solver: Literal["euler", "heun"] = "euler"
+    solver: Literal["euler", "heun", "ancestral"] = Field(
+        "euler",
+        description="euler/heun: the probability-flow ODE; ancestral: each step predicts the clean frame "
+        "and noises it afresh to the next level (stochastic; commits to one sharp sample in few steps)",
+    )
     steps: int = Field(16, ge=1)
     shift: float = Field(
         1.0, gt=0, description="timestep shift s: t -> s t / (1 + (s - 1) t); > 1 spends steps near noise"

@@ -1,4 +1,10 @@
-"""ODE samplers for one frame: integrate dx/dt = v(x, t) from t = 1 (noise) to t = 0 (clean).
+"""Samplers for one frame: from t = 1 (noise) to t = 0 (clean) along the velocity field v(x, t).
+
+`euler` and `heun` integrate the ODE dx/dt = v. `ancestral` is stochastic: each step takes the
+clean frame the network predicts, x0 = x - t v, and noises it afresh to the next level,
+x' = (1 - t') x0 + t' eps with new eps, as DDPM's ancestral sampling does. Fresh noise keeps every
+step's input at the noise statistics training saw, so a few-step sample commits to one sharp
+frame instead of averaging the possible ones (the ODE's few-step failure mode).
 
 The sampler only sees a velocity function, so distillation can swap the network behind it (or
 use fewer steps) without touching rollout code.
@@ -22,7 +28,9 @@ def timesteps(steps: int, shift: float = 1.0) -> list[float]:
     return shifted.tolist()
 
 
-def euler(velocity: VelocityFn, noise: torch.Tensor, steps: int, shift: float = 1.0) -> torch.Tensor:
+def euler(
+    velocity: VelocityFn, noise: torch.Tensor, steps: int, shift: float = 1.0, generator=None
+) -> torch.Tensor:
     """`steps` velocity evaluations."""
     x = noise
     levels = timesteps(steps, shift)
@@ -31,7 +39,9 @@ def euler(velocity: VelocityFn, noise: torch.Tensor, steps: int, shift: float = 
     return x
 
 
-def heun(velocity: VelocityFn, noise: torch.Tensor, steps: int, shift: float = 1.0) -> torch.Tensor:
+def heun(
+    velocity: VelocityFn, noise: torch.Tensor, steps: int, shift: float = 1.0, generator=None
+) -> torch.Tensor:
     """Heun's second-order method; the last step (to t = 0) is Euler: 2 steps - 1 evaluations."""
     x = noise
     levels = timesteps(steps, shift)
@@ -44,17 +54,40 @@ def heun(velocity: VelocityFn, noise: torch.Tensor, steps: int, shift: float = 1
     return x
 
 
-SOLVERS: dict[str, Callable[..., torch.Tensor]] = {"euler": euler, "heun": heun}
+def ancestral(
+    velocity: VelocityFn, noise: torch.Tensor, steps: int, shift: float = 1.0, generator=None
+) -> torch.Tensor:
+    """`steps` velocity evaluations; each predicts x0 and re-noises it to the next level with fresh
+    noise (drawn from `generator`). One step is the same as Euler's: the predicted x0."""
+    x = noise
+    levels = timesteps(steps, shift)
+    for t, t_next in itertools.pairwise(levels):
+        x0 = x - t * velocity(x, t)
+        if t_next > 0:
+            fresh = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            x = (1 - t_next) * x0 + t_next * fresh
+        else:
+            x = x0
+    return x
+
+
+SOLVERS: dict[str, Callable[..., torch.Tensor]] = {"euler": euler, "heun": heun, "ancestral": ancestral}
 
 
 def evaluations(solver: str, steps: int) -> int:
     """Velocity evaluations per sampled frame."""
-    return steps if solver == "euler" else 2 * steps - 1
+    return 2 * steps - 1 if solver == "heun" else steps
 
 
 def sample(
-    velocity: VelocityFn, noise: torch.Tensor, steps: int, shift: float = 1.0, solver: str = "euler"
+    velocity: VelocityFn,
+    noise: torch.Tensor,
+    steps: int,
+    shift: float = 1.0,
+    solver: str = "euler",
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
+    """generator: the fresh noise of the `ancestral` solver (the ODE solvers draw none)."""
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; known: {', '.join(SOLVERS)}")
-    return SOLVERS[solver](velocity, noise, steps, shift)
+    return SOLVERS[solver](velocity, noise, steps, shift, generator)

@@ -132,7 +132,9 @@ class LatentStream:
         )
         previous = next_anchor(torch.stack(self.clean, dim=1), self.count)  # the last clean frame(s)
         velocity = cached_velocity(self.model, self.cache, action, previous)
-        frame = sample(velocity, noise, steps or config.steps, config.shift, solver or config.solver)
+        frame = sample(
+            velocity, noise, steps or config.steps, config.shift, solver or config.solver, self.generator
+        )
         self.clean = (self.clean + [frame[:, 0]])[-self.count :]
         self.pending = (frame, action, previous)
         return frame
@@ -181,7 +183,7 @@ def generate_latents(
         velocity = recomputed_velocity(
             model, past, past_anchor, level, condition[:, first : j + 1], first, previous
         )
-        frame = sample(velocity, noise, steps, config.shift, solver)  # (B, 1, c, h, w)
+        frame = sample(velocity, noise, steps, config.shift, solver, generator)  # (B, 1, c, h, w)
         generated.append(frame)
         clean.append(frame)
         committed.append(_noised(frame, level, generator))

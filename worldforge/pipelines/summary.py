@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from worldforge.core import tracking
@@ -23,6 +24,18 @@ def champion_of(result: dict[str, Any]) -> tuple[str | None, str, dict[str, Any]
     return (None if champion is None else str(champion)), "", result["metrics"], result["world"]["path"]
 
 
+def shown(value: Any, fmt: str) -> str:
+    """`fmt` of a number; "-" for one not recorded (None) or not computable (NaN)."""
+    return fmt.format(value) if isinstance(value, (int, float)) and not math.isnan(value) else "-"
+
+
+def realism_gap(metrics: dict[str, Any], horizon: int = 8) -> float:
+    """How many dB less like the simulator's own frames the model's are than the recorded ones at
+    step `horizon` (what the realism gate reads); NaN without realism metrics."""
+    truth, mine = (metrics.get(f"{who}realism_psnr_h{horizon}", math.nan) for who in ("truth_", ""))
+    return truth - mine
+
+
 def position_error(metrics: dict[str, Any], key: str) -> str:
     """"0.029 (0.36x)": the error and its ratio to copy-last-frame's on the same episodes."""
     mine, baseline = metrics.get(key), metrics.get(f"baseline_{key}")
@@ -37,7 +50,7 @@ def print_summary(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console() if Console().is_terminal else Console(width=100)
+    console = Console() if Console().is_terminal else Console(width=140)
     project = Project.current()
     stages = Table(title="train_and_compress")
     stages.add_column("stage")
@@ -48,9 +61,13 @@ def print_summary(result: dict[str, Any]) -> None:
 
     versions = Table(
         title="registered versions: held-out episodes; compression stages against their parent",
-        caption="errors: agent / ball position error (x: of copy-last-frame's)",
+        caption="steps: sampling steps per frame; sharp: sharpness (1 = as sharp as the truth); realism: "
+        "realism gap at step 8 (dB below the recorded frames'); errors: agent / ball position error "
+        "(x: of copy-last-frame's); fps: frames/s end to end",
     )
-    for column in ("stage", "v", "PSNR", "vs parent", "vs copy", "agent error", "ball error", "fps", "params"):
+    columns = ("stage", "v", "steps", "PSNR", "vs parent", "vs copy", "sharp", "realism", "agent error",
+               "ball error", "fps", "params")
+    for column in columns:
         versions.add_column(column, no_wrap=True)
     rows = [{"stage": "pretrain", "version": result["version"], "metrics": result["metrics"],
              "decision": result.get("decision", {})}, *result.get("compressed", [])]
@@ -66,13 +83,16 @@ def print_summary(result: dict[str, Any]) -> None:
         versions.add_row(
             entry["stage"],
             str(entry["version"]),
-            f"{own['psnr_mean']:.2f}",
-            "-" if delta is None else f"{delta:+.2f}",
-            f"{own['psnr_mean'] - own['baseline_psnr_mean']:+.2f}",
+            shown(own.get("denoise_steps"), "{:.0f}"),
+            shown(own.get("psnr_mean"), "{:.2f}"),
+            shown(delta, "{:+.2f}"),
+            shown(own.get("psnr_mean", math.nan) - own.get("baseline_psnr_mean", math.nan), "{:+.2f}"),
+            shown(own.get("sharpness_mean"), "{:.2f}"),
+            shown(realism_gap(own), "{:.1f}"),
             position_error(own, "agent_position_error"),
             position_error(own, "object_position_error"),
-            f"{own['fps_e2e']:.0f}",
-            f"{own.get('parameters', 0) / 1e6:.2f}M",
+            shown(own.get("fps_e2e"), "{:.1f}"),
+            shown(own.get("parameters", math.nan) / 1e6, "{:.2f}M"),
         )
     console.print(versions)
     console.print("promotion decisions:")
@@ -107,10 +127,13 @@ def print_summary(result: dict[str, Any]) -> None:
     quality.add_row("mean", *(cell(key, fmt, None) for _, key, fmt in curves))
     console.print(quality)
     console.print(
-        f"SSIM {metrics['ssim_mean']:.3f} (baseline {metrics['baseline_ssim_mean']:.3f}); "
+        f"SSIM {shown(metrics.get('ssim_mean'), '{:.3f}')} "
+        f"(baseline {shown(metrics.get('baseline_ssim_mean'), '{:.3f}')}); "
+        f"sharpness {shown(metrics.get('sharpness_mean'), '{:.2f}')} (1 = as sharp as the truth); "
+        f"realism gap at step 8 {shown(realism_gap(metrics), '{:.1f}')} dB; "
         f"agent position error {position_error(metrics, 'agent_position_error')}, "
         f"ball position error {position_error(metrics, 'object_position_error')} (x: of copy-last-frame's); "
-        f"end-to-end {metrics['fps_e2e']:.1f} frames/s on {metrics['device']}"
+        f"end-to-end {shown(metrics.get('fps_e2e'), '{:.1f}')} frames/s on {metrics.get('device', '-')}"
     )
     uri = tracking.tracking_uri(project)
     console.print("\nwhere to look:")
