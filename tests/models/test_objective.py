@@ -25,6 +25,17 @@ def test_noise_levels_are_independent_per_frame_and_in_range(schedule):
     assert abs(float(levels.mean()) - 0.5) < 0.05
 
 
+def test_detail_mixture_trains_the_low_noise_levels_as_well_as_the_high_ones():
+    high = ObjectiveConfig(logit_mean=3.0)
+    mixed = ObjectiveConfig(logit_mean=3.0, detail_prob=0.5, detail_logit_mean=-0.5)
+    generator = torch.Generator().manual_seed(0)
+    alone = sample_noise_levels(512, 8, high, "cpu", generator)
+    both = sample_noise_levels(512, 8, mixed, "cpu", generator)
+    assert float((alone < 0.5).float().mean()) < 0.01  # a one-step model's levels: nearly all near 1
+    assert 0.25 < float((both < 0.5).float().mean()) < 0.45  # half the frames, ~62% of those below 0.5
+    assert 0.3 < float((both > 0.9).float().mean()) < 0.5  # and the high ones still trained (79% of the rest)
+
+
 def test_one_noise_level_per_clip_without_diffusion_forcing():
     levels = sample_noise_levels(16, 8, ObjectiveConfig(per_frame_noise=False), "cpu")
     assert torch.equal(levels, levels[:, :1].expand(16, 8))

@@ -187,6 +187,16 @@ class ObjectiveConfig(Section):
     noise_schedule: Literal["logit_normal", "uniform"] = "logit_normal"
     logit_mean: float = 0.0
     logit_std: float = Field(1.0, gt=0)
+    detail_prob: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="chance that a frame's noise level comes from a second logit-normal (detail_logit_mean, "
+        "detail_logit_std) instead: a model sampled in several steps needs the low levels trained, where its "
+        "last steps draw the detail, as well as the high ones, where its first step draws the dynamics",
+    )
+    detail_logit_mean: float = -0.5
+    detail_logit_std: float = Field(1.0, gt=0)
     per_frame_noise: bool = Field(True, description="diffusion forcing; False: one level per clip")
     clean_context_prob: float = Field(
         0.5,

@@ -32,13 +32,19 @@ from worldforge.models.world_model import WorldModel
 def sample_noise_levels(
     batch: int, frames: int, config: ObjectiveConfig, device, generator=None
 ) -> torch.Tensor:
-    """(B, T) noise levels in (0, 1): logit-normal or uniform, per frame (or one per clip)."""
+    """(B, T) noise levels in (0, 1): logit-normal or uniform, per frame (or one per clip); with
+    `detail_prob` > 0 a mixture, that share of levels drawn from the detail logit-normal."""
     shape = (batch, frames if config.per_frame_noise else 1)
     if config.noise_schedule == "logit_normal":
         normal = torch.randn(shape, device=device, generator=generator)
         levels = torch.sigmoid(config.logit_mean + config.logit_std * normal)
     else:
         levels = torch.rand(shape, device=device, generator=generator)
+    if config.detail_prob > 0:
+        normal = torch.randn(shape, device=device, generator=generator)
+        detail = torch.sigmoid(config.detail_logit_mean + config.detail_logit_std * normal)
+        chosen = torch.rand(shape, device=device, generator=generator) < config.detail_prob
+        levels = torch.where(chosen, detail, levels)
     return levels.expand(batch, frames).contiguous()
 
 
