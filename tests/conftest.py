@@ -173,7 +173,7 @@ def tiny_world_model(
     return model.eval()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_world_model():
     """`make_world_model(seed=0, steps=2, *, noise=0.05, tokenizer=None, objective=None,
     sampler=None, **model_fields)`: the test-scale world model factory."""

@@ -43,7 +43,7 @@ def make_model(make_world_model):
     return functools.partial(make_world_model, noise=None, steps=3, num_actions=NUM_ACTIONS)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_clips():
     return moving_squares
 
@@ -58,6 +58,6 @@ def train_on_batch(model, frames: torch.Tensor, actions: torch.Tensor, steps: in
         optimizer.step()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def train_on():
     return train_on_batch
