@@ -42,9 +42,18 @@ def make_package(tmp_path: Path, make_world_model):
 
 @pytest.fixture
 def small_eval():
-    """An eval config sized for tests: 2 episodes, 2 context frames, horizon 4."""
+    """An eval config sized for tests: 2 episodes, 2 context frames, horizon 4; long play of 2
+    episodes for 16 frames."""
     from worldforge.evaluation.config import EvalConfig
 
     return EvalConfig(
-        episodes=2, context_frames=2, horizon=4, batch_size=2, videos=1, latency_repeats=2, device="cpu"
+        episodes=2,
+        context_frames=2,
+        horizon=4,
+        batch_size=2,
+        videos=1,
+        latency_repeats=2,
+        device="cpu",
+        play_episodes=2,
+        play_frames=16,
     )

@@ -32,6 +32,18 @@ class EvalConfig(Section):
         "prefix against copy-last-frame (PSNR, SSIM, agent/ball error, sharpness per step, motion ratio); "
         "horizons up to eval.horizon are the main rollout's and skipped",
     )
+    play_episodes: int = Field(
+        16,
+        ge=0,
+        description="held-out episodes played far past their recording (eval.play_frames frames, one batch), "
+        "scored without a true future against the simulator's own continuation; simulator datasets only; 0: off",
+    )
+    play_frames: int = Field(
+        256,
+        ge=0,
+        description="frames of each long play, after eval.context_frames (a multiple of temporal_compression); "
+        "scored at steps 32, 64, 128, ... and at the last; 0: off",
+    )
     denoise_steps: int | None = Field(
         None, ge=1, description="solver steps per frame; None: the package's sampler.steps"
     )

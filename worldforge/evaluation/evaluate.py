@@ -3,12 +3,14 @@
     evaluate_package(package, dataset, config) -> metrics
 
 Quality (PSNR, SSIM and sharpness per horizon step, the copy-last-frame baseline,
-action-following on the simulator) and cost (parameters, FLOPs, frames/s, latency, peak memory on
-the current device) of each model, measured in one run on the same held-out clips with the same
-noise. Writes the model's `metrics.json` into its package, a report folder (report.json, plots,
+action-following, realism and object survival on the simulator) and cost (parameters, FLOPs,
+frames/s, latency, peak memory on the current device) of each model, measured in one run on the
+same held-out clips with the same noise. Writes the model's `metrics.json` into its package, a report folder (report.json, plots,
 videos, report.html), and, with `track`, an MLflow stage run `evaluate` holding the metrics and the
 report. With `eval.long_horizon` (one horizon or several), one longer rollout (beyond the training
-clip, through the sliding KV window) is scored at each of them (`long_horizon_scores`).
+clip, through the sliding KV window) is scored at each of them (`long_horizon_scores`). On simulator
+data the model also plays `eval.play_frames` frames past held-out episodes, scored against the
+simulator's own continuation (`long_play.py`, the model only: not its reference).
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from worldforge.core import tracking
 from worldforge.core.lineage import tracked_md5
 from worldforge.core.project import Project
 from worldforge.core.runtime import select_device
-from worldforge.evaluation import report
+from worldforge.evaluation import page, report
 from worldforge.evaluation.config import EvalConfig
 from worldforge.evaluation.cost import measure_cost, measure_costs
+from worldforge.evaluation.long_play import PlayClips, load_play, play, score_play, write_strip
 from worldforge.evaluation.rollout_eval import (
     EvalClips,
     EvaluationError,
@@ -63,7 +66,37 @@ def open_subject(source: str | Path) -> Subject:
 
 
 # the per-step curves recorded for people, MLflow and the long rollout, each with its `baseline_` twin
-CURVES = ("psnr", "ssim", "sharpness", "agent_position_error", "object_position_error")
+CURVES = (
+    "psnr",
+    "ssim",
+    "sharpness",
+    "agent_position_error",
+    "object_position_error",
+    "realism_psnr",
+    "object_survival",
+)
+# the recorded frames' own curves (`detector_floor`): the most realism and survival can score
+TRUTH_CURVES = ("truth_realism_psnr", "truth_object_survival")
+# steps at which realism and survival are also read off their curves (`realism_psnr_h8`, ...),
+# from the main rollout up to eval.horizon and from the long one beyond it
+REALISM_STEPS = (8, 16, 32)
+REALISM_CURVES = (
+    "realism_psnr",
+    "baseline_realism_psnr",
+    "truth_realism_psnr",
+    "object_survival",
+    "baseline_object_survival",
+)
+
+
+def at_steps(metrics: dict[str, Any], steps: tuple[int, ...], prefix: str = "") -> dict[str, float]:
+    """`{curve}_h{H}` for each realism curve (`REALISM_CURVES`) of `metrics` (its
+    `{prefix}{curve}_per_step`) at each step H of `steps` the curve reaches."""
+    values = {}
+    for key in REALISM_CURVES:
+        curve = metrics.get(f"{prefix}{key}_per_step") or []
+        values.update({f"{key}_h{step}": curve[step - 1] for step in steps if step <= len(curve)})
+    return values
 
 
 def long_horizon_scores(model, clips: EvalClips, config: EvalConfig, device: torch.device) -> dict[str, Any]:
@@ -73,9 +106,11 @@ def long_horizon_scores(model, clips: EvalClips, config: EvalConfig, device: tor
 
     - `long_horizon`: the longest; `long_horizons`: every scored H
     - `long_{curve}_per_step`, `long_baseline_{curve}_per_step`: the full rollout's curves (PSNR,
-      SSIM, sharpness, agent/ball error)
+      SSIM, sharpness, agent/ball error, realism, object survival), and the recorded frames'
+      realism and survival (`long_truth_realism_psnr_per_step`, `long_truth_object_survival_per_step`)
     - `{curve}_h{step}`, `baseline_{curve}_h{step}`: a curve's value at half the longest and at
-      each H (`psnr_h16`, `baseline_psnr_h16`, `sharpness_h32`, ...)
+      each H (`psnr_h16`, `baseline_psnr_h16`, `sharpness_h32`, `realism_psnr_h32`,
+      `truth_realism_psnr_h32`, ...)
     - `long_h{H}_{scalar}`: each scalar of H's scores, over steps 1..H (`long_h32_psnr_mean`,
       `long_h32_baseline_psnr_mean`, `long_h32_agent_position_error`, `long_h32_sharpness_mean`,
       `long_h32_motion_ratio`, ...)
@@ -90,13 +125,13 @@ def long_horizon_scores(model, clips: EvalClips, config: EvalConfig, device: tor
     prediction = predict(model, clips, config.model_copy(update={"horizon": clips.horizon}), device)
     horizons = sorted({h for h in config.long_horizons if h < clips.horizon} | {clips.horizon})
     entries = prefix_scores(prediction, clips, horizons)
-    full = entries[clips.horizon]
+    full = {**entries[clips.horizon], **detector_floor(clips)}
     long: dict[str, Any] = {
         "long_horizon": clips.horizon,
         "long_horizons": horizons,
         "long_motion_ratio": full["motion_ratio"],
     }
-    for key in (*CURVES, *(f"baseline_{curve}" for curve in CURVES)):
+    for key in (*CURVES, *(f"baseline_{curve}" for curve in CURVES), *TRUTH_CURVES):
         curve = full.get(f"{key}_per_step")
         if curve is None:
             continue
@@ -107,6 +142,7 @@ def long_horizon_scores(model, clips: EvalClips, config: EvalConfig, device: tor
         long.update(
             {f"long_h{horizon}_{key}": value for key, value in entry.items() if not isinstance(value, list)}
         )
+    long.update(at_steps(long, REALISM_STEPS, prefix="long_"))
     return long
 
 
@@ -119,7 +155,8 @@ def measure(
     long_clips: EvalClips | None = None,
 ) -> tuple[dict, torch.Tensor]:
     """Quality and (with `cost`) cost of one model on `clips` (and the long rollouts of
-    `long_clips`): (metrics, its predictions (N, horizon, C, H, W))."""
+    `long_clips`): (metrics, its predictions (N, horizon, C, H, W)). Realism and survival are also
+    read at steps 8, 16 and 32 (`at_steps`: from the main rollout where it reaches them)."""
     model = subject.package.build(device)
     check_compatible(model, clips, config, str(subject.package.path))
     prediction = predict(model, clips, config, device)
@@ -130,12 +167,30 @@ def measure(
     metrics["beats_baseline"] = metrics["psnr_gain_over_baseline"] > 0
     if long_clips is not None:
         metrics.update(long_horizon_scores(model, long_clips, config, device))
+    metrics.update(at_steps(metrics, REALISM_STEPS))
     if cost:
         metrics.update(measure_cost(model, clips, config, device))
     del model
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return report.without_nan(metrics), prediction
+
+
+def long_play_scores(
+    subject: Subject, clips: PlayClips, config: EvalConfig, device: torch.device
+) -> tuple[dict[str, Any], torch.Tensor]:
+    """One model's long plays (`long_play.py`) and their scores, with `play_seconds` (the rollout's
+    wall time) and `play_episodes` / `play_frames`: (metrics, its plays (N, F, C, H, W))."""
+    model = subject.package.build(device)
+    start = time.perf_counter()
+    prediction = play(model, clips, config, device)
+    seconds = time.perf_counter() - start
+    del model
+    scores = score_play(prediction, clips)
+    scores.update(
+        {"play_seconds": seconds, "play_episodes": len(clips.episodes), "play_frames": clips.frames}
+    )
+    return report.without_nan(scores), prediction
 
 
 def evaluate_package(
@@ -164,6 +219,7 @@ def evaluate_package(
     long_clips = None
     if config.long_horizons:
         long_clips = load_clips(dataset, config, long_horizon=config.long_horizons[-1])
+    play_clips = load_play(dataset, config)
     subjects = [open_subject(package)] + ([open_subject(reference)] if reference is not None else [])
     name = "-vs-".join(s.name for s in subjects)
     out = Path(out_dir) if out_dir is not None else Project.current().reports / "eval" / name
@@ -188,6 +244,10 @@ def evaluate_package(
         )
         results.append({**metrics, **context, "package_md5": package_md5(subject.package.path)})
         predictions["model" if not predictions else "reference"] = prediction
+    plays = None
+    if play_clips is not None:
+        scores, plays = long_play_scores(subjects[0], play_clips, config, device)
+        results[0].update(scores)
     # Speed of the model and its reference timed in turns, so their ratio is fair on a busy machine.
     models = [subject.package.build(device) for subject in subjects]
     for metrics, cost in zip(results, measure_costs(models, clips, config, device, steps), strict=True):
@@ -197,7 +257,8 @@ def evaluate_package(
     if reference is not None:
         # What the gates compare a compression stage with: its parent, on the same episodes.
         own["reference_source"] = subjects[1].source
-        for key in ("psnr_mean", "agent_position_error", "object_position_error"):
+        realism = [f"realism_psnr_h{step}" for step in REALISM_STEPS]
+        for key in ("psnr_mean", "agent_position_error", "object_position_error", "sharpness_mean", *realism):
             if key in results[1]:
                 own[f"reference_{key}"] = results[1][key]
     write_metrics(subjects[0].package.path, own)
@@ -238,8 +299,10 @@ def evaluate_package(
             prefix="long_",
             marks=own["long_horizons"],
         )
+    if plays is not None:
+        write_strip(out / "play" / "play_strip.png", play_clips, plays)
     report.write_videos(out / "videos", clips, predictions, config.videos)
-    report.write_html(out, summary)
+    page.write_html(out, summary)
 
     result = {**own, "report_dir": str(out)}
     if reference is not None:
@@ -283,7 +346,7 @@ def _track(
         params["reference"] = subjects[1].source
     with tracking.stage_run("evaluate", experiment, params=params, tags=tags):
         tracking.log_metrics(report.scalar_metrics(own))
-        keys = (*CURVES, *(f"baseline_{curve}" for curve in CURVES))
+        keys = (*CURVES, *(f"baseline_{curve}" for curve in CURVES), *TRUTH_CURVES)
         # one call per step: curves in MLflow's step charts (`psnr_by_step`, `long_psnr_by_step`, ...)
         for prefix, length in (("", own["horizon"]), ("long_", own.get("long_horizon", 0))):
             for step in range(length):

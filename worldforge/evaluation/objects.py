@@ -13,6 +13,12 @@ object costs `MISSING_ERROR`, the mean distance between two random points of the
 good as a guess. Only objects the detector finds in the recorded frame are scored, and balls whose
 colours another ball of the episode shares (within 2 x `TOLERANCE`) never are.
 
+A ball *survives* (`compact_balls`) where it is still drawn as a ball, not a faint wash or a smear:
+the largest blob of its colour holds at least `COMPACT_MASS` of its disc's area in full-colour
+pixels, some pixel of it at least `COMPACT_PEAK` of the colour, and at most `COMPACT_SPILL` of its
+mass beyond a pixel outside the disc (on the simulator's frames: 99.8% of scored balls survive, 97%
+under a Gaussian blur of sigma 0.5 px, 53% of sigma 1, none half-erased or faded to half).
+
 The background of a clip is read off its recorded frames and the simulator's state: per pixel, the
 median over the frames in which no object covers it (pixels covered in every frame take the median
 of all uncovered pixels). Positions are the state's normalised (x, y): x right, y down, 1 = the
@@ -21,6 +27,7 @@ frame's side.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -103,31 +110,72 @@ def presence(frames: np.ndarray, scene: Scene) -> np.ndarray:
     return np.where((amount >= MIN_PRESENCE) & (off_line <= TOLERANCE), np.clip(amount, 0.0, 1.0), 0.0)
 
 
+def largest_blob(weights: np.ndarray) -> np.ndarray | None:
+    """(H, W) amounts of one colour -> the (H, W) amounts of its 8-connected blob with the most mass
+    (zero elsewhere), or None when it holds under `MIN_MASS` (nothing of the colour is drawn)."""
+    labels, count = ndimage.label(weights > 0, structure=np.ones((3, 3)))
+    if not count:
+        return None
+    masses = ndimage.sum(weights, labels, index=np.arange(1, count + 1))
+    best = int(np.argmax(masses))
+    if masses[best] < MIN_MASS:
+        return None
+    return np.where(labels == best + 1, weights, 0.0)
+
+
+def centre(blob: np.ndarray) -> tuple[float, float]:
+    """(H, W) amounts -> their centre of mass, normalised (x, y)."""
+    height, width = blob.shape
+    rows, cols = np.indices((height, width))
+    mass = blob.sum()
+    return ((cols + 0.5) * blob).sum() / mass / width, ((rows + 0.5) * blob).sum() / mass / height
+
+
 def locate(frames: np.ndarray, scene: Scene) -> np.ndarray:
     """Where each object is in each frame: (T, 1 + K, 2) float64 normalised (x, y), NaN where it is
     missing. The object is the connected blob of its colour with the most mass (the faint halo a
     blurred neighbour leaves does not pull it), found when that blob holds `MIN_MASS` pixels."""
-    pixels = as_pixels(frames)
-    t, height, width = pixels.shape[:3]
-    mass = presence(pixels, scene)  # (T, H, W, 1 + K)
-    position = np.full((t, mass.shape[-1], 2), np.nan)
-    rows, cols = np.indices((height, width))
-    for frame in range(t):
+    mass = presence(as_pixels(frames), scene)  # (T, H, W, 1 + K)
+    position = np.full((mass.shape[0], mass.shape[-1], 2), np.nan)
+    for frame in range(mass.shape[0]):
         for k in range(mass.shape[-1]):
-            weights = mass[frame, :, :, k]
-            labels, count = ndimage.label(weights > 0, structure=np.ones((3, 3)))
-            if not count:
-                continue
-            blobs = ndimage.sum(weights, labels, index=np.arange(1, count + 1))
-            best = int(np.argmax(blobs))
-            if blobs[best] < MIN_MASS:
-                continue
-            blob = np.where(labels == best + 1, weights, 0.0)
-            position[frame, k] = (
-                ((cols + 0.5) * blob).sum() / blobs[best] / width,
-                ((rows + 0.5) * blob).sum() / blobs[best] / height,
-            )
+            blob = largest_blob(mass[frame, :, :, k])
+            if blob is not None:
+                position[frame, k] = centre(blob)
     return position
+
+
+# A ball is found *compact* (object survival) when the largest blob of its colour, around its centre
+# of mass c, looks like the disc of radius r the simulator draws there:
+COMPACT_MASS = 0.6  # its mass (in full-colour pixels) is at least this share of the disc's area pi r^2
+COMPACT_PEAK = 0.75  # some pixel holds at least this much of the ball's colour (not only a faint wash)
+COMPACT_SPILL = 0.25  # at most this share of its mass lies beyond r + 1 pixel from c (not a smear)
+
+
+def compact_balls(frames: np.ndarray, scene: Scene, radii: np.ndarray) -> np.ndarray:
+    """Which balls are drawn as a compact ball in each frame: frames (T, ...) (any layout
+    `as_pixels` takes), radii (K,) the balls' radii in frame sides. Returns (T, K) bool: the
+    largest blob of the ball's colour passes `COMPACT_MASS`, `COMPACT_PEAK` and `COMPACT_SPILL`.
+    Pixels of the disc that the agent covers (it is drawn over the balls) count as the ball's."""
+    mass = presence(as_pixels(frames), scene)  # (T, H, W, 1 + K)
+    t, height, width = mass.shape[:3]
+    scale = min(height, width)
+    ys, xs = (np.indices((height, width)) + 0.5) / np.array([height, width])[:, None, None]
+    agent = mass[..., 0] >= 0.5  # (T, H, W)
+    found = np.zeros((t, len(radii)), dtype=bool)
+    for frame in range(t):
+        for k, radius in enumerate(radii):
+            blob = largest_blob(mass[frame, :, :, k + 1])
+            if blob is None or blob.max() < COMPACT_PEAK:
+                continue
+            x, y = centre(blob)
+            distance = np.hypot(xs - x, ys - y) * scale  # pixels
+            disc = distance <= radius * scale
+            covered = (agent[frame] & disc & (blob == 0)).sum()
+            area = math.pi * (radius * scale) ** 2
+            spill = blob[distance > radius * scale + 1].sum() / blob.sum()
+            found[frame, k] = (blob.sum() + covered) >= COMPACT_MASS * area and spill <= COMPACT_SPILL
+    return found
 
 
 def position_errors(

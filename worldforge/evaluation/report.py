@@ -1,7 +1,8 @@
-"""What an evaluation leaves behind for people: a JSON report, PSNR-, position-error- and
-sharpness-vs-horizon plots (`plot_models`: several models on one figure, a panel per metric, for
-the long rollout and for benchmarks comparing a teacher with its students), and side-by-side videos
-(ground truth | prediction [| reference]) as GIF, and MP4 when PyAV is installed."""
+"""What an evaluation leaves behind for people: a JSON report, PSNR-, position-error-, sharpness-
+and realism-vs-horizon plots (`plot_models`: several models on one figure, a panel per metric, for
+the long rollout and for benchmarks comparing a teacher with its students), side-by-side videos
+(ground truth | prediction [| reference]) as GIF, and MP4 when PyAV is installed, and report.html
+(with the long play's strip of frames, `long_play.write_strip`)."""
 
 from __future__ import annotations
 
@@ -104,6 +105,8 @@ PANELS = (
     ("agent_position_error", "agent position error (frame sides)"),
     ("object_position_error", "ball position error (frame sides)"),
     ("sharpness", "sharpness (1 = as sharp as the truth)"),
+    ("realism_psnr", "realism: PSNR to the simulator's redraw (dB)"),
+    ("object_survival", "balls still compact (fraction)"),
 )
 
 
@@ -119,7 +122,8 @@ def plot_models(
     `PANELS`) that the first model has, one line per model (name -> its metrics dict, e.g. a
     teacher and its students from `evaluate.measure` on the same clips), copy-last-frame (the first
     model's `baseline_` curve: the same clips for all) dashed, the detectors' floor on the position
-    panels and the truth's 1.0 on the sharpness panel dotted. `prefix="long_"` draws the long
+    panels, the truth's 1.0 on the sharpness panel and the recorded frames' own curve on the
+    realism and survival panels dotted. `prefix="long_"` draws the long
     rollout's curves; `marks`: steps given a vertical line (the scored long horizons)."""
     import matplotlib
 
@@ -146,6 +150,10 @@ def plot_models(
                     {"linestyle": "--", "color": "black"} if "baseline" in name else {"color": colours(index)}
                 )
                 axis.plot(np.arange(1, len(line) + 1), line, marker="o", markersize=2, label=name, **style)
+        recorded = first.get(f"{prefix}truth_{key}_per_step")
+        if recorded:
+            line = np.asarray(recorded, dtype=np.float64)
+            axis.plot(np.arange(1, len(line) + 1), line, color="grey", linestyle=":", label="recorded frames")
         level = {"sharpness": 1.0}.get(key, first.get(f"{key}_ground_truth"))
         if level is not None:
             axis.axhline(
@@ -246,148 +254,3 @@ def write_videos(
         if mp4 is not None:
             written.append(mp4)
     return written
-
-
-HEADLINE = (
-    ("PSNR (dB)", "psnr_mean", "{:.2f}"),
-    ("SSIM", "ssim_mean", "{:.3f}"),
-    ("sharpness (1 = as sharp as the truth)", "sharpness_mean", "{:.3f}"),
-    ("agent position error", "agent_position_error", "{:.4f}"),
-    ("ball position error", "object_position_error", "{:.4f}"),
-    ("frames/s, end to end", "fps_e2e", "{:.1f}"),
-    ("DiT parameters", "parameters_dit", "{:,.0f}"),
-)
-
-
-# (column, metric, format) of the per-step table (`{metric}_per_step`) and, as `long_h{H}_{metric}`
-# means over steps 1..H, of the long-horizon table
-STEP_COLUMNS = (
-    ("PSNR dB", "psnr", "{:.2f}"),
-    ("agent error", "agent_position_error", "{:.3f}"),
-    ("ball error", "object_position_error", "{:.3f}"),
-    ("sharpness", "sharpness", "{:.2f}"),
-)
-LONG_COLUMNS = (
-    ("PSNR dB", "psnr_mean", "{:.2f}"),
-    ("SSIM", "ssim_mean", "{:.3f}"),
-    ("agent error", "agent_position_error", "{:.3f}"),
-    ("ball error", "object_position_error", "{:.3f}"),
-    ("sharpness", "sharpness_mean", "{:.2f}"),
-)
-
-
-def _cell(value: Any, fmt: str) -> str:
-    return fmt.format(value) if isinstance(value, (int, float)) and not math.isnan(value) else "-"
-
-
-def _pair(value: Any, baseline: Any, fmt: str) -> str:
-    """ "value (copy-last-frame's)", or "-" without a value."""
-    cell = _cell(value, fmt)
-    return cell if cell == "-" else f"{cell} ({_cell(baseline, fmt)})"
-
-
-def _at(curve: list | None, index: int) -> Any:
-    return curve[index] if curve and index < len(curve) else None
-
-
-def _row(head: Any, cells: list[str]) -> str:
-    return f"<tr><th>{head}</th>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
-
-
-def _header(columns: list[str]) -> str:
-    return "<tr>" + "".join(f"<th>{c}</th>" for c in columns) + "</tr>"
-
-
-def write_html(folder: Path, summary: dict[str, Any]) -> Path:
-    """`report.html`: one self-contained page of an evaluation (the headline table against
-    copy-last-frame and the reference, the per-horizon table, the long-horizon table with
-    `eval.long_horizon`, every plot and side-by-side video of `folder`, embedded), for a person to
-    open from the report folder or the MLflow UI."""
-    import base64
-    import html
-
-    model = summary["model"]
-    own = model["metrics"]
-    reference = summary.get("reference")
-    columns = [html.escape(model["name"]), "copy last frame"] + (
-        [html.escape(reference["name"])] if reference else []
-    )
-    rows = []
-    for label, key, fmt in HEADLINE:
-        cells = [_cell(own.get(key), fmt), _cell(own.get(f"baseline_{key}"), fmt)]
-        if reference:
-            cells.append(_cell(reference["metrics"].get(key), fmt))
-        if any(cell != "-" for cell in cells):
-            rows.append(_row(label, cells))
-    steps = own.get("psnr_per_step") or []
-    horizon = [
-        _row(
-            h + 1,
-            [
-                _pair(_at(own.get(f"{k}_per_step"), h), _at(own.get(f"baseline_{k}_per_step"), h), fmt)
-                for _, k, fmt in STEP_COLUMNS
-            ],
-        )
-        for h in range(len(steps))
-    ]
-    long = [
-        _row(
-            h,
-            [
-                _pair(own.get(f"long_h{h}_{k}"), own.get(f"long_h{h}_baseline_{k}"), fmt)
-                for _, k, fmt in LONG_COLUMNS
-            ]
-            + [_cell(own.get(f"long_h{h}_motion_ratio"), "{:.2f}")],
-        )
-        for h in own.get("long_horizons", [])
-    ]
-    long_table = (
-        "<h2>Long horizons: one rollout beyond the training clip, means over steps 1..H "
-        "(copy-last-frame in brackets)</h2><table>"
-        + _header(["H", *(label for label, _, _ in LONG_COLUMNS), "motion ratio, 2nd half"])
-        + "".join(long)
-        + "</table>"
-        if long
-        else ""
-    )
-    images = []
-    for path in sorted(folder.glob("*.png")):
-        raw = path.read_bytes()
-        wide = int.from_bytes(raw[16:20], "big") > 700  # the PNG header's width: a figure of several panels
-        data = base64.b64encode(raw).decode()
-        images.append(
-            f'<figure class="{"wide" if wide else ""}"><img src="data:image/png;base64,{data}">'
-            f"<figcaption>{path.name}</figcaption></figure>"
-        )
-    videos = []
-    for path in sorted((folder / "videos").glob("*.gif")) if (folder / "videos").is_dir() else []:
-        data = base64.b64encode(path.read_bytes()).decode()
-        videos.append(
-            f'<figure><img src="data:image/gif;base64,{data}"><figcaption>{path.stem}</figcaption></figure>'
-        )
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>worldforge evaluation: {html.escape(model["name"])}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; max-width: 1100px; }}
-table {{ border-collapse: collapse; margin: 1em 0; }} th, td {{ border: 1px solid #ccc; padding: 4px 10px; text-align: right; }}
-figure {{ display: inline-block; margin: 0.5em; }} figure img {{ max-width: 520px; image-rendering: pixelated; }}
-figure.wide img {{ max-width: 1080px; }}
-</style></head><body>
-<h1>{html.escape(model["name"])}</h1>
-<p>{html.escape(str(model["source"]))} on {html.escape(str(own.get("dataset", "")))} ({html.escape(str(own.get("split", "")))}),
-{own.get("episodes", "?")} held-out episodes, context {own.get("context_frames", "?")} frames, horizon {len(steps)}.
-Position errors are in frame sides, against the simulator's true state; copy-last-frame repeats the last context frame.
-Sharpness is the generated frames' high-frequency (Laplacian) energy over the true frames': 1 as sharp as the truth,
-below 1 blurrier, above 1 noisier.</p>
-<h2>Headline</h2>
-<table><tr><th></th>{"".join(f"<th>{c}</th>" for c in columns)}</tr>{"".join(rows)}</table>
-<h2>Per horizon step (copy-last-frame in brackets)</h2>
-<table>{_header(["horizon", *(label for label, _, _ in STEP_COLUMNS)])}{"".join(horizon)}</table>
-{long_table}
-<h2>Plots</h2>{"".join(images) or "<p>none</p>"}
-<h2>Side by side (left to right as named under each; generated frames framed in red)</h2>{"".join(videos) or "<p>none (eval.videos = 0)</p>"}
-</body></html>
-"""
-    path = folder / "report.html"
-    path.write_text(page)
-    return path

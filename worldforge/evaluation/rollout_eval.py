@@ -4,7 +4,9 @@ One clip per episode, from the episode's first frame: `context_frames` ground-tr
 the recorded actions drive `horizon` generated frames, which are compared with the recorded ones.
 The copy-last-frame baseline is scored on the very same clips. On simulator data the agent and the
 balls are found in each generated frame (the agent by its white, each ball by its colour) and
-compared with the ground-truth state: action-following (the agent) and dynamics (the balls).
+compared with the ground-truth state: action-following (the agent) and dynamics (the balls); and
+each frame is redrawn by the simulator where its objects are read (`realism.py`): how much it looks
+like a frame of this world (realism), and whether its balls are still compact balls (survival).
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ import torch
 
 from worldforge.data.manifest import read_manifest
 from worldforge.data.samples import iter_episodes
+from worldforge.data.sources.simulator import World
 from worldforge.errors import WorldforgeError
 from worldforge.evaluation import metrics
 from worldforge.evaluation.config import EvalConfig
 from worldforge.evaluation.objects import Scene, position_errors, read_scene, truth_scored
+from worldforge.evaluation.realism import dataset_worlds, realism_scores
 from worldforge.models.streaming import rollout
 
 
@@ -45,6 +49,7 @@ class EvalClips:
     fps: float
     scenes: list[Scene] | None = None  # per clip: background and object colours, from the recorded frames
     scored: np.ndarray | None = None  # (N, horizon, 1 + K) bool: objects found in the recorded target frames
+    worlds: list[World] | None = None  # per clip: the simulator's world of its episode, to redraw frames
 
     @property
     def horizon(self) -> int:
@@ -99,7 +104,7 @@ def load_clips(dataset: str | Path, config: EvalConfig, long_horizon: int | None
         raise EvaluationError(f"{dataset}: split {config.split!r} has no episodes (eval.split)")
     frames = torch.stack([to_model_frames(e.frames[:length]) for e in episodes])  # (N, L, 3, H, W)
     actions = torch.from_numpy(np.stack([e.actions[:length] for e in episodes]))
-    positions = scenes = scored = None
+    positions = scenes = scored = worlds = None
     if manifest.source == "simulator" and all(e.state is not None for e in episodes):
         # The state is the agent's x, y, vx, vy, then x, y, vx, vy per ball: simulator.STATE_LAYOUT.
         state = np.stack([e.state[:length] for e in episodes]).astype(np.float64)  # (N, L, S)
@@ -112,6 +117,7 @@ def load_clips(dataset: str | Path, config: EvalConfig, long_horizon: int | None
                 for e, scene in zip(episodes, scenes)
             ]
         )
+        worlds = dataset_worlds(manifest.config, episodes, str(dataset))
     return EvalClips(
         dataset=dataset,
         split=config.split,
@@ -125,6 +131,7 @@ def load_clips(dataset: str | Path, config: EvalConfig, long_horizon: int | None
         fps=manifest.fps,
         scenes=scenes,
         scored=scored,
+        worlds=worlds,
     )
 
 
@@ -187,7 +194,9 @@ def score(prediction: torch.Tensor, clips: EvalClips) -> dict[str, Any]:
     `psnr_mean`, `psnr_per_step`, `ssim_mean`, `ssim_per_step`, `sharpness_mean` (the mean over
     steps of `sharpness_per_step`, `metrics.sharpness`) and, with ground-truth state,
     `agent_position_error` and `object_position_error` (the balls), each with its `_per_step` curve
-    and `_found_fraction` (`objects.py`: normalised units; a missing object counts as a guess)."""
+    and `_found_fraction` (`objects.py`: normalised units; a missing object counts as a guess); with
+    the episodes' simulator worlds, `realism_psnr_mean` and `object_survival` with their
+    `_per_step` curves (`realism.realism_scores`)."""
     psnr = metrics.psnr(prediction, clips.target)  # (N, horizon)
     ssim = metrics.ssim(prediction, clips.target)
     sharp = metrics.sharpness(prediction, clips.target)  # (horizon,)
@@ -215,6 +224,8 @@ def score(prediction: torch.Tensor, clips: EvalClips) -> dict[str, Any]:
             scores[f"{name}_position_error"] = metrics.overall(error)
             scores[f"{name}_position_error_per_step"] = metrics.per_step(error)
             scores[f"{name}_found_fraction"] = float(found[..., columns][scored].mean())
+        if clips.worlds is not None:
+            scores.update(realism_scores(frames, clips.worlds, clips.scenes, clips.scored))
     return scores
 
 
@@ -244,14 +255,20 @@ def prefix_scores(
     return entries
 
 
-def detector_floor(clips: EvalClips) -> dict[str, float]:
-    """The detector's own error on the recorded frames: the best action-following (agent) and
-    dynamics (balls) can score."""
+def detector_floor(clips: EvalClips) -> dict[str, Any]:
+    """The recorded frames scored as a prediction: the detector's own error, the best
+    action-following (agent) and dynamics (balls) can score (`agent_position_error_ground_truth`,
+    `object_position_error_ground_truth`), and the most realism and object survival can
+    (`truth_realism_psnr_mean`, `truth_object_survival`, each with its `_per_step` curve)."""
     if clips.positions is None:
         return {}
     truth = score(clips.target, clips)
-    return {
+    floor: dict[str, Any] = {
         f"{name}_ground_truth": truth[name]
         for name in ("agent_position_error", "object_position_error")
         if name in truth
     }
+    for key in ("realism_psnr_mean", "realism_psnr_per_step", "object_survival", "object_survival_per_step"):
+        if key in truth:
+            floor[f"truth_{key}"] = truth[key]
+    return floor

@@ -26,7 +26,8 @@ def _eta(seconds: float | None) -> str:
 
 
 def validation_line(step: int, metrics: dict[str, float]) -> str:
-    """`validation @200: PSNR 21.30 dB (copy-last 19.10) SSIM 0.741 agent 0.028 (0.40x) balls 0.090 (0.95x)`."""
+    """`validation @200: PSNR 21.30 dB (copy-last 19.10) SSIM 0.741 agent 0.028 (0.40x) balls 0.090
+    (0.95x) realism 31.2 dB (recorded 48.1) compact balls 0.88`."""
     value = {key.split("/")[-1]: v for key, v in metrics.items()}
     parts = [f"validation @{step}:"]
     if "psnr_mean" in value:
@@ -38,6 +39,12 @@ def validation_line(step: int, metrics: dict[str, float]) -> str:
         if key in value:
             ratio = value.get(f"{what}_error_ratio")
             parts.append(f"{label} {value[key]:.3f}" + (f" ({ratio:.2f}x)" if ratio is not None else ""))
+    if "realism_psnr_mean" in value:
+        truth = value.get("truth_realism_psnr_mean")
+        recorded = f" (recorded {truth:.1f})" if truth else ""
+        parts.append(f"realism {value['realism_psnr_mean']:.1f} dB{recorded}")
+    if "object_survival" in value:
+        parts.append(f"compact balls {value['object_survival']:.2f}")
     if len(parts) == 1:  # a task with other metrics: the first few
         parts += [f"{k}={v:.4g}" for k, v in list(value.items())[:6]]
     return " ".join(parts)

@@ -20,7 +20,14 @@ from worldforge.data.loader import make_loader
 from worldforge.data.manifest import read_manifest
 from worldforge.errors import WorldforgeError
 from worldforge.evaluation import report
-from worldforge.evaluation.rollout_eval import baseline_scores, check_compatible, load_clips, predict, score
+from worldforge.evaluation.rollout_eval import (
+    baseline_scores,
+    check_compatible,
+    detector_floor,
+    load_clips,
+    predict,
+    score,
+)
 from worldforge.models.objective import flow_matching_loss
 from worldforge.models.tokenizer_objective import reconstruction_psnr, tokenizer_loss
 from worldforge.models.world_model import WorldModel, build_world_model, package_config
@@ -115,13 +122,16 @@ def _device(config: WorldforgeConfig) -> torch.device:
 
 def world_validation(config: WorldforgeConfig, dataset: Path, package: dict[str, Any]):
     """validate(state, step, folder): rollout PSNR/SSIM per horizon step on held-out episodes,
-    next to copy-last-frame, and a GIF of the first rollouts next to ground truth."""
+    next to copy-last-frame (and on simulator data agent/ball error, realism and ball survival,
+    next to copy-last-frame's and the recorded frames'), and a GIF of the first rollouts next to
+    ground truth."""
     cache: dict[str, Any] = {}
 
     def validate(state: dict[str, torch.Tensor], step: int, folder: Path) -> dict[str, float]:
         if not cache:  # loaded on first use, on rank 0 only
             cache["eval"], cache["clips"] = _validation_clips(config, dataset)
             cache["baseline"] = baseline_scores(cache["clips"])
+            cache["truth"] = detector_floor(cache["clips"])
         eval_cfg, clips, baseline = cache["eval"], cache["clips"], cache["baseline"]
         device = _device(config)
         model = build_world_model(package)
@@ -151,6 +161,11 @@ def world_validation(config: WorldforgeConfig, dataset: Path, package: dict[str,
                 metrics[f"val/{what}_found_fraction"] = scores[f"{what}_found_fraction"]
                 for h, value in enumerate(scores[f"{key}_per_step"], start=1):
                     metrics[f"val/{key}_h{h}"] = value
+        for key in ("realism_psnr_mean", "object_survival"):  # simulator data (`evaluation.realism`)
+            if key in scores:
+                metrics[f"val/{key}"] = scores[key]
+                metrics[f"val/baseline_{key}"] = baseline[f"baseline_{key}"]
+                metrics[f"val/truth_{key}"] = cache["truth"][f"truth_{key}"]
         if config.train.validation.gif:
             report.write_videos(folder, clips, {"model": prediction}, count=2)
         return metrics
