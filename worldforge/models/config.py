@@ -252,16 +252,6 @@ class ObjectiveConfig(Section):
         "through the anchors, so a frame drawn blurry or misplaced costs again in the frames drawn from it. "
         "Each pass costs one more forward and backward",
     )
-    anchor_noise: float = Field(
-        0.0,
-        ge=0.0,
-        lt=1.0,
-        description="noise augmentation of the anchors (the previous frames stacked at the input, which the "
-        "residual objective changes from), as GameNGen does for its context: each training clip's anchors are "
-        "noised to a level drawn uniformly from [0, this] (x = (1 - a) anchor + a eps), while the target stays "
-        "the clean frame, so the model learns to repair a slightly wrong previous frame instead of carrying "
-        "its error on; a rollout's anchors are its own frames, unnoised",
-    )
     x0_min_level: float = Field(0.05, gt=0, description="x0 prediction: v = (x_t - x0) / max(t, this)")
     residual: bool = Field(
         False,

@@ -133,17 +133,6 @@ def rollout_context(
     return torch.cat([clean[:, :split], generated.to(clean.dtype), clean[:, t - 1 :]], dim=1)
 
 
-def noised_anchors(anchor: torch.Tensor, max_level: float, generator=None) -> torch.Tensor:
-    """Anchors (B, T', k c, h, w) noised to one level per clip drawn uniformly from [0, max_level]
-    (`objective.anchor_noise`); returned as they are when max_level is 0."""
-    if max_level <= 0:
-        return anchor
-    level = max_level * torch.rand(anchor.shape[0], device=anchor.device, generator=generator)
-    level = level.to(anchor.dtype)[:, None, None, None, None]
-    noise = torch.randn(anchor.shape, device=anchor.device, generator=generator, dtype=anchor.dtype)
-    return (1 - level) * anchor + level * noise
-
-
 @dataclass
 class TrainingInputs:
     """What the DiT is trained on for a batch of latent clips, whichever `training_context`."""
@@ -161,8 +150,9 @@ def training_inputs(
     """Noise a batch of clean latent clips (B, T', c, h, w) as `config` says: diffusion forcing, or
     clean context copies (with `rollout_prob`, the model's own rollout after a random split)."""
     if config.training_context == "diffusion_forcing":
-        anchor = noised_anchors(model.anchors(clean), config.anchor_noise, generator)
-        return TrainingInputs(noise_clips(clean, config, generator), condition, None, anchor, False)
+        return TrainingInputs(
+            noise_clips(clean, config, generator), condition, None, model.anchors(clean), False
+        )
     batch = noise_targets(clean, config, generator)
     context, t = clean, clean.shape[1]
     rolled = t > 2 and float(torch.rand((), generator=generator, device=clean.device)) < config.rollout_prob
