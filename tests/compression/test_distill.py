@@ -63,7 +63,9 @@ def config(*overrides: str):
 def tiny_teacher(seed: int = 0, steps: int = 4, *overrides: str) -> WorldModel:
     from worldforge.training.pretrain import build_model
 
-    model = build_model(config(f"sampler.steps={steps}", *overrides))
+    # The plain step grid: the step-count arithmetic of these tests (segments of 4 steps) is written
+    # for it, and at the quickstart's shift 0.5 consistency's loss falls 4% in 160 steps instead of 15%.
+    model = build_model(config(f"sampler.steps={steps}", "sampler.shift=1.0", *overrides))
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for parameter in model.parameters():
