@@ -11,7 +11,8 @@ like a frame of this world (realism), and whether its balls are still compact ba
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,15 @@ class EvalClips:
     scenes: list[Scene] | None = None  # per clip: background and object colours, from the recorded frames
     scored: np.ndarray | None = None  # (N, horizon, 1 + K) bool: objects found in the recorded target frames
     worlds: list[World] | None = None  # per clip: the simulator's world of its episode, to redraw frames
+    # what depends on the clips alone (copy-last's scores, the recorded frames', prefixes), computed
+    # once however many models are scored on them: the clips are never changed in place
+    _memo: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def remember(self, key: Any, compute: Callable[[], Any]) -> Any:
+        """`compute()`, the first time `key` is asked for on these clips; its stored value after."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
 
     @property
     def horizon(self) -> int:
@@ -63,12 +73,15 @@ class EvalClips:
         """The same clips cut to their first `steps` target frames (a prefix of a longer rollout
         is scored against it)."""
         cut = slice(None, steps)
-        return replace(
-            self,
-            target=self.target[:, cut],
-            actions=self.actions[:, : self.context.shape[1] + steps],
-            positions=None if self.positions is None else self.positions[:, cut],
-            scored=None if self.scored is None else self.scored[:, cut],
+        return self.remember(
+            ("first", steps),
+            lambda: replace(
+                self,
+                target=self.target[:, cut],
+                actions=self.actions[:, : self.context.shape[1] + steps],
+                positions=None if self.positions is None else self.positions[:, cut],
+                scored=None if self.scored is None else self.scored[:, cut],
+            ),
         )
 
 
@@ -230,9 +243,14 @@ def score(prediction: torch.Tensor, clips: EvalClips) -> dict[str, Any]:
 
 
 def baseline_scores(clips: EvalClips) -> dict[str, Any]:
-    """The copy-last-frame baseline on the same clips, keys prefixed `baseline_`."""
-    prediction = metrics.copy_last_frame(clips.context, clips.horizon)
-    return {f"baseline_{key}": value for key, value in score(prediction, clips).items()}
+    """The copy-last-frame baseline on the same clips, keys prefixed `baseline_` (scored once per
+    clips, `EvalClips.remember`)."""
+
+    def compute() -> dict[str, Any]:
+        prediction = metrics.copy_last_frame(clips.context, clips.horizon)
+        return {f"baseline_{key}": value for key, value in score(prediction, clips).items()}
+
+    return dict(clips.remember("baseline", compute))
 
 
 def prefix_scores(
@@ -262,7 +280,7 @@ def detector_floor(clips: EvalClips) -> dict[str, Any]:
     (`truth_realism_psnr_mean`, `truth_object_survival`, each with its `_per_step` curve)."""
     if clips.positions is None:
         return {}
-    truth = score(clips.target, clips)
+    truth = clips.remember("truth", lambda: score(clips.target, clips))  # scored once per clips
     floor: dict[str, Any] = {
         f"{name}_ground_truth": truth[name]
         for name in ("agent_position_error", "object_position_error")
