@@ -202,7 +202,7 @@ def record_episode(
     actions change; without `actions` the sticky-random behaviour policy chooses them."""
     world = World(resolution, config.objects, np.random.default_rng([seed, index, 0]))
     if actions is None:
-        actions = _sticky_random(length, config.action_repeat, np.random.default_rng([seed, index, 1]))
+        actions = sticky_random(length, config.action_repeat, np.random.default_rng([seed, index, 1]))
     actions = ACTION_SPACE.check(np.asarray(actions), f"simulator episode {index} actions")
     if len(actions) != length:
         raise ValueError(f"simulator episode {index}: {len(actions)} actions for {length} frames")
@@ -215,12 +215,18 @@ def record_episode(
     return Episode("simulator", index, frames, actions, config.fps, ACTION_SPACE, state, meta)
 
 
-def _sticky_random(length: int, repeat: float, rng: np.random.Generator) -> np.ndarray:
+def sticky_random(
+    length: int, repeat: float, rng: np.random.Generator, previous: int | None = None
+) -> np.ndarray:
+    """The behaviour policy: `length` actions (int64), each the one before it with probability
+    `repeat`, else drawn uniformly. `previous`: the action before the first (a policy continued
+    past recorded actions); None: the first is drawn."""
     draws = rng.integers(len(ACTIONS), size=length)
     keep = rng.random(length) < repeat
     actions = np.empty(length, dtype=np.int64)
     for t in range(length):
-        actions[t] = actions[t - 1] if t > 0 and keep[t] else draws[t]
+        before = actions[t - 1] if t > 0 else previous
+        actions[t] = before if before is not None and keep[t] else draws[t]
     return actions
 
 
