@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 from pathlib import Path
 from typing import Any
+
+from worldforge.evaluation.report import format_cell
 
 HEADLINE = (
     ("PSNR (dB)", "psnr_mean", "{:.2f}"),
@@ -54,14 +55,10 @@ PLAY_COLUMNS = (
 )
 
 
-def _cell(value: Any, fmt: str) -> str:
-    return fmt.format(value) if isinstance(value, (int, float)) and not math.isnan(value) else "-"
-
-
 def _pair(value: Any, baseline: Any, fmt: str) -> str:
     """ "value (copy-last-frame's)", or "-" without a value."""
-    cell = _cell(value, fmt)
-    return cell if cell == "-" else f"{cell} ({_cell(baseline, fmt)})"
+    cell = format_cell(value, fmt)
+    return cell if cell == "-" else f"{cell} ({format_cell(baseline, fmt)})"
 
 
 def _at(curve: list | None, index: int) -> Any:
@@ -88,7 +85,7 @@ def _play_section(folder: Path, own: dict[str, Any]) -> str:
             [
                 _pair(own.get(f"play_h{h}_{k}"), own.get(f"play_h{h}_{twin}"), fmt)
                 if twin
-                else _cell(own.get(f"play_h{h}_{k}"), fmt)
+                else format_cell(own.get(f"play_h{h}_{k}"), fmt)
                 for _, k, fmt, twin in PLAY_COLUMNS
             ],
         )
@@ -109,7 +106,7 @@ def _play_section(folder: Path, own: dict[str, Any]) -> str:
         f"past the context{cost}</h2>"
         "<p>Driven by the dataset's behaviour policy continued past the recording; no true future, so each number "
         "is set against the simulator's own frames under the same actions (in brackets), as a mean over the "
-        f"8 frames ending at step H. Balls found: of {_cell(own.get('play_balls'), '{:.2f}')} balls per episode "
+        f"8 frames ending at step H. Balls found: of {format_cell(own.get('play_balls'), '{:.2f}')} balls per episode "
         "whose colour no other ball shares, the mean number drawn as a compact ball.</p><table>"
         + _header(["H", *(label for label, _, _, _ in PLAY_COLUMNS)])
         + "".join(rows)
@@ -129,9 +126,9 @@ def write_html(folder: Path, summary: dict[str, Any]) -> Path:
     )
     rows = []
     for label, key, fmt in HEADLINE:
-        cells = [_cell(own.get(key), fmt), _cell(own.get(f"baseline_{key}"), fmt)]
+        cells = [format_cell(own.get(key), fmt), format_cell(own.get(f"baseline_{key}"), fmt)]
         if reference:
-            cells.append(_cell(reference["metrics"].get(key), fmt))
+            cells.append(format_cell(reference["metrics"].get(key), fmt))
         if any(cell != "-" for cell in cells):
             rows.append(_row(label, cells))
     steps = own.get("psnr_per_step") or []
@@ -142,7 +139,7 @@ def write_html(folder: Path, summary: dict[str, Any]) -> Path:
                 _pair(_at(own.get(f"{k}_per_step"), h), _at(own.get(f"baseline_{k}_per_step"), h), fmt)
                 for _, k, fmt in STEP_COLUMNS
             ]
-            + [_cell(_at(own.get("truth_realism_psnr_per_step"), h), "{:.1f}")],
+            + [format_cell(_at(own.get("truth_realism_psnr_per_step"), h), "{:.1f}")],
         )
         for h in range(len(steps))
     ]
@@ -153,7 +150,7 @@ def write_html(folder: Path, summary: dict[str, Any]) -> Path:
                 _pair(own.get(f"long_h{h}_{k}"), own.get(f"long_h{h}_baseline_{k}"), fmt)
                 for _, k, fmt in LONG_COLUMNS
             ]
-            + [_cell(own.get(f"long_h{h}_motion_ratio"), "{:.2f}")],
+            + [format_cell(own.get(f"long_h{h}_motion_ratio"), "{:.2f}")],
         )
         for h in own.get("long_horizons", [])
     ]

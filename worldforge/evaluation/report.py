@@ -1,8 +1,8 @@
 """What an evaluation leaves behind for people: a JSON report, PSNR-, position-error-, sharpness-
 and realism-vs-horizon plots (`plot_models`: several models on one figure, a panel per metric, for
 the long rollout and for benchmarks comparing a teacher with its students), side-by-side videos
-(ground truth | prediction [| reference]) as GIF, and MP4 when PyAV is installed, and report.html
-(with the long play's strip of frames, `long_play.write_strip`)."""
+(ground truth | prediction [| reference]) as GIF, and MP4 when PyAV is installed, and the table
+cell format that report.html (`page.py`) and the pipeline summary share."""
 
 from __future__ import annotations
 
@@ -17,6 +17,11 @@ import torch
 VIDEO_MIN_HEIGHT = 128  # small frames are scaled up (nearest) so a 32 px rollout is watchable
 SEPARATOR = 255  # a white column between panels
 GENERATED_BORDER = (220, 40, 40)  # generated frames get a red border, context frames none
+
+
+def format_cell(value: Any, fmt: str) -> str:
+    """`fmt` of a number; "-" for one not recorded (None, or not a number) or not computable (NaN)."""
+    return fmt.format(value) if isinstance(value, (int, float)) and not math.isnan(value) else "-"
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:

@@ -7,6 +7,7 @@ from typing import Any
 
 from worldforge.core import tracking
 from worldforge.core.project import Project
+from worldforge.evaluation.report import format_cell
 
 
 def champion_of(result: dict[str, Any]) -> tuple[str | None, str, dict[str, Any], str]:
@@ -22,11 +23,6 @@ def champion_of(result: dict[str, Any]) -> tuple[str | None, str, dict[str, Any]
         if champion is not None and str(entry["version"]) == str(champion):
             return str(champion), entry["stage"], entry["metrics"], entry["package"]["path"]
     return (None if champion is None else str(champion)), "", result["metrics"], result["world"]["path"]
-
-
-def shown(value: Any, fmt: str) -> str:
-    """`fmt` of a number; "-" for one not recorded (None) or not computable (NaN)."""
-    return fmt.format(value) if isinstance(value, (int, float)) and not math.isnan(value) else "-"
 
 
 def realism_gap(metrics: dict[str, Any], horizon: int = 8) -> float:
@@ -83,16 +79,16 @@ def print_summary(result: dict[str, Any]) -> None:
         versions.add_row(
             entry["stage"],
             str(entry["version"]),
-            shown(own.get("denoise_steps"), "{:.0f}"),
-            shown(own.get("psnr_mean"), "{:.2f}"),
-            shown(delta, "{:+.2f}"),
-            shown(own.get("psnr_mean", math.nan) - own.get("baseline_psnr_mean", math.nan), "{:+.2f}"),
-            shown(own.get("sharpness_mean"), "{:.2f}"),
-            shown(realism_gap(own), "{:.1f}"),
+            format_cell(own.get("denoise_steps"), "{:.0f}"),
+            format_cell(own.get("psnr_mean"), "{:.2f}"),
+            format_cell(delta, "{:+.2f}"),
+            format_cell(own.get("psnr_mean", math.nan) - own.get("baseline_psnr_mean", math.nan), "{:+.2f}"),
+            format_cell(own.get("sharpness_mean"), "{:.2f}"),
+            format_cell(realism_gap(own), "{:.1f}"),
             position_error(own, "agent_position_error"),
             position_error(own, "object_position_error"),
-            shown(own.get("fps_e2e"), "{:.1f}"),
-            shown(own.get("parameters", math.nan) / 1e6, "{:.2f}M"),
+            format_cell(own.get("fps_e2e"), "{:.1f}"),
+            format_cell(own.get("parameters", math.nan) / 1e6, "{:.2f}M"),
         )
     console.print(versions)
     console.print("promotion decisions:")
@@ -127,13 +123,13 @@ def print_summary(result: dict[str, Any]) -> None:
     quality.add_row("mean", *(cell(key, fmt, None) for _, key, fmt in curves))
     console.print(quality)
     console.print(
-        f"SSIM {shown(metrics.get('ssim_mean'), '{:.3f}')} "
-        f"(baseline {shown(metrics.get('baseline_ssim_mean'), '{:.3f}')}); "
-        f"sharpness {shown(metrics.get('sharpness_mean'), '{:.2f}')} (1 = as sharp as the truth); "
-        f"realism gap at step 8 {shown(realism_gap(metrics), '{:.1f}')} dB; "
+        f"SSIM {format_cell(metrics.get('ssim_mean'), '{:.3f}')} "
+        f"(baseline {format_cell(metrics.get('baseline_ssim_mean'), '{:.3f}')}); "
+        f"sharpness {format_cell(metrics.get('sharpness_mean'), '{:.2f}')} (1 = as sharp as the truth); "
+        f"realism gap at step 8 {format_cell(realism_gap(metrics), '{:.1f}')} dB; "
         f"agent position error {position_error(metrics, 'agent_position_error')}, "
         f"ball position error {position_error(metrics, 'object_position_error')} (x: of copy-last-frame's); "
-        f"end-to-end {shown(metrics.get('fps_e2e'), '{:.1f}')} frames/s on {metrics.get('device', '-')}"
+        f"end-to-end {format_cell(metrics.get('fps_e2e'), '{:.1f}')} frames/s on {metrics.get('device', '-')}"
     )
     uri = tracking.tracking_uri(project)
     console.print("\nwhere to look:")
