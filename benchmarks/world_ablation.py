@@ -178,11 +178,10 @@ def evaluate(model: WorldModel, dataset: Path, eval_cfg: EvalConfig, videos: Pat
     return {**score(prediction, clips), **baseline_scores(clips), **detector_floor(clips)}
 
 
-def sampler_scores(model: WorldModel, dataset: Path, eval_cfg: EvalConfig, long_horizon: int,
-                   videos: Path | None = None) -> dict:
-    """One rollout to `long_horizon` frames scored at the eval horizon and at `long_horizon`
+def sampler_scores(model: WorldModel, clips, eval_cfg: EvalConfig, videos: Path | None = None) -> dict:
+    """One rollout to the long clips' horizon scored at the eval horizon and at the long one
     (generation is causal: its first frames are the short rollout), with the sampler the model has."""
-    clips = load_clips(dataset, eval_cfg, long_horizon=long_horizon)
+    long_horizon = clips.horizon
     prediction = predict(model, clips, eval_cfg.model_copy(update={"horizon": long_horizon}), torch.device("cpu"))
     if videos is not None:
         write_videos(videos, clips, {"model": prediction}, count=4)
@@ -272,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
                         "ancestral:4), one rollout to --long-horizon (default 32) per sampler: sharpness, "
                         "SSIM, errors and motion at the horizon and beyond")
     args = parser.parse_args(argv)
+    if args.samplers and args.ema_decays:
+        parser.error("--samplers scores the trainer's EMA only: leave out --ema-decays")
     if args.threads:
         torch.set_num_threads(args.threads)
     variants = [parse_variant(v) for v in (args.variant or ["quickstart"])]
@@ -288,36 +289,32 @@ def main(argv: list[str] | None = None) -> int:
         record, averaged = train(model, config, clips, args.minutes * 60, extra_decays=tuple(args.ema_decays),
                                  fixed_steps=args.train_steps)
         record["parameters"] = count_parameters(model.dit)
+        eval_cfg = EvalConfig(
+            split=args.split, episodes=args.episodes, context_frames=config.eval.context_frames, horizon=args.horizon
+        )
+        if args.packages:
+            save_package(args.packages / name, package_config(model), model, lineage={"stage": "world_ablation",
+                                                                                      "overrides": overrides})
         if args.samplers:
-            eval_cfg = EvalConfig(split=args.split, episodes=args.episodes,
-                                  context_frames=config.eval.context_frames, horizon=args.horizon)
+            long_horizon = args.long_horizon or 32
+            long_clips = load_clips(args.dataset, eval_cfg, long_horizon=long_horizon)  # one set for every sampler
             entries = {}
             print(SAMPLER_HEADER, flush=True)
             for spec in args.samplers:
                 model.sampler_cfg = config.sampler.model_copy(update=parse_sampler(spec))
                 videos = args.videos / name / spec.replace(":", "_") if args.videos else None
-                entries[spec] = sampler_scores(model, args.dataset, eval_cfg, args.long_horizon or 32, videos)
-                print(sampler_row(f"{name} @ {spec}", record, entries[spec], args.horizon, args.long_horizon or 32),
-                      flush=True)
+                entries[spec] = sampler_scores(model, long_clips, eval_cfg, videos)
+                print(sampler_row(f"{name} @ {spec}", record, entries[spec], args.horizon, long_horizon), flush=True)
+            model.sampler_cfg = config.sampler
             results[name] = {"overrides": overrides, "record": record, "samplers": entries}
             args.out.write_text(json.dumps(results, indent=1))
-            if args.packages:
-                model.sampler_cfg = config.sampler
-                save_package(args.packages / name, package_config(model), model,
-                             lineage={"stage": "world_ablation", "overrides": overrides})
             continue
-        eval_cfg = EvalConfig(
-            split=args.split, episodes=args.episodes, context_frames=config.eval.context_frames, horizon=args.horizon
-        )
         for decay, state in averaged.items():
             twin = WorldModel(config.tokenizer, config.model, config.objective, config.sampler)
             twin.dit.load_state_dict(state)
             scores = evaluate(twin.eval(), args.dataset, eval_cfg)
             results[f"{name}@ema{decay}"] = {"overrides": overrides, "record": record, "scores": scores}
             print(row(f"{name}@ema{decay}", record, scores, args.horizon), flush=True)
-        if args.packages:
-            save_package(args.packages / name, package_config(model), model, lineage={"stage": "world_ablation",
-                                                                                      "overrides": overrides})
         videos = args.videos / name if args.videos else None
         scores = evaluate(model, args.dataset, eval_cfg, videos)
         entry = {"overrides": overrides, "record": record, "scores": scores}
