@@ -130,9 +130,8 @@ def world_validation(config: WorldforgeConfig, dataset: Path, package: dict[str,
     def validate(state: dict[str, torch.Tensor], step: int, folder: Path) -> dict[str, float]:
         if not cache:  # loaded on first use, on rank 0 only
             cache["eval"], cache["clips"] = _validation_clips(config, dataset)
-            cache["baseline"] = baseline_scores(cache["clips"])
-            cache["truth"] = detector_floor(cache["clips"])
-        eval_cfg, clips, baseline = cache["eval"], cache["clips"], cache["baseline"]
+        eval_cfg, clips = cache["eval"], cache["clips"]
+        baseline, truth = baseline_scores(clips), detector_floor(clips)  # scored once per clips
         device = _device(config)
         model = build_world_model(package)
         model.load_state_dict(state)
@@ -165,7 +164,7 @@ def world_validation(config: WorldforgeConfig, dataset: Path, package: dict[str,
             if key in scores:
                 metrics[f"val/{key}"] = scores[key]
                 metrics[f"val/baseline_{key}"] = baseline[f"baseline_{key}"]
-                metrics[f"val/truth_{key}"] = cache["truth"][f"truth_{key}"]
+                metrics[f"val/truth_{key}"] = truth[f"truth_{key}"]
         if config.train.validation.gif:
             report.write_videos(folder, clips, {"model": prediction}, count=2)
         return metrics
