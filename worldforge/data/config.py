@@ -14,7 +14,7 @@ Vocabulary used across `worldforge/data`:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -42,6 +42,37 @@ class AtariConfig(Section):
     full_action_space: bool = False
     policy: Literal["random", "sticky_random"] = "sticky_random"
     policy_repeat: float = Field(0.75, ge=0.0, lt=1.0, description="sticky_random: probability of repeating")
+
+
+class GymnasiumConfig(Section):
+    """Any Gymnasium environment as a world (`pip install 'worldforge[gymnasium]'`; Box2D envs need
+    `worldforge[box2d]`, MuJoCo envs `worldforge[mujoco]`). Discrete actions stay integers, 1-D Box
+    actions are float32 vectors (`model.action_space: continuous`, `model.action_dim`)."""
+
+    env_id: str = Field("CartPole-v1", description="a registered id: 'CarRacing-v3', 'Reacher-v5', 'CartPole-v1', ...")
+    env_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="keyword arguments for gymnasium.make (e.g. max_episode_steps)"
+    )
+    frameskip: int = Field(1, ge=1, description="environment steps per recorded frame (the action is repeated)")
+    frames: Literal["render", "observation"] = Field(
+        "render",
+        description="render: frames from env.render() (render_mode rgb_array); observation: the observation "
+        "is the frame (an (H, W, 3) uint8 image, e.g. CarRacing's)",
+    )
+    policy: str = Field(
+        "sticky_random",
+        description="random, sticky_random, or 'module:function' called as function(env, observation, rng, "
+        "previous_action) -> action (rng a numpy Generator seeded per episode; previous_action None at the "
+        "start), e.g. 'worldforge.data.policies:drive_track' for CarRacing",
+    )
+    policy_repeat: float = Field(0.8, ge=0.0, lt=1.0, description="sticky_random: probability of repeating")
+    warmup_steps: int = Field(
+        0, ge=0, description="environment steps taken with the policy after reset before recording starts "
+        "(CarRacing spends its first ~50 zooming in)",
+    )
+    render_size: int | None = Field(
+        None, ge=16, description="width and height passed to gymnasium.make (MuJoCo envs: render small, fast)"
+    )
 
 
 class VideoConfig(Section):
@@ -79,12 +110,12 @@ class LoaderConfig(Section):
 class DataConfig(Section):
     """The `data` section. Defaults are the CPU quickstart: 64x64 simulator episodes, built in seconds."""
 
-    source: Literal["simulator", "atari", "video"] = "simulator"
+    source: Literal["simulator", "atari", "gymnasium", "video"] = "simulator"
     seed: int = 0
     name: str | None = Field(None, description="dataset folder name under <root>/datasets; default SOURCE-RESpx")
     resolution: int = Field(64, ge=32, le=256, description="frames are RESOLUTION x RESOLUTION RGB")
     episodes: int = Field(240, ge=1, description="episodes to record (video: at most this many files)")
-    episode_frames: int = Field(48, ge=2, description="frames per episode (atari: at most; video: ignored)")
+    episode_frames: int = Field(48, ge=2, description="frames per episode (atari, gymnasium: at most; video: ignored)")
     splits: dict[str, float] = Field(
         default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1},
         description="fraction of episodes per split; an episode belongs to exactly one split",
@@ -94,6 +125,7 @@ class DataConfig(Section):
     clip_stride: int = Field(4, ge=1, description="frames between the starts of consecutive clips in a window")
     simulator: SimulatorConfig = SimulatorConfig()
     atari: AtariConfig = AtariConfig()
+    gymnasium: GymnasiumConfig = GymnasiumConfig()
     video: VideoConfig = VideoConfig()
     shards: ShardConfig = ShardConfig()
     loader: LoaderConfig = LoaderConfig()

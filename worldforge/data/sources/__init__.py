@@ -7,13 +7,14 @@
 - `describe() -> dict`: source facts for the manifest (e.g. the simulator's state layout);
 - `close()`.
 
-Optional dependencies (ale-py, PyAV) are imported only when their source is built.
+Optional dependencies (ale-py, gymnasium, PyAV) are imported only when their source is built.
 """
 
 from __future__ import annotations
 
 from worldforge.data.config import DataConfig
 from worldforge.data.sources.atari import AtariSource
+from worldforge.data.sources.gym import GymnasiumSource
 from worldforge.data.sources.simulator import SimulatorSource
 from worldforge.data.sources.video import VideoSource
 
@@ -24,6 +25,8 @@ def make_source(config: DataConfig):
         return SimulatorSource(config)
     if config.source == "atari":
         return AtariSource(config)
+    if config.source == "gymnasium":
+        return GymnasiumSource(config)
     if config.source == "video":
         return VideoSource(config)
-    raise ValueError(f"data.source: unknown source {config.source!r}; expected simulator, atari or video")
+    raise ValueError(f"data.source: unknown source {config.source!r}; expected simulator, atari, gymnasium or video")

@@ -13,6 +13,8 @@ import numpy as np
 
 from worldforge.data.config import DataConfig
 from worldforge.data.episode import ActionSpace, DatasetError, Episode, resize_frames
+from worldforge.data.policies import random_policy, sticky_random
+from worldforge.data.sources.gym import play, reset_seed, too_short
 
 
 def env_id(game: str) -> str:
@@ -48,6 +50,7 @@ class AtariSource:
         names = [str(name) for name in self.env.unwrapped.get_action_meanings()]
         self.action_space = ActionSpace(kind="discrete", n=int(self.env.action_space.n), names=names)
         self.fps = 60.0 / atari.frameskip
+        self.policy = random_policy if atari.policy == "random" else sticky_random(atari.policy_repeat)
         self.problems: list[str] = []
 
     def available(self, wanted: int) -> int:
@@ -56,22 +59,10 @@ class AtariSource:
     def episode(self, index: int) -> Episode | None:
         data, atari = self.config, self.config.atari
         rng = np.random.default_rng([data.seed, index, 1])
-        observation, _ = self.env.reset(seed=int(np.random.SeedSequence([data.seed, index, 0]).generate_state(1)[0]))
-        frames, actions = [], []
-        action = int(rng.integers(self.action_space.n))
-        while len(frames) < data.episode_frames:
-            frames.append(observation)  # (210, 160, 3) uint8
-            if atari.policy == "random" or rng.random() >= atari.policy_repeat:
-                action = int(rng.integers(self.action_space.n))
-            actions.append(action)
-            observation, _, terminated, truncated, _ = self.env.step(action)
-            if terminated or truncated:
-                break
+        # The emulator repeats each action `frameskip` times itself; observations are (210, 160, 3) uint8.
+        frames, actions, _ = play(self.env, self.policy, rng, reset_seed(data.seed, index), data.episode_frames)
         if len(frames) < data.window_frames:
-            self.problems.append(
-                f"episode {index}: the game ended after {len(frames)} frames, shorter than one window "
-                f"(data.window_frames={data.window_frames})"
-            )
+            self.problems.append(too_short(index, len(frames), data.window_frames, "game"))
             return None
         resized = resize_frames(np.stack(frames), data.resolution, crop=False)  # (L, R, R, 3)
         return Episode("atari", index, resized, np.asarray(actions, dtype=np.int64), self.fps, self.action_space,
