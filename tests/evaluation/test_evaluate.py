@@ -106,6 +106,13 @@ def test_evaluation_writes_metrics_report_and_mlflow_run(
     assert [m.step for m in history] == [1, 2, 3, 4]
     assert [m.value for m in history] == pytest.approx(result["psnr_per_step"])
     assert run.data.metrics["sharpness_mean"] == pytest.approx(result["sharpness_mean"])
+    # action sensitivity, on every dataset: the model's, and copy-last-frame's 0 (it ignores actions)
+    assert len(result["action_sensitivity_db_per_step"]) == small_eval.horizon
+    assert result["baseline_action_sensitivity_db_mean"] == 0.0
+    assert written["action_sensitivity_db_h4"] == result["action_sensitivity_db_per_step"][3]
+    assert run.data.metrics["action_sensitivity_db_mean"] == pytest.approx(result["action_sensitivity_db_mean"])
+    assert len(client.get_metric_history(run.info.run_id, "action_sensitivity_db_by_step")) == 4
+    assert "action sensitivity" in (report / "report.html").read_text()
     assert run.data.metrics["baseline_sharpness_mean"] == pytest.approx(result["baseline_sharpness_mean"])
     sharpness = client.get_metric_history(run.info.run_id, "sharpness_by_step")
     assert [m.value for m in sorted(sharpness, key=lambda m: m.step)] == pytest.approx(

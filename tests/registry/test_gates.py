@@ -80,6 +80,7 @@ def test_a_blur_that_beats_copy_last_in_psnr_is_refused_for_its_sharpness():
         "psnr_mean": metrics.overall(metrics.psnr(blurry, truth)),
         "baseline_psnr_mean": metrics.overall(metrics.psnr(copy_last, truth)),
         "sharpness_mean": metrics.overall(metrics.sharpness(blurry, truth)),
+        "action_sensitivity_db_mean": 3.0,  # the blurred truth follows the actions (not what is refused)
     }
     assert candidate["psnr_mean"] > candidate["baseline_psnr_mean"] + 5  # PSNR loves it
     assert candidate["sharpness_mean"] < 0.4
@@ -133,6 +134,7 @@ def test_realism_is_skipped_without_simulator_state_but_a_simulator_model_withou
     no_realism = {k: v for k, v in SIMULATOR.items() if "realism" not in k}
     assert failed(no_realism) == ["realism_gap"]
     video = {k: v for k, v in no_realism.items() if "position_error" not in k}
+    video["action_sensitivity_db_mean"] = 2.0
     gap = check("realism_gap", video)
     assert gap.status == "skipped" and "no simulator state" in gap.detail
     assert passed(check_gates(video, None, RegistryConfig()))
@@ -140,7 +142,29 @@ def test_realism_is_skipped_without_simulator_state_but_a_simulator_model_withou
 
 def test_sharpness_is_required_on_every_dataset():
     video = {k: v for k, v in SIMULATOR.items() if "position_error" not in k and "realism" not in k}
+    video["action_sensitivity_db_mean"] = 2.0
     assert failed({k: v for k, v in video.items() if k != "sharpness_mean"}) == ["sharpness_in_range"]
+
+
+# A model on a dataset without ground-truth state (Atari, Gymnasium, a video folder): it beats
+# copy-last in PSNR and is sharp, so only action sensitivity can tell whether it follows actions.
+STATELESS = {k: v for k, v in SIMULATOR.items() if "position_error" not in k and "realism" not in k}
+
+
+def test_an_action_blind_model_is_refused_where_no_state_can_judge_action_following():
+    blind = {**STATELESS, "action_sensitivity_db_mean": 0.0}  # ignores its actions: exactly 0 dB
+    assert failed(blind) == ["action_sensitivity"]
+    assert "ignores" in check("action_sensitivity", blind).detail
+    follows = {**STATELESS, "action_sensitivity_db_mean": 1.3}
+    assert passed(check_gates(follows, None, RegistryConfig()))
+    assert failed(STATELESS) == ["action_sensitivity"]  # not measured: cannot be verified
+    disabled = RegistryConfig(min_action_sensitivity_db=None)
+    assert check("action_sensitivity", blind, config=disabled).status == "skipped"
+
+
+def test_action_sensitivity_is_not_required_where_the_state_judges_action_following():
+    sensitivity = check("action_sensitivity", SIMULATOR)  # no action_sensitivity_db_mean recorded
+    assert sensitivity.status == "skipped" and "ground-truth state" in sensitivity.detail
 
 
 def test_a_compressed_model_may_lose_at_most_the_margin_of_its_parents_realism_gap():

@@ -84,3 +84,15 @@ def test_the_validation_line_reads_psnr_against_copy_last_and_the_error_ratios()
     assert validation_line(200, metrics) == (
         "validation @200: PSNR 21.30 dB (copy-last 19.10) SSIM 0.741 agent 0.028 (0.40x) balls 0.090 (0.95x)"
     )
+
+
+def test_the_validation_line_shows_action_sensitivity_where_no_state_gives_errors():
+    metrics = {
+        "val/psnr_mean": 24.0,
+        "val/baseline_psnr_mean": 21.5,
+        "val/ssim_mean": 0.8,
+        "val/action_sensitivity_db_mean": 1.234,
+    }
+    assert validation_line(400, metrics) == (
+        "validation @400: PSNR 24.00 dB (copy-last 21.50) SSIM 0.800 actions +1.23 dB"
+    )

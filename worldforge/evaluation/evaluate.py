@@ -2,10 +2,10 @@
 
     evaluate_package(package, dataset, config) -> metrics
 
-Quality (PSNR, SSIM and sharpness per horizon step, the copy-last-frame baseline,
-action-following, realism and object survival on the simulator) and cost (parameters, FLOPs,
-frames/s, latency, peak memory on the current device) of each model, measured in one run on the
-same held-out clips with the same noise. Writes the model's `metrics.json` into its package, a report folder (report.json, plots,
+Quality (PSNR, SSIM and sharpness per horizon step, the copy-last-frame baseline, action
+sensitivity (`sensitivity.py`, on every dataset), action-following, realism and object survival on
+the simulator) and cost (parameters, FLOPs, frames/s, latency, peak memory on the current device)
+of each model, measured in one run on the same held-out clips with the same noise. Writes the model's `metrics.json` into its package, a report folder (report.json, plots,
 videos, report.html), and, with `track`, an MLflow stage run `evaluate` holding the metrics and the
 report. With `eval.long_horizon` (one horizon or several), one longer rollout (beyond the training
 clip, through the sliding KV window) is scored at each of them (`long_horizon_scores`). On simulator
@@ -41,7 +41,9 @@ from worldforge.evaluation.rollout_eval import (
     prefix_scores,
     score,
 )
+from worldforge.evaluation.sensitivity import model_sensitivity
 from worldforge.packages import ModelPackage, load_package, package_md5, write_metrics
+from worldforge.packages.lineage import project_path
 from worldforge.registry import resolve, resolve_version
 
 
@@ -74,6 +76,7 @@ CURVES = (
     "object_position_error",
     "realism_psnr",
     "object_survival",
+    "action_sensitivity_db",
 )
 # the recorded frames' own curves (`detector_floor`): the most realism and survival can score
 TRUTH_CURVES = ("truth_realism_psnr", "truth_object_survival")
@@ -165,6 +168,7 @@ def measure(
     metrics.update(detector_floor(clips))
     metrics["psnr_gain_over_baseline"] = metrics["psnr_mean"] - metrics["baseline_psnr_mean"]
     metrics["beats_baseline"] = metrics["psnr_gain_over_baseline"] > 0
+    metrics.update(model_sensitivity(model, clips, config, device, prediction))
     if long_clips is not None:
         metrics.update(long_horizon_scores(model, long_clips, config, device))
     metrics.update(at_steps(metrics, REALISM_STEPS))
@@ -225,7 +229,7 @@ def evaluate_package(
     out = Path(out_dir) if out_dir is not None else Project.current().reports / "eval" / name
 
     context = {
-        "dataset": str(dataset),
+        "dataset": project_path(dataset),  # relative to the project root, as in lineage.json
         "dataset_md5": tracked_md5(dataset),
         "split": config.split,
         "episodes": len(clips.episodes),

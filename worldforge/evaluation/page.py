@@ -21,6 +21,7 @@ HEADLINE = (
     ("balls still compact (fraction)", "object_survival", "{:.3f}"),
     ("agent position error", "agent_position_error", "{:.4f}"),
     ("ball position error", "object_position_error", "{:.4f}"),
+    ("action sensitivity (dB; 0 = ignores its actions)", "action_sensitivity_db_mean", "{:.2f}"),
     ("frames/s, end to end", "fps_e2e", "{:.1f}"),
     ("DiT parameters", "parameters_dit", "{:,.0f}"),
 )
@@ -35,6 +36,7 @@ STEP_COLUMNS = (
     ("sharpness", "sharpness", "{:.2f}"),
     ("realism dB", "realism_psnr", "{:.1f}"),
     ("balls compact", "object_survival", "{:.2f}"),
+    ("action sens. dB", "action_sensitivity_db", "{:.2f}"),
 )
 LONG_COLUMNS = (
     ("PSNR dB", "psnr_mean", "{:.2f}"),

@@ -40,6 +40,12 @@ class RegistryConfig(Section):
         description="candidate agent (and ball) position error must be below copy-last-frame's on the same "
         "episodes (datasets with ground-truth state, e.g. the simulator)",
     )
+    min_action_sensitivity_db: float | None = Field(
+        0.5,
+        description="on datasets without ground-truth state (Atari, Gymnasium, video folders), candidate "
+        "action_sensitivity_db_mean (dB by which its rollouts under the recorded actions beat the same "
+        "rollouts under another episode's actions; 0 = it ignores its actions) >= this (null disables)",
+    )
     max_error_increase: float = Field(
         0.10,
         ge=0.0,

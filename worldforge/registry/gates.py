@@ -7,6 +7,9 @@ Absolute checks, on the candidate's own evaluation:
 - beats copy-last-frame in PSNR, and places the agent and the balls closer to the simulator's
   truth than copy-last-frame (position errors exist only on datasets with simulator state: where
   copy-last-frame's error is absent too, those checks are skipped);
+- action sensitivity, on a dataset without that state: `action_sensitivity_db_mean` >=
+  `min_action_sensitivity_db` (`evaluation/sensitivity.py`): a model that ignores its actions
+  scores 0 there, whatever its PSNR;
 - realism: gap = `truth_realism_psnr_h{H} - realism_psnr_h{H}` <= `max_realism_gap_db` at
   H = `realism_horizon`. Realism is scored against the simulator's state, so on a dataset without
   it (no `baseline_agent_position_error`, e.g. a video folder) the check is skipped; a simulator
@@ -51,6 +54,8 @@ KEY_METRICS = (
     "reference_object_position_error",
     "sharpness_mean",
     "reference_sharpness_mean",
+    "action_sensitivity_db_mean",
+    "action_sensitivity_db_h8",
     *(
         f"{prefix}realism_psnr_h{h}"
         for h in REALISM_HORIZONS
@@ -219,6 +224,28 @@ def error_vs_parent(candidate: dict[str, Any], what: str, config: RegistryConfig
     return Check(name, status, detail, value=ratio, threshold=limit)
 
 
+def action_sensitivity(candidate: dict[str, Any], config: RegistryConfig) -> Check:
+    """On a dataset without ground-truth state, the candidate's future depends on its actions:
+    `action_sensitivity_db_mean` >= `min_action_sensitivity_db`. Where the state exists, the agent
+    error check judges action-following instead."""
+    name = "action_sensitivity"
+    limit = config.min_action_sensitivity_db
+    if limit is None:
+        return Check(name, "skipped", "disabled (registry.min_action_sensitivity_db=null)")
+    if "baseline_agent_position_error" in candidate:
+        return Check(name, "skipped", "the dataset has ground-truth state: agent_error_below_copy_last judges it")
+    metric = "action_sensitivity_db_mean"
+    if metric not in candidate:
+        return _missing(name, metric, "candidate")
+    value = candidate[metric]
+    status = "pass" if value >= limit else "fail"
+    detail = (
+        f"{metric} {value:.3f} dB (rollouts under the recorded actions vs another episode's; 0 = ignores "
+        f"its actions; required >= {limit} dB)"
+    )
+    return Check(name, status, detail, value=value, threshold=limit)
+
+
 def realism_expected(candidate: dict[str, Any], horizon: int) -> bool:
     """Realism is scored against the simulator's state: expected where it is recorded, or where
     copy-last-frame's position error (scored against that state too) is."""
@@ -329,6 +356,7 @@ def check_gates(
         beats_baseline(candidate, config),
         below_copy_last(candidate, "agent", config),
         below_copy_last(candidate, "object", config),
+        action_sensitivity(candidate, config),
         realism_gap(candidate, config),
         sharpness_in_range(candidate, config),
         error_vs_parent(candidate, "agent", config),

@@ -27,7 +27,8 @@ def _eta(seconds: float | None) -> str:
 
 def validation_line(step: int, metrics: dict[str, float]) -> str:
     """`validation @200: PSNR 21.30 dB (copy-last 19.10) SSIM 0.741 agent 0.028 (0.40x) balls 0.090
-    (0.95x) realism 31.2 dB (recorded 48.1) compact balls 0.88`."""
+    (0.95x) actions +0.84 dB realism 31.2 dB (recorded 48.1) compact balls 0.88` (actions: action
+    sensitivity, `evaluation/sensitivity.py`)."""
     value = {key.split("/")[-1]: v for key, v in metrics.items()}
     parts = [f"validation @{step}:"]
     if "psnr_mean" in value:
@@ -39,6 +40,8 @@ def validation_line(step: int, metrics: dict[str, float]) -> str:
         if key in value:
             ratio = value.get(f"{what}_error_ratio")
             parts.append(f"{label} {value[key]:.3f}" + (f" ({ratio:.2f}x)" if ratio is not None else ""))
+    if "action_sensitivity_db_mean" in value:
+        parts.append(f"actions {value['action_sensitivity_db_mean']:+.2f} dB")
     if "realism_psnr_mean" in value:
         truth = value.get("truth_realism_psnr_mean")
         recorded = f" (recorded {truth:.1f})" if truth else ""

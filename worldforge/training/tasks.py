@@ -28,6 +28,7 @@ from worldforge.evaluation.rollout_eval import (
     predict,
     score,
 )
+from worldforge.evaluation.sensitivity import model_sensitivity
 from worldforge.models.objective import flow_matching_loss
 from worldforge.models.tokenizer_objective import reconstruction_psnr, tokenizer_loss
 from worldforge.models.world_model import WorldModel, build_world_model, package_config
@@ -122,7 +123,7 @@ def _device(config: WorldforgeConfig) -> torch.device:
 
 def world_validation(config: WorldforgeConfig, dataset: Path, package: dict[str, Any]):
     """validate(state, step, folder): rollout PSNR/SSIM per horizon step on held-out episodes,
-    next to copy-last-frame (and on simulator data agent/ball error, realism and ball survival,
+    next to copy-last-frame, action sensitivity (and on simulator data agent/ball error, realism and ball survival,
     next to copy-last-frame's and the recorded frames'), and a GIF of the first rollouts next to
     ground truth."""
     cache: dict[str, Any] = {}
@@ -160,6 +161,9 @@ def world_validation(config: WorldforgeConfig, dataset: Path, package: dict[str,
                 metrics[f"val/{what}_found_fraction"] = scores[f"{what}_found_fraction"]
                 for h, value in enumerate(scores[f"{key}_per_step"], start=1):
                     metrics[f"val/{key}_h{h}"] = value
+        sensitivity = model_sensitivity(model, clips, eval_cfg, device, prediction)  # every dataset
+        if sensitivity:
+            metrics["val/action_sensitivity_db_mean"] = sensitivity["action_sensitivity_db_mean"]
         for key in ("realism_psnr_mean", "object_survival"):  # simulator data (`evaluation.realism`)
             if key in scores:
                 metrics[f"val/{key}"] = scores[key]
