@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from worldforge.compression.prune.config import PruneConfig, RecoveryConfig, parse_target
-from worldforge.compression.prune.importance import importance_scores
-from worldforge.compression.prune.plan import BlockPlan, PrunePlan, PrunePlanError
+from worldforge.compression.prune.importance import ImportanceScores, importance_scores
+from worldforge.compression.prune.plan import BlockPlan, PrunePlan, PrunePlanError, plan_pruning
 from worldforge.compression.prune.recovery import RecoveryObjective
 from worldforge.compression.prune.stage import PRUNING_FILE, model_cost, prune_model, prune_package
 from worldforge.compression.prune.surgery import apply_plan
+from worldforge.config import list_presets, load_config
 from worldforge.models.config import ModelConfig, ObjectiveConfig, TokenizerConfig
 from worldforge.models.flops import count_parameters
 from worldforge.models.streaming import rollout
@@ -326,3 +327,24 @@ def test_recovery_fine_tunes_the_pruned_model_on_the_shared_trainer(
     assert "psnr_mean" in " ".join(record["recovery"]["validation"])
     assert {k: v for k, v in package.config.items() if k != "extras"} == package_config(unrecovered)
     assert not torch.equal(recovered.dit.blocks[0].mlp.fc1.weight, unrecovered.dit.blocks[0].mlp.fc1.weight)
+
+
+@pytest.mark.parametrize("preset", list_presets())
+def test_every_presets_own_prune_target_fits_its_own_model(preset):
+    """`worldforge compress prune --model PACKAGE PRESET` with the preset's defaults: its model,
+    built untrained (on the meta device: only shapes and costs matter), can be planned down to the
+    preset's `prune.target` (scores are random: reachability does not depend on which units go)."""
+    config = load_config(preset)
+    with torch.device("meta"):
+        model = WorldModel.from_config(config.tokenizer, config.model, config.objective, config.sampler)
+    generator = torch.Generator().manual_seed(0)
+    blocks = model.dit.blocks
+    scores = ImportanceScores(
+        method="random",
+        heads=[torch.rand(b.attn.heads, generator=generator) for b in blocks],
+        channels=[torch.rand(b.mlp.fc1.out_features, generator=generator) for b in blocks],
+        blocks=torch.rand(len(blocks), generator=generator),
+        clips=0,
+    )
+    plan = plan_pruning(model, scores, config.prune)  # raises PrunePlanError when out of reach
+    assert plan.blocks and not plan.is_identity, preset
