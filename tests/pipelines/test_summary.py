@@ -117,6 +117,7 @@ def test_every_version_shows_its_steps_speed_sharpness_and_realism_and_tolerates
         "sharpness_mean": 0.41,
         "realism_psnr_h8": 27.3,
         "truth_realism_psnr_h8": 31.0,
+        "action_sensitivity_db_mean": 1.25,
     }
     student = {"psnr_mean": 19.8, "denoise_steps": 2, "fps_e2e": 45.0}  # evaluated before realism existed
     run = result(decision("promoted", 1))
@@ -126,15 +127,16 @@ def test_every_version_shows_its_steps_speed_sharpness_and_realism_and_tolerates
     print_summary(run)
     out = capsys.readouterr().out
     [teacher_row] = [line for line in out.splitlines() if "pretrain" in line and "│ 1 " in line]
-    assert [cell.strip() for cell in teacher_row.split("│")[3:9]] == [
+    assert [cell.strip() for cell in teacher_row.split("│")[3:10]] == [
         "32",
         "20.00",
         "-",
         "+3.00",
         "0.41",
         "3.7",
+        "+1.25",
     ]
     [student_row] = [line for line in out.splitlines() if "distill" in line and "│ 2 " in line]
     cells = [cell.strip() for cell in student_row.split("│")[1:-1]]
-    assert cells == ["distill", "2", "2", "19.80", "-", "-", "-", "-", "-", "-", "45.0", "-"]
+    assert cells == ["distill", "2", "2", "19.80", "-", "-", "-", "-", "-", "-", "-", "45.0", "-"]
     assert "sharpness 0.41 (1 = as sharp as the truth); realism gap at step 8 3.7 dB" in out

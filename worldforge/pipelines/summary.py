@@ -58,10 +58,11 @@ def print_summary(result: dict[str, Any]) -> None:
     versions = Table(
         title="registered versions: held-out episodes; compression stages against their parent",
         caption="steps: sampling steps per frame; sharp: sharpness (1 = as sharp as the truth); realism: "
-        "realism gap at step 8 (dB below the recorded frames'); errors: agent / ball position error "
+        "realism gap at step 8 (dB below the recorded frames'); actions: action sensitivity (dB a rollout "
+        "under the recorded actions beats one under another episode's; 0 = ignores them); errors: agent / ball position error "
         "(x: of copy-last-frame's); fps: frames/s end to end",
     )
-    columns = ("stage", "v", "steps", "PSNR", "vs parent", "vs copy", "sharp", "realism", "agent error",
+    columns = ("stage", "v", "steps", "PSNR", "vs parent", "vs copy", "sharp", "realism", "actions", "agent error",
                "ball error", "fps", "params")
     for column in columns:
         versions.add_column(column, no_wrap=True)
@@ -85,6 +86,7 @@ def print_summary(result: dict[str, Any]) -> None:
             format_cell(own.get("psnr_mean", math.nan) - own.get("baseline_psnr_mean", math.nan), "{:+.2f}"),
             format_cell(own.get("sharpness_mean"), "{:.2f}"),
             format_cell(realism_gap(own), "{:.1f}"),
+            format_cell(own.get("action_sensitivity_db_mean"), "{:+.2f}"),
             position_error(own, "agent_position_error"),
             position_error(own, "object_position_error"),
             format_cell(own.get("fps_e2e"), "{:.1f}"),
@@ -106,7 +108,8 @@ def print_summary(result: dict[str, Any]) -> None:
         title = f"version {result['version']} (pretrain)"
     quality = Table(title=f"{title} on held-out episodes, per horizon step (copy-last-frame in brackets)")
     curves = [("PSNR dB", "psnr", "{:.2f}"), ("agent error", "agent_position_error", "{:.3f}"),
-              ("ball error", "object_position_error", "{:.3f}")]
+              ("ball error", "object_position_error", "{:.3f}"),
+              ("action sensitivity dB", "action_sensitivity_db", "{:+.2f}")]
     curves = [curve for curve in curves if f"{curve[1]}_per_step" in metrics]
     quality.add_column("horizon")
     for label, _, _ in curves:
@@ -127,6 +130,7 @@ def print_summary(result: dict[str, Any]) -> None:
         f"(baseline {format_cell(metrics.get('baseline_ssim_mean'), '{:.3f}')}); "
         f"sharpness {format_cell(metrics.get('sharpness_mean'), '{:.2f}')} (1 = as sharp as the truth); "
         f"realism gap at step 8 {format_cell(realism_gap(metrics), '{:.1f}')} dB; "
+        f"action sensitivity {format_cell(metrics.get('action_sensitivity_db_mean'), '{:+.2f}')} dB; "
         f"agent position error {position_error(metrics, 'agent_position_error')}, "
         f"ball position error {position_error(metrics, 'object_position_error')} (x: of copy-last-frame's); "
         f"end-to-end {format_cell(metrics.get('fps_e2e'), '{:.1f}')} frames/s on {metrics.get('device', '-')}"
