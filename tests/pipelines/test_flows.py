@@ -121,7 +121,7 @@ def test_bad_parameters_fail_with_the_config_error(flows, project):
         flows.train_and_compress(preset="nope", root=str(project.root))
 
 
-def test_distill_stage_follows_pretraining_with_its_student_registered(flows, project):
+def test_distill_stage_follows_pretraining_with_its_student_registered(flows, project, files_naming):
     import json
     from pathlib import Path
 
@@ -140,6 +140,11 @@ def test_distill_stage_follows_pretraining_with_its_student_registered(flows, pr
     assert lineage["dataset"].startswith(
         "datasets/"
     )  # relative to the project root: a pull elsewhere still resolves
+    # no file of either package names the root: lineage.json (the pretraining checkpoint too) and
+    # metrics.json (the dataset, the reference) hold paths relative to it
+    assert files_naming(world, project.root) == [] and files_naming(package, project.root) == []
+    assert json.loads((package / "metrics.json").read_text())["dataset"] == lineage["dataset"]
+    assert json.loads((world / "lineage.json").read_text())["params"]["checkpoint"].startswith("checkpoints/")
     client = mlflow.MlflowClient(tracking.tracking_uri(project))
     family, number = lineage["parent_version"].removeprefix("models:/").split("/")
     # the parent was registered earlier in this same pipeline run, and lineage names that version

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from worldforge.cli.train import app
 from worldforge.core.lineage import DataRepo
 from worldforge.packages import load_package
+from worldforge.packages.lineage import project_folder
 from worldforge.training.export import export_checkpoint
 from worldforge.training.pretrain import pretrain_tokenizer, pretrain_world
 
@@ -90,10 +91,11 @@ def test_pretrain_world_tracks_metrics_artifacts_and_a_dvc_package(
     assert {"package", "validation", "deepspeed-pretrain_world.json"} <= artifacts
     package_files = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "package")}
     assert {"config.json", "model.safetensors", "lineage.json", "metrics.json"} <= package_files
-    # the final ZeRO-0 checkpoint exports, offline, to the package the run wrote (EMA weights)
-    exported = load_package(
-        export_checkpoint(package.lineage.params["checkpoint"], project.packages / "exported")
-    )
+    # the final ZeRO-0 checkpoint, recorded relative to the project root, exports offline to the
+    # package the run wrote (EMA weights)
+    checkpoint = package.lineage.params["checkpoint"]
+    assert not Path(checkpoint).is_absolute()
+    exported = load_package(export_checkpoint(project_folder(checkpoint), project.packages / "exported"))
     for name, value in package.state.items():
         assert torch.equal(exported.state[name], value), name
 

@@ -260,7 +260,7 @@ def evaluate_package(
     own = results[0]
     if reference is not None:
         # What the gates compare a compression stage with: its parent, on the same episodes.
-        own["reference_source"] = subjects[1].source
+        own["reference_source"] = project_path(subjects[1].source)
         realism = [f"realism_psnr_h{step}" for step in REALISM_STEPS]
         for key in ("psnr_mean", "agent_position_error", "object_position_error", "sharpness_mean", *realism):
             if key in results[1]:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from worldforge.packages import load_package, save_package
+from worldforge.packages.lineage import project_path
 from worldforge.training.checkpoint import COMPLETE, CheckpointError, load_tensors
 
 
@@ -72,7 +73,7 @@ def export_checkpoint(
         state.update(_ema_weights(folder, record["world_size"], prefix, shapes))
     lineage = {
         "stage": record.get("task") or "export",
-        "checkpoint": str(folder),
+        "checkpoint": project_path(folder),
         "steps": record["step"],
         **(lineage or {}),
     }

@@ -138,7 +138,7 @@ def run_stage(
                 "steps": result.step,
                 "stopped": result.stopped,
                 "world_size": info.world_size,
-                "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+                "checkpoint": project_path(result.checkpoint),
             },
         )
         metrics = {k.removeprefix("val/"): v for k, v in result.metrics.items()}
