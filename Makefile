@@ -15,7 +15,7 @@ DEMO_CONFIG ?= quickstart
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
 
-.PHONY: install install-dev browser demo test test-fast test-all lint clean-demo
+.PHONY: install install-dev browser gl demo test test-fast test-all lint clean-demo
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,7 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
-	$(PY) -m pip install --quiet -e ".[dev,video,atari]"
+	$(PY) -m pip install --quiet -e ".[dev,video,atari,gymnasium,box2d,mujoco]"
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed
@@ -57,12 +57,23 @@ browser:
 		|| echo "could not install chromium: the browser tests will be skipped"; \
 	else echo "no chromium/chromedriver and no root apt-get: the browser tests will be skipped"; fi
 
+## gl: Debian's EGL and OSMesa libraries, with which MuJoCo renders headless (MUJOCO_GL=egl, the
+## gymnasium source's default, or osmesa); where they cannot be installed the MuJoCo tests are skipped.
+gl:
+	@if ldconfig -p 2>/dev/null | grep -q libEGL.so.1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing libegl1, libgl1-mesa-dri and libosmesa6 (apt-get) for headless MuJoCo"; \
+		apt-get install -y -qq libegl1 libgl1-mesa-dri libosmesa6 >/dev/null \
+		|| (apt-get update -qq && apt-get install -y -qq libegl1 libgl1-mesa-dri libosmesa6 >/dev/null) \
+		|| echo "could not install EGL/OSMesa: the MuJoCo tests will be skipped"; \
+	else echo "no libEGL and no root apt-get: the MuJoCo tests will be skipped"; fi
+
 ## test: the whole test suite, `slow` ones included (about 6 minutes on 2 cores after install)
-test: install-dev browser
+test: install-dev browser gl
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## test-fast: without the tests marked `slow` (real MLflow server, Prefect server + worker, ...)
-test-fast: install-dev browser
+test-fast: install-dev browser gl
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-all: test
