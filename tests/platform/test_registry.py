@@ -202,6 +202,7 @@ def test_first_promotion_skips_champion_gates_but_must_beat_copy_last(store, fam
     assert decision.promoted and decision.champion_before is None and decision.champion_after == winner
     skipped = {check.name: check.detail for check in decision.checks if check.status == "skipped"}
     assert skipped == {
+        "action_sensitivity": "the dataset has ground-truth state: agent_error_below_copy_last judges it",
         "agent_error_vs_parent": "not evaluated against a parent",
         "object_error_vs_parent": "not evaluated against a parent",
         "realism_gap_vs_parent": "not evaluated against a parent",
@@ -223,12 +224,14 @@ def test_a_failing_gate_leaves_the_champion_and_records_the_failing_check(store,
     worse = register(path, family, metrics(psnr_mean=24.0))  # drops 1.0 dB > 0.5
     slower = register(path, family, metrics(fps_e2e=80.0))  # 0.8x < 1.0x, beyond the 4% timing noise
     blurry = register(path, family, metrics(sharpness_mean=0.3))  # PSNR still +5 dB over copy-last
-    absolute = ["pass"] * 5  # beats copy-last (PSNR, agent, balls), realism gap, sharpness
+    # beats copy-last (PSNR, agent, balls), action sensitivity (skipped: the state judges it),
+    # realism gap, sharpness
+    absolute = ["pass"] * 3 + ["skipped"] + ["pass"] * 2
     vs_parent = ["skipped"] * 4  # agent, balls, realism gap, sharpness: not evaluated against a parent
     cases = (  # ..., then vs champion: PSNR drop, frames/s
         (worse, "psnr_drop_vs_champion", [*absolute, *vs_parent, "fail", "pass"]),
         (slower, "fps_e2e_ratio_vs_champion", [*absolute, *vs_parent, "pass", "fail"]),
-        (blurry, "sharpness_in_range", ["pass"] * 4 + ["fail", *vs_parent, "pass", "pass"]),
+        (blurry, "sharpness_in_range", [*absolute[:-1], "fail", *vs_parent, "pass", "pass"]),
     )
     for version, failing, statuses in cases:
         decision = registry.promote(family, version)
