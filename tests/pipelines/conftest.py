@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from prefect.testing.utilities import prefect_test_harness
 
 
 def files_naming(folder: Path, root: Path) -> list[str]:
@@ -22,3 +23,11 @@ def files_naming(folder: Path, root: Path) -> list[str]:
 def files_naming_fixture():
     """`files_naming(folder, root) -> [relative names]`: see `files_naming`."""
     return files_naming
+
+
+@pytest.fixture(scope="package")
+def harness():
+    """One ephemeral Prefect API for the pipeline tests (each start costs ~20 s on 2 cores): tests
+    that read flow runs back read only those created since they began (`flow_runs(since=...)`)."""
+    with prefect_test_harness(server_startup_timeout=180):
+        yield

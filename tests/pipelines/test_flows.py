@@ -8,16 +8,9 @@ from __future__ import annotations
 
 import mlflow
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from worldforge.config import ConfigError
 from worldforge.core import tracking
-
-
-@pytest.fixture(scope="module")
-def harness():
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
 
 
 @pytest.fixture

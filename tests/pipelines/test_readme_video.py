@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from prefect.testing.utilities import prefect_test_harness
 from typer.testing import CliRunner
 
 from worldforge.cli import app
@@ -81,11 +80,6 @@ def write_videos(folder: Path, write_video, num_actions: int) -> None:
             lines = [json.dumps({"action": int(a)}) if t % 2 else str(int(a)) for t, a in enumerate(actions)]
             (folder / f"run{index}.jsonl").write_text("\n".join(lines) + "\n")
 
-
-@pytest.fixture(scope="module")
-def harness():
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
 
 
 @pytest.mark.slow  # a whole pipeline run (data, training, evaluation, registry) at test scale
