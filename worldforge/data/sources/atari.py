@@ -13,7 +13,7 @@ import numpy as np
 
 from worldforge.data.config import DataConfig
 from worldforge.data.episode import ActionSpace, DatasetError, Episode, resize_frames
-from worldforge.data.policies import random_policy, sticky_random
+from worldforge.data.policies import make_policy
 from worldforge.data.sources.gym import play, reset_seed, too_short
 
 
@@ -50,7 +50,7 @@ class AtariSource:
         names = [str(name) for name in self.env.unwrapped.get_action_meanings()]
         self.action_space = ActionSpace(kind="discrete", n=int(self.env.action_space.n), names=names)
         self.fps = 60.0 / atari.frameskip
-        self.policy = random_policy if atari.policy == "random" else sticky_random(atari.policy_repeat)
+        self.policy = make_policy(atari.policy, atari.policy_repeat, "data.atari.policy")
         self.problems: list[str] = []
 
     def available(self, wanted: int) -> int:
