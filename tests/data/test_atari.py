@@ -27,6 +27,10 @@ def test_atari_source_writes_real_frames(tiny_config, tmp_path):
     assert frames.shape[-3:] == (32, 32, 3) and frames.std() > 10  # a real picture, not a blank
     assert all(np.isin(w.actions, range(manifest.action_space.n)).all() for w in windows)
     assert windows[0].meta["game"] == "ALE/Breakout-v5"
+    assert manifest.source_info["per_frame"].startswith("reward.npy")
+    for window in windows:  # the game's lives at every frame, and the score it paid on the way in
+        assert len(window.info) == 8 and all(row["lives"] in range(6) for row in window.info)
+        assert window.reward.shape == (8,) and (window.reward >= 0).all()
 
 
 def test_atari_episodes_are_deterministic_for_a_seed(tiny_config):

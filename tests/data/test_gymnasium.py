@@ -47,6 +47,13 @@ def test_a_discrete_environment_records_render_frames_actions_and_its_observatio
     assert all(w.actions.dtype == np.int64 and np.isin(w.actions, [0, 1]).all() for w in windows)
     assert all(w.state.shape == (8, 4) and w.state.dtype == np.float32 for w in windows)
     assert windows[0].meta["env_id"] == "CartPole-v1"
+    # CartPole pays 1 per step survived: nothing on the way into an episode's first frame.
+    for w in windows:
+        assert w.reward.dtype == np.float32 and w.reward.shape == (8,)
+        expected = np.ones(8, np.float32)
+        expected[0] = 0.0 if w.meta["start"] == 0 else 1.0
+        assert np.array_equal(w.reward, expected)
+        assert w.info == [{}] * 8  # CartPole's info is empty: stored as empty dicts, one per frame
 
 
 def test_a_gymnasium_state_is_not_read_as_the_simulators_agent_and_balls(tiny_config, tmp_path):
@@ -97,6 +104,10 @@ def test_a_mujoco_arm_is_recorded(tiny_config, tmp_path):
     assert episode.frames.shape == (16, 32, 32, 3) and episode.frames.std() > 5
     assert episode.actions.shape == (16, 2) and episode.actions.dtype == np.float32
     assert episode.state.shape == (16, 10)
+    # Reacher's info splits its reward: the distance term and the control cost, summed over the
+    # frameskip's two steps into each frame.
+    assert "reward_dist" in episode.info[1] and "reward_ctrl" in episode.info[1]
+    assert episode.reward[0] == 0 and (episode.reward[1:] < 0).all()
     assert source.fps == 25.0  # Reacher renders at 50 frames/s; every second step is recorded
 
 

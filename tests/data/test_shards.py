@@ -12,7 +12,8 @@ import pytest
 
 from worldforge.data.episode import DatasetError
 from worldforge.data.manifest import read_manifest
-from worldforge.data.samples import iter_episodes, iter_windows, read_shard_samples
+from worldforge.data.config import SimulatorConfig
+from worldforge.data.samples import decode_sample, encode_window, iter_episodes, iter_windows, read_shard_samples
 from worldforge.data.shards import assign_splits, build_dataset
 from worldforge.data.sources.simulator import record_episode
 from worldforge.data.verify import verify_dataset
@@ -117,6 +118,19 @@ def test_iter_episodes_puts_whole_episodes_back_together(tiny_dataset, tiny_conf
         truth = record_episode(data.simulator, 32, 16, data.seed, episode.episode)
         assert np.array_equal(episode.frames, truth.frames) and np.array_equal(episode.state, truth.state)
         assert np.array_equal(episode.actions, truth.actions) and episode.meta["start"] == 0
+
+
+def test_reward_and_info_round_trip_and_a_bad_info_names_the_sample():
+    window = record_episode(SimulatorConfig(), 32, 4, 0, 0)
+    window.reward = np.array([0.0, 1.0, 0.5, -2.0], np.float32)
+    window.info = [{"lives": 3}, {"lives": 3}, {"lives": 2, "flag": True}, {"name": "x", "xy": [1.5, 2.0]}]
+    raw = encode_window(window, 0, "train")
+    back = decode_sample(raw, "train-000000.tar")
+    assert np.array_equal(back.reward, window.reward) and back.info == window.info
+    with pytest.raises(DatasetError, match=r"train-000000.tar: sample ep000000_t00000: info.json has 3 rows for 4 frames"):
+        decode_sample({**raw, "info.json": json.dumps(window.info[:3]).encode()}, "train-000000.tar")
+    with pytest.raises(DatasetError, match=r"info.json is not valid JSON"):
+        decode_sample({**raw, "info.json": b"[{"}, "train-000000.tar")
 
 
 def test_verify_names_the_damaged_shard(dataset_copy):

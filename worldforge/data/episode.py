@@ -82,7 +82,9 @@ def _integral(array: np.ndarray) -> bool:
 @dataclass
 class Episode:
     """One run of a source. `frames` (L, H, W, 3) uint8; `actions` (L,) int64 or (L, A) float32;
-    `state` (L, S) float32 ground truth or None; `meta` extra per-episode facts (e.g. colours)."""
+    `state` (L, S) float32 ground truth or None; `reward` (L,) float32, the reward received on the
+    way into each frame (0 for the first), or None; `info` one JSON-able dict per frame (the
+    environment's `info` for that frame) or None; `meta` extra per-episode facts (e.g. colours)."""
 
     source: str
     episode: int
@@ -92,6 +94,8 @@ class Episode:
     action_space: ActionSpace
     state: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    reward: np.ndarray | None = None
+    info: list[dict[str, Any]] | None = None
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -111,6 +115,8 @@ class Episode:
             action_space=self.action_space,
             state=None if self.state is None else self.state[start:stop],
             meta=self.meta,
+            reward=None if self.reward is None else self.reward[start:stop],
+            info=None if self.info is None else self.info[start:stop],
         )
 
 

@@ -4,7 +4,9 @@ read a shard, and put held-out windows back together into whole episodes for eva
 A sample is one window of one episode, stored under the key `ep{episode:06d}_t{start:05d}`:
   frames.npy   uint8 (T, H, W, 3)
   actions.npy  int64 (T,) discrete or float32 (T, A) continuous; action t is taken after frame t
-  state.npy    float32 (T, S) ground-truth state (simulator only)
+  state.npy    float32 (T, S) ground-truth state (the simulator's; a Gymnasium observation vector)
+  reward.npy   float32 (T,) reward received on the way into each frame (Gymnasium and Atari)
+  info.json    a JSON list of T dicts: the environment's `info` at each frame (Gymnasium and Atari)
   json         {"source", "episode", "start", "fps", "action_space", "split", ...source extras}
 """
 
@@ -53,6 +55,10 @@ def encode_window(window: Episode, start: int, split: str) -> dict[str, bytes | 
     }
     if window.state is not None:
         sample["state.npy"] = npy_bytes(window.state.astype(np.float32, copy=False))
+    if window.reward is not None:
+        sample["reward.npy"] = npy_bytes(window.reward.astype(np.float32, copy=False))
+    if window.info is not None:
+        sample["info.json"] = json.dumps(window.info, sort_keys=True).encode()
     return sample
 
 
@@ -83,10 +89,20 @@ def decode_sample(raw: dict, where: str) -> Episode:
         raise DatasetError(f"{where}: frames.npy must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
     actions = space.check(_array(raw, "actions.npy", where), f"{where}: actions.npy")
     state = _array(raw, "state.npy", where) if "state.npy" in raw else None
-    for name, array in (("actions.npy", actions), ("state.npy", state)):
+    reward = _array(raw, "reward.npy", where) if "reward.npy" in raw else None
+    info = None
+    if "info.json" in raw:
+        try:
+            info = json.loads(raw["info.json"])
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise DatasetError(f"{where}: info.json is not valid JSON ({error})") from None
+        if not isinstance(info, list):
+            raise DatasetError(f"{where}: info.json must be a list of one dict per frame")
+    for name, array in (("actions.npy", actions), ("state.npy", state), ("reward.npy", reward), ("info.json", info)):
         if array is not None and len(array) != len(frames):
             raise DatasetError(f"{where}: {name} has {len(array)} rows for {len(frames)} frames")
-    return Episode(meta["source"], int(meta["episode"]), frames, actions, float(meta["fps"]), space, state, meta)
+    return Episode(meta["source"], int(meta["episode"]), frames, actions, float(meta["fps"]), space, state, meta,
+                   reward, info)
 
 
 def read_shard_samples(path: Path) -> Iterator[dict]:
@@ -112,7 +128,8 @@ def iter_windows(folder: Path, split: str) -> Iterator[Episode]:
 
 def iter_episodes(folder: Path, split: str) -> Iterator[Episode]:
     """The whole episodes of a split, unbatched, in episode order: frames (L, H, W, 3) uint8,
-    actions (L,) or (L, A), state (L, S) or None, meta (the first window's json, `start` 0).
+    actions (L,) or (L, A), state (L, S) or None, reward (L,) or None, info (L dicts) or None,
+    meta (the first window's json, `start` 0).
 
     Windows are stored in order and do not overlap, so an episode is its windows concatenated;
     frames after the episode's last full window were never stored."""
@@ -132,6 +149,8 @@ def _join(windows: list[Episode]) -> Episode:
     if expected != [i * len(first) for i in range(len(windows))]:
         raise DatasetError(f"episode {first.episode}: windows start at {expected}, not contiguous from 0")
     state = None if first.state is None else np.concatenate([w.state for w in windows])
+    reward = None if first.reward is None else np.concatenate([w.reward for w in windows])
+    info = None if first.info is None else [row for w in windows for row in w.info]
     return Episode(
         first.source,
         first.episode,
@@ -141,4 +160,6 @@ def _join(windows: list[Episode]) -> Episode:
         first.action_space,
         state,
         {**first.meta, "start": 0},
+        reward,
+        info,
     )

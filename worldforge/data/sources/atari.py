@@ -3,7 +3,9 @@
 An episode is one game from `reset` until game over or `episode_frames` recorded frames. Each
 recorded frame is followed by the action the behaviour policy chose; the frame that action leads
 to is the next recorded one (the final game-over frame, which has no action, is not recorded).
-Frames are resized (squashed, bilinear) from 210x160 to the configured square resolution.
+Frames are resized (squashed, bilinear) from 210x160 to the configured square resolution. Each
+clip stores the game's reward on the way into each frame (`reward.npy`) and its info at each frame
+(`info.json`: `lives`, `episode_frame_number`, `frame_number`), as the Gymnasium source does.
 Determinism: the emulator, its sticky actions and the policy are seeded from (seed, episode).
 """
 
@@ -14,7 +16,7 @@ import numpy as np
 from worldforge.data.config import DataConfig
 from worldforge.data.episode import ActionSpace, DatasetError, Episode, resize_frames
 from worldforge.data.policies import make_policy
-from worldforge.data.sources.gym import play, reset_seed, too_short
+from worldforge.data.sources.gym import PER_FRAME, play, reset_seed, too_short
 
 
 def env_id(game: str) -> str:
@@ -60,16 +62,18 @@ class AtariSource:
         data, atari = self.config, self.config.atari
         rng = np.random.default_rng([data.seed, index, 1])
         # The emulator repeats each action `frameskip` times itself; observations are (210, 160, 3) uint8.
-        frames, actions, _ = play(self.env, self.policy, rng, reset_seed(data.seed, index), data.episode_frames)
-        if len(frames) < data.window_frames:
-            self.problems.append(too_short(index, len(frames), data.window_frames, "game"))
+        played = play(self.env, self.policy, rng, reset_seed(data.seed, index), data.episode_frames)
+        if len(played) < data.window_frames:
+            self.problems.append(too_short(index, len(played), data.window_frames, "game"))
             return None
-        resized = resize_frames(np.stack(frames), data.resolution, crop=False)  # (L, R, R, 3)
-        return Episode("atari", index, resized, np.asarray(actions, dtype=np.int64), self.fps, self.action_space,
-                       meta={"game": env_id(atari.game)})
+        resized = resize_frames(np.stack(played.frames), data.resolution, crop=False)  # (L, R, R, 3)
+        return Episode("atari", index, resized, np.asarray(played.actions, dtype=np.int64), self.fps,
+                       self.action_space, meta={"game": env_id(atari.game)},
+                       reward=np.asarray(played.rewards, dtype=np.float32), info=played.infos)
 
     def describe(self) -> dict:
-        return {"game": env_id(self.config.atari.game), "frameskip": self.config.atari.frameskip}
+        return {"game": env_id(self.config.atari.game), "frameskip": self.config.atari.frameskip,
+                "per_frame": PER_FRAME}
 
     def close(self) -> None:
         self.env.close()

@@ -12,6 +12,11 @@ the space, as the environment received them).
 State: when the observation is a flat vector (CartPole, Reacher, Pendulum, ...) it is stored per
 recorded frame as the clip's `state.npy`; `describe()` says it is the environment's observation,
 not the simulator's agent/ball layout (evaluation reads that layout only from simulator datasets).
+Every clip also stores `reward.npy`, the reward received on the way into each frame (summed over
+the frameskip; 0 for the first), and `info.json`, the environment's `info` at each frame (from the
+step that led to it; the reset's, or the last warmup step's, for the first), reduced to what JSON
+holds: numbers, booleans, strings, and numeric arrays of up to `INFO_ARRAY_MAX` values as lists
+(Atari's `lives`, Reacher's `reward_dist`, CarRacing's `lap_finished`).
 
 Determinism: the environment's reset and the policy's rng are seeded from (seed, episode).
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,6 +34,8 @@ from worldforge.data.episode import ActionSpace, DatasetError, Episode, resize_f
 from worldforge.data.policies import Policy, make_policy
 
 STATE_LAYOUT = "the environment's observation vector (gymnasium observation_space), per recorded frame"
+INFO_ARRAY_MAX = 64
+PER_FRAME = "reward.npy (the reward on the way into the frame), info.json (the environment's info at it)"
 # What gymnasium's DependencyNotInstalled names -> the worldforge extra that installs it.
 EXTRAS = {"box2d": "box2d", "mujoco": "mujoco", "pygame": "gymnasium"}
 
@@ -35,6 +43,22 @@ EXTRAS = {"box2d": "box2d", "mujoco": "mujoco", "pygame": "gymnasium"}
 def reset_seed(seed: int, index: int) -> int:
     """The environment's reset seed for episode `index`; the policy's rng is seeded [seed, index, 1]."""
     return int(np.random.SeedSequence([seed, index, 0]).generate_state(1)[0])
+
+
+@dataclass
+class Played:
+    """One recorded episode, one entry per recorded frame: the frame, the action taken after it,
+    the observation it shows, the reward received on the way into it (0 for the first) and the
+    environment's info at it (`jsonable`)."""
+
+    frames: list = field(default_factory=list)
+    actions: list = field(default_factory=list)
+    observations: list = field(default_factory=list)
+    rewards: list = field(default_factory=list)
+    infos: list = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.frames)
 
 
 def play(
@@ -46,32 +70,52 @@ def play(
     frameskip: int = 1,
     warmup_steps: int = 0,
     frame: Callable | None = None,
-) -> tuple[list, list, list]:
+) -> Played:
     """Reset `env` with `seed` and record at most `frames` frames, each followed by the policy's
     action (repeated `frameskip` steps), until termination or truncation. `frame(observation)` gives
-    the recorded frame (default: the observation). Returns (frames, actions, observations), one
-    each per recorded frame; all empty when the episode ended during the warmup."""
+    the recorded frame (default: the observation). Empty when the episode ended during the warmup."""
     frame = frame or (lambda observation: observation)
-    observation, _ = env.reset(seed=seed)
+    observation, info = env.reset(seed=seed)
     action = None
     for _ in range(warmup_steps):
         action = policy(env, observation, rng, action)
-        observation, _, terminated, truncated, _ = env.step(action)
+        observation, _, terminated, truncated, info = env.step(action)
         if terminated or truncated:
-            return [], [], []
-    recorded, actions, observations = [], [], []
-    ended = False
-    while len(recorded) < frames and not ended:
-        recorded.append(frame(observation))
-        observations.append(observation)
+            return Played()
+    played, reward, ended = Played(), 0.0, False
+    while len(played) < frames and not ended:
+        played.frames.append(frame(observation))
+        played.observations.append(observation)
+        played.rewards.append(reward)
+        played.infos.append(jsonable(info))
         action = policy(env, observation, rng, action)
-        actions.append(action)
+        played.actions.append(action)
+        reward = 0.0
         for _ in range(frameskip):
-            observation, _, terminated, truncated, _ = env.step(action)
+            observation, step_reward, terminated, truncated, info = env.step(action)
+            reward += float(step_reward)
             ended = terminated or truncated
             if ended:
                 break
-    return recorded, actions, observations
+    return played
+
+
+def jsonable(info: dict) -> dict:
+    """An environment's info dict as JSON holds it: numbers, booleans and strings as they are,
+    numeric arrays of up to INFO_ARRAY_MAX values as lists; anything else (objects, large arrays,
+    nested dicts) is left out."""
+    kept = {}
+    for key, value in info.items():
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, (bool, int, float, str)):
+            kept[str(key)] = value
+        elif isinstance(value, (np.ndarray, list, tuple)):
+            array = np.asarray(value)
+            if np.issubdtype(array.dtype, np.number) or array.dtype == bool:
+                if array.size <= INFO_ARRAY_MAX:
+                    kept[str(key)] = array.tolist()
+    return kept
 
 
 def too_short(index: int, frames: int, window_frames: int, what: str) -> str:
@@ -121,21 +165,22 @@ class GymnasiumSource:
     def episode(self, index: int) -> Episode | None:
         data, gym = self.config, self.config.gymnasium
         rng = np.random.default_rng([data.seed, index, 1])
-        frames, actions, observations = play(
+        played = play(
             self.env, self.act, rng, reset_seed(data.seed, index), data.episode_frames,
             gym.frameskip, gym.warmup_steps, self.frame,
         )
-        if len(frames) < data.window_frames:
-            self.problems.append(too_short(index, len(frames), data.window_frames, "environment"))
+        if len(played) < data.window_frames:
+            self.problems.append(too_short(index, len(played), data.window_frames, "environment"))
             return None
-        resized = resize_frames(np.stack(frames), data.resolution, crop=False)  # (L, R, R, 3)
+        resized = resize_frames(np.stack(played.frames), data.resolution, crop=False)  # (L, R, R, 3)
         if self.action_space.kind == "discrete":
-            actions = np.asarray(actions, dtype=np.int64)  # (L,)
+            actions = np.asarray(played.actions, dtype=np.int64)  # (L,)
         else:
-            actions = np.stack(actions).astype(np.float32)  # (L, A)
-        state = np.stack(observations).astype(np.float32) if self.has_state else None  # (L, S)
+            actions = np.stack(played.actions).astype(np.float32)  # (L, A)
+        state = np.stack(played.observations).astype(np.float32) if self.has_state else None  # (L, S)
         return Episode("gymnasium", index, resized, actions, self.fps, self.action_space, state,
-                       meta={"env_id": gym.env_id})
+                       meta={"env_id": gym.env_id}, reward=np.asarray(played.rewards, dtype=np.float32),
+                       info=played.infos)
 
     def act(self, env, observation, rng: np.random.Generator, previous_action):
         """The configured policy's action, as the environment takes it: an int, or a float32 vector
@@ -169,7 +214,8 @@ class GymnasiumSource:
 
     def describe(self) -> dict:
         gym = self.config.gymnasium
-        info = {"env_id": gym.env_id, "frameskip": gym.frameskip, "frames": gym.frames, "policy": gym.policy}
+        info = {"env_id": gym.env_id, "frameskip": gym.frameskip, "frames": gym.frames, "policy": gym.policy,
+                "per_frame": PER_FRAME}
         if self.has_state:
             size = self.env.observation_space.shape[0]
             info |= {"state_fields": [f"observation{i}" for i in range(size)], "state_layout": STATE_LAYOUT}
