@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import pytest
 pytest.importorskip("gymnasium", reason="the gymnasium extra: pip install 'worldforge[gymnasium]'")
 
 from worldforge.config import load_config
+from worldforge.data import policies
 from worldforge.data.episode import DatasetError
 from worldforge.data.manifest import read_manifest
 from worldforge.data.samples import iter_windows
@@ -185,3 +187,18 @@ def test_an_action_space_other_than_discrete_or_a_flat_box_is_refused():
 def test_an_unknown_environment_is_a_clear_error(tiny_config):
     with pytest.raises(DatasetError, match="data.gymnasium.env_id: cannot make 'NotAnEnv-v0'"):
         GymnasiumSource(tiny_config(*SMALL, "data.gymnasium.env_id=NotAnEnv-v0").data)
+
+
+def test_policy_scale_draws_box_actions_from_the_middle_of_each_range():
+    import gymnasium
+
+    space = gymnasium.spaces.Box(low=np.array([-1.0, 0.0], np.float32), high=np.array([1.0, 1.0], np.float32))
+    env, rng = SimpleNamespace(action_space=space), np.random.default_rng(0)
+    half = np.stack([policies.random_policy(0.5)(env, None, rng, None) for _ in range(2000)])
+    assert half[:, 0].min() >= -0.5 and half[:, 0].max() <= 0.5 and half[:, 0].max() > 0.45
+    assert half[:, 1].min() >= 0.25 and half[:, 1].max() <= 0.75  # shrunk toward each range's centre
+    # The full range draws exactly what it drew before the option existed: same episodes, same md5.
+    full = policies.random_action(space, np.random.default_rng(1))
+    assert np.array_equal(full, np.random.default_rng(1).uniform(space.low, space.high).astype(np.float32))
+    discrete = SimpleNamespace(action_space=gymnasium.spaces.Discrete(4))
+    assert {policies.sticky_random(0.0, 0.5)(discrete, None, rng, None) for _ in range(200)} == {0, 1, 2, 3}

@@ -66,6 +66,10 @@ class GymnasiumConfig(Section):
         "start), e.g. 'worldforge.data.policies:drive_track' for CarRacing",
     )
     policy_repeat: float = Field(0.8, ge=0.0, lt=1.0, description="sticky_random: probability of repeating")
+    policy_scale: float = Field(
+        1.0, gt=0.0, le=1.0, description="random and sticky_random: continuous actions drawn from the middle "
+        "fraction of each range of the Box (0.5: half the torque range, a slower arm); discrete actions unaffected",
+    )
     warmup_steps: int = Field(
         0, ge=0, description="environment steps taken with the policy after reset before recording starts "
         "(CarRacing spends its first ~50 zooming in)",

@@ -22,39 +22,50 @@ from worldforge.data.episode import DatasetError
 Policy = Callable[[Any, Any, np.random.Generator, Any], Any]
 
 
-def random_action(space, rng: np.random.Generator):
-    """A uniform draw from a Discrete (int) or a Box (float32 vector; unbounded sides drawn in [-1, 1])."""
+def random_action(space, rng: np.random.Generator, scale: float = 1.0):
+    """A uniform draw from a Discrete (int) or a Box (float32 vector; unbounded sides drawn in
+    [-1, 1]), the Box shrunk toward its centre by `scale` (0.5: the middle half of each range)."""
     if hasattr(space, "n"):
         return int(rng.integers(space.n))
     low = np.where(np.isfinite(space.low), space.low, -1.0)
     high = np.where(np.isfinite(space.high), space.high, 1.0)
+    if scale != 1.0:
+        centre, half = (low + high) / 2, (high - low) / 2
+        low, high = centre - scale * half, centre + scale * half
     return rng.uniform(low, high).astype(np.float32)
 
 
-def random_policy(env, observation, rng: np.random.Generator, previous_action):
-    return random_action(env.action_space, rng)
+def random_policy(scale: float = 1.0) -> Policy:
+    """A fresh uniform action every frame (`random_action`)."""
+
+    def policy(env, observation, rng: np.random.Generator, previous_action):
+        return random_action(env.action_space, rng, scale)
+
+    return policy
 
 
-def sticky_random(repeat: float) -> Policy:
-    """Repeat the previous action with probability `repeat`, else draw a new one uniformly."""
+def sticky_random(repeat: float, scale: float = 1.0) -> Policy:
+    """Repeat the previous action with probability `repeat`, else draw a new one uniformly
+    (`random_action`, Box actions shrunk by `scale`)."""
 
     def policy(env, observation, rng: np.random.Generator, previous_action):
         if previous_action is None:
-            previous_action = random_action(env.action_space, rng)
+            previous_action = random_action(env.action_space, rng, scale)
         if rng.random() >= repeat:
-            return random_action(env.action_space, rng)
+            return random_action(env.action_space, rng, scale)
         return previous_action
 
     return policy
 
 
-def make_policy(spec: str, repeat: float, field: str) -> Policy:
-    """`random`, `sticky_random` (repeat probability `repeat`) or `module:function`; a spec that
-    cannot be loaded is a DatasetError naming `field`."""
+def make_policy(spec: str, repeat: float, field: str, scale: float = 1.0) -> Policy:
+    """`random`, `sticky_random` (repeat probability `repeat`; both draw Box actions shrunk toward
+    the centre by `scale`) or `module:function`; a spec that cannot be loaded is a DatasetError
+    naming `field`."""
     if spec == "random":
-        return random_policy
+        return random_policy(scale)
     if spec == "sticky_random":
-        return sticky_random(repeat)
+        return sticky_random(repeat, scale)
     module_name, colon, function_name = spec.partition(":")
     if not colon or not module_name or not function_name:
         raise DatasetError(f"{field}: {spec!r} is not random, sticky_random or 'module:function'")

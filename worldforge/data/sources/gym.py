@@ -153,7 +153,7 @@ class GymnasiumSource:
         except Exception as error:  # noqa: BLE001 - gymnasium raises several types for unknown ids/kwargs
             raise DatasetError(f"data.gymnasium.env_id: cannot make {gym.env_id!r}: {error}") from None
         self.action_space = gym_action_space(self.env.action_space, gym.env_id)
-        self.policy = make_policy(gym.policy, gym.policy_repeat, "data.gymnasium.policy")
+        self.policy = make_policy(gym.policy, gym.policy_repeat, "data.gymnasium.policy", gym.policy_scale)
         space = self.env.observation_space
         self.has_state = len(space.shape or ()) == 1 and np.issubdtype(space.dtype, np.number)
         self.fps = float(self.env.metadata.get("render_fps") or 30) / gym.frameskip
