@@ -46,15 +46,16 @@ def to_x0(
         channels = noisy.shape[2]
         previous = anchor[:, :, :channels]
         if output.shape[2] > channels:  # model.warp: the previous frame moved by the motion first
-            previous = warp(previous, output[:, :, channels : channels + 2])
+            previous = warp(previous, output[:, :, channels : channels + 2], config.warp_interpolation)
         return output[:, :, :channels] + previous
     return noisy - levels.to(output.dtype)[:, :, None, None, None] * output
 
 
-def warp(frames: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
+def warp(frames: torch.Tensor, motion: torch.Tensor, interpolation: str = "bilinear") -> torch.Tensor:
     """Frames (B, T, c, h, w) moved by a motion field (B, T, 2, h, w): at each cell p, the frame's
-    content from p - motion(p) (motion in cells, x then y: where that content went), bilinear,
-    the border repeated outside. Zero motion returns the frames exactly."""
+    content from p - motion(p) (motion in cells, x then y: where that content went), resampled
+    `interpolation` (bilinear or bicubic), the border repeated outside. Zero motion returns the
+    frames exactly."""
     b, t, _, h, w = frames.shape
     ys, xs = torch.meshgrid(
         torch.arange(h, device=frames.device, dtype=frames.dtype),
@@ -66,7 +67,7 @@ def warp(frames: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
     y = (2 * (ys - motion[:, 1]) + 1) / h - 1
     grid = torch.stack([x, y], dim=-1)  # (B T, h, w, 2)
     moved = F.grid_sample(
-        frames.flatten(0, 1), grid, mode="bilinear", padding_mode="border", align_corners=False
+        frames.flatten(0, 1), grid, mode=interpolation, padding_mode="border", align_corners=False
     )
     return moved.unflatten(0, (b, t))
 
