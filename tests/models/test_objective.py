@@ -196,26 +196,28 @@ def test_warp_moves_each_cell_by_the_motion_field():
     torch.testing.assert_close(shifted[0, 0, 0, 0], torch.tensor([2.0, 3, 4, 5, 6, 7, 7, 7]))
 
 
-def test_a_bicubic_warp_keeps_a_thin_line_that_bilinear_smears():
-    """objective.warp_interpolation: both resamplings are exact at whole cells, but a one-cell line
+def test_bicubic_warps_keep_a_thin_line_that_bilinear_smears():
+    """objective.warp_interpolation: every resampling is exact at whole cells, but a one-cell line
     moved half a cell and back four times (a rollout's sub-cell motions) keeps 0.27 of its peak
-    bilinear and about 0.64 bicubic."""
+    bilinear, about 0.64 bicubic (with negative lobes beside it) and 0.43 bicubic_clamped (none)."""
     line = torch.zeros(1, 1, 1, 16, 16)
     line[..., 8] = 1.0
-    assert torch.equal(warp(line, torch.zeros(1, 1, 2, 16, 16), "bicubic"), line)
     whole = torch.zeros(1, 1, 2, 16, 16)
     whole[:, :, 0] = 1.0
-    assert warp(line, whole, "bicubic")[0, 0, 0, 4].argmax() == 9
-    peaks = {}
-    for mode in ("bilinear", "bicubic"):
+    for mode in ("bicubic", "bicubic_clamped"):
+        assert torch.equal(warp(line, torch.zeros(1, 1, 2, 16, 16), mode), line)
+        assert warp(line, whole, mode)[0, 0, 0, 4].argmax() == 9
+    peaks, lows = {}, {}
+    for mode in ("bilinear", "bicubic", "bicubic_clamped"):
         moved = line
         for i in range(8):
             half = torch.zeros(1, 1, 2, 16, 16)
             half[:, :, 0] = 0.5 if i % 2 == 0 else -0.5
             moved = warp(moved, half, mode)
-        peaks[mode] = float(moved[0, 0, 0, 4].max())
+        peaks[mode], lows[mode] = float(moved[0, 0, 0, 4].max()), float(moved.min())
     assert peaks["bilinear"] == pytest.approx(0.2734375)
-    assert peaks["bicubic"] > 2 * peaks["bilinear"]
+    assert peaks["bicubic"] > 2 * peaks["bilinear"] and lows["bicubic"] < -0.05
+    assert peaks["bicubic_clamped"] > 1.5 * peaks["bilinear"] and lows["bicubic_clamped"] == 0.0
 
 
 def test_a_warping_model_starts_as_copy_last_frame_and_learns_sub_cell_motion(make_model, train_on):

@@ -54,8 +54,9 @@ def to_x0(
 def warp(frames: torch.Tensor, motion: torch.Tensor, interpolation: str = "bilinear") -> torch.Tensor:
     """Frames (B, T, c, h, w) moved by a motion field (B, T, 2, h, w): at each cell p, the frame's
     content from p - motion(p) (motion in cells, x then y: where that content went), resampled
-    `interpolation` (bilinear or bicubic), the border repeated outside. Zero motion returns the
-    frames exactly."""
+    `interpolation`: bilinear, bicubic, or bicubic_clamped (bicubic held within the four nearest
+    cells' range: its edges without its overshoot, which a rollout would amplify frame after
+    frame), the border repeated outside. Zero motion returns the frames exactly."""
     b, t, _, h, w = frames.shape
     ys, xs = torch.meshgrid(
         torch.arange(h, device=frames.device, dtype=frames.dtype),
@@ -66,9 +67,23 @@ def warp(frames: torch.Tensor, motion: torch.Tensor, interpolation: str = "bilin
     x = (2 * (xs - motion[:, 0]) + 1) / w - 1  # grid_sample's coordinates: -1 .. 1 over the pixels' edges
     y = (2 * (ys - motion[:, 1]) + 1) / h - 1
     grid = torch.stack([x, y], dim=-1)  # (B T, h, w, 2)
-    moved = F.grid_sample(
-        frames.flatten(0, 1), grid, mode=interpolation, padding_mode="border", align_corners=False
-    )
+    flat = frames.flatten(0, 1)
+    clamped = interpolation == "bicubic_clamped"
+    mode = "bicubic" if clamped else interpolation
+    moved = F.grid_sample(flat, grid, mode=mode, padding_mode="border", align_corners=False)
+    if clamped:
+        # The four cells around each sample point: floor and floor + 1 in x and y, in grid coordinates.
+        left, top = torch.floor(xs - motion[:, 0]), torch.floor(ys - motion[:, 1])
+        corners = [
+            F.grid_sample(
+                flat,
+                torch.stack([(2 * (left + dx) + 1) / w - 1, (2 * (top + dy) + 1) / h - 1], dim=-1),
+                mode="nearest", padding_mode="border", align_corners=False,
+            )
+            for dx in (0, 1) for dy in (0, 1)
+        ]
+        stacked = torch.stack(corners)
+        moved = torch.minimum(torch.maximum(moved, stacked.amin(0)), stacked.amax(0))
     return moved.unflatten(0, (b, t))
 
 
