@@ -64,26 +64,21 @@ def warp(frames: torch.Tensor, motion: torch.Tensor, interpolation: str = "bilin
         indexing="ij",
     )
     motion = motion.to(frames.dtype).flatten(0, 1)  # (B T, 2, h, w)
-    x = (2 * (xs - motion[:, 0]) + 1) / w - 1  # grid_sample's coordinates: -1 .. 1 over the pixels' edges
-    y = (2 * (ys - motion[:, 1]) + 1) / h - 1
-    grid = torch.stack([x, y], dim=-1)  # (B T, h, w, 2)
+    source_x, source_y = xs - motion[:, 0], ys - motion[:, 1]  # where each cell's content comes from
     flat = frames.flatten(0, 1)
-    clamped = interpolation == "bicubic_clamped"
-    mode = "bicubic" if clamped else interpolation
-    moved = F.grid_sample(flat, grid, mode=mode, padding_mode="border", align_corners=False)
-    if clamped:
-        # The four cells around each sample point: floor and floor + 1 in x and y, in grid coordinates.
-        left, top = torch.floor(xs - motion[:, 0]), torch.floor(ys - motion[:, 1])
-        corners = [
-            F.grid_sample(
-                flat,
-                torch.stack([(2 * (left + dx) + 1) / w - 1, (2 * (top + dy) + 1) / h - 1], dim=-1),
-                mode="nearest", padding_mode="border", align_corners=False,
-            )
-            for dx in (0, 1) for dy in (0, 1)
-        ]
-        stacked = torch.stack(corners)
-        moved = torch.minimum(torch.maximum(moved, stacked.amin(0)), stacked.amax(0))
+
+    def sample(x: torch.Tensor, y: torch.Tensor, mode: str) -> torch.Tensor:
+        # grid_sample's coordinates: -1 .. 1 over the pixels' edges
+        grid = torch.stack([(2 * x + 1) / w - 1, (2 * y + 1) / h - 1], dim=-1)  # (B T, h, w, 2)
+        return F.grid_sample(flat, grid, mode=mode, padding_mode="border", align_corners=False)
+
+    if interpolation != "bicubic_clamped":
+        return sample(source_x, source_y, interpolation).unflatten(0, (b, t))
+    moved = sample(source_x, source_y, "bicubic")
+    # The four cells around each sample point: floor and floor + 1 in x and y.
+    left, top = torch.floor(source_x), torch.floor(source_y)
+    corners = torch.stack([sample(left + dx, top + dy, "nearest") for dx in (0, 1) for dy in (0, 1)])
+    moved = torch.minimum(torch.maximum(moved, corners.amin(0)), corners.amax(0))
     return moved.unflatten(0, (b, t))
 
 
