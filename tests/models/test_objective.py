@@ -220,49 +220,6 @@ def test_bicubic_warps_keep_a_thin_line_that_bilinear_smears():
     assert peaks["bicubic_clamped"] > 1.5 * peaks["bilinear"] and lows["bicubic_clamped"] == 0.0
 
 
-def test_whole_cell_warps_move_content_without_resampling_and_still_pass_a_gradient():
-    """warp_interpolation whole_cell: the motion is rounded to whole cells, so a line moved 0.6 of a
-    cell and back eight times is still exactly the line (bilinear keeps a fraction of its peak),
-    motions under half a cell leave the frame as it was, and the gradient reaches the motion field
-    through the rounding (straight through) with the bilinear slope's sign."""
-    line = torch.zeros(1, 1, 1, 16, 16)
-    line[..., 8] = 1.0
-    moved = {"bilinear": line, "whole_cell": line}
-    for i in range(8):
-        step = torch.zeros(1, 1, 2, 16, 16)
-        step[:, :, 0] = 0.6 if i % 2 == 0 else -0.6
-        moved = {mode: warp(frames, step, mode) for mode, frames in moved.items()}
-    assert torch.equal(moved["whole_cell"], line)
-    assert float(moved["bilinear"].max()) < 0.5
-    small = torch.full((1, 1, 2, 16, 16), 0.4)
-    assert torch.equal(warp(line, small, "whole_cell"), line)
-    right = torch.zeros(1, 1, 2, 16, 16)
-    right[:, :, 0] = 0.7  # rounds to one cell right
-    assert warp(line, right, "whole_cell")[0, 0, 0, 4].nonzero().flatten().tolist() == [9]
-    motion = torch.zeros(1, 1, 2, 16, 16, requires_grad=True)
-    target = torch.roll(line, 1, dims=-1)  # the line one cell to the right
-    (warp(line, motion, "whole_cell") - target).pow(2).sum().backward()
-    assert float(motion.grad[0, 0, 0].sum()) < 0  # descending the loss moves the motion right
-
-
-def test_random_cell_warps_move_slow_content_a_whole_cell_at_a_time_and_average_to_bilinear():
-    """warp_interpolation random_cell: a motion of 0.3 cells moves the whole frame one cell in
-    about 30% of draws and not at all otherwise (never a resampled half-line), both lines of a
-    frame together; the mean over draws is the bilinear warp."""
-    torch.manual_seed(0)
-    lines = torch.zeros(1, 1, 1, 16, 16)
-    lines[..., 4], lines[..., 10] = 1.0, 1.0
-    slow = torch.zeros(400, 1, 2, 16, 16)
-    slow[:, :, 0] = 0.3
-    moved = warp(lines.expand(400, 1, 1, 16, 16), slow, "random_cell")
-    assert set(moved.unique().tolist()) == {0.0, 1.0}
-    row = moved[:, 0, 0, 8]
-    went = row[:, 5] == 1.0
-    assert torch.equal(went, row[:, 11] == 1.0) and torch.equal(~went, row[:, 4] == 1.0)
-    assert 0.22 < float(went.float().mean()) < 0.38
-    torch.testing.assert_close(moved.mean(0, keepdim=True), warp(lines, slow[:1]), atol=0.08, rtol=0)
-
-
 def test_a_warping_model_starts_as_copy_last_frame_and_learns_sub_cell_motion(make_model, train_on):
     """model.warp: the DiT draws a change and a motion field (2 more channels, zero at first, so the
     untrained model is copy-last-frame); trained on a blob that drifts half a cell a frame, its

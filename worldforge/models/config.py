@@ -253,16 +253,12 @@ class ObjectiveConfig(Section):
         "Each pass costs one more forward and backward",
     )
     x0_min_level: float = Field(0.05, gt=0, description="x0 prediction: v = (x_t - x0) / max(t, this)")
-    warp_interpolation: Literal["bilinear", "bicubic", "bicubic_clamped", "whole_cell", "random_cell"] = Field(
+    warp_interpolation: Literal["bilinear", "bicubic", "bicubic_clamped"] = Field(
         "bilinear",
         description="model.warp: how the previous frame is resampled at its sub-cell displacements. Bilinear "
         "is a low-pass filter applied once per generated frame (a thin arm fades within a few frames); "
         "bicubic keeps edges but overshoots them, and a rollout amplifies the overshoot into noise; "
-        "bicubic_clamped holds bicubic within the four nearest cells' range; whole_cell rounds the motion to "
-        "whole cells (no resampling, so nothing a rollout moves is blurred; the change head draws what moves "
-        "by less than half a cell) and trains through the rounding with a straight-through gradient; random_cell "
-        "rounds up with the probability of the fraction (one threshold per frame), so slow motion still moves, "
-        "a whole cell at a time",
+        "bicubic_clamped holds bicubic within the four nearest cells' range",
     )
     residual: bool = Field(
         False,

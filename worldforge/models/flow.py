@@ -54,15 +54,9 @@ def to_x0(
 def warp(frames: torch.Tensor, motion: torch.Tensor, interpolation: str = "bilinear") -> torch.Tensor:
     """Frames (B, T, c, h, w) moved by a motion field (B, T, 2, h, w): at each cell p, the frame's
     content from p - motion(p) (motion in cells, x then y: where that content went), resampled
-    `interpolation`: bilinear, bicubic, bicubic_clamped (bicubic held within the four nearest
+    `interpolation`: bilinear, bicubic, or bicubic_clamped (bicubic held within the four nearest
     cells' range: its edges without its overshoot, which a rollout would amplify frame after
-    frame), whole_cell (the motion rounded to whole cells, so content moves without resampling
-    at all and a rollout cannot blur it; the gradient passes the rounding straight through as if
-    the motion had not been rounded) or random_cell (whole cells too, the motion rounded up with
-    the probability of its fraction, one random threshold per frame: a third of a cell a frame is
-    a whole cell every third frame on average, where whole_cell would never move it, and the
-    mean over thresholds is the bilinear warp), the border repeated outside. Zero motion returns
-    the frames exactly."""
+    frame), the border repeated outside. Zero motion returns the frames exactly."""
     b, t, _, h, w = frames.shape
     ys, xs = torch.meshgrid(
         torch.arange(h, device=frames.device, dtype=frames.dtype),
@@ -78,22 +72,6 @@ def warp(frames: torch.Tensor, motion: torch.Tensor, interpolation: str = "bilin
         grid = torch.stack([(2 * x + 1) / w - 1, (2 * y + 1) / h - 1], dim=-1)  # (B T, h, w, 2)
         return F.grid_sample(flat, grid, mode=mode, padding_mode="border", align_corners=False)
 
-    if interpolation in ("whole_cell", "random_cell"):
-        if interpolation == "whole_cell":
-            whole = torch.round(motion)
-        else:  # one threshold per frame, shared by its cells, so that what moves together stays together
-            threshold = torch.rand(motion.shape[0], 1, 1, 1, device=motion.device, dtype=motion.dtype)
-            whole = torch.floor(motion.detach() + threshold)
-        moved = sample(xs - whole[:, 0], ys - whole[:, 1], "bilinear")  # exact copies at whole cells
-        # Straight through: the motion's gradient is the moved frame's central-difference slope (a
-        # cell moved by m shows the content from x - m, so d/dm = -d/dx). grid_sample's own slope
-        # at a whole cell is one-sided and points the wrong way for half the moves.
-        padded = F.pad(moved, (1, 1, 1, 1), mode="replicate").detach()
-        slope_x = (padded[..., 1:-1, 2:] - padded[..., 1:-1, :-2]) / 2
-        slope_y = (padded[..., 2:, 1:-1] - padded[..., :-2, 1:-1]) / 2
-        offset = motion - motion.detach()  # zero, with the motion's gradient
-        moved = moved - slope_x * offset[:, 0:1] - slope_y * offset[:, 1:2]
-        return moved.unflatten(0, (b, t))
     if interpolation != "bicubic_clamped":
         return sample(source_x, source_y, interpolation).unflatten(0, (b, t))
     moved = sample(source_x, source_y, "bicubic")
