@@ -10,10 +10,16 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
+from worldforge.data.config import SimulatorConfig
 from worldforge.data.episode import DatasetError
 from worldforge.data.manifest import read_manifest
-from worldforge.data.config import SimulatorConfig
-from worldforge.data.samples import decode_sample, encode_window, iter_episodes, iter_windows, read_shard_samples
+from worldforge.data.samples import (
+    decode_sample,
+    encode_window,
+    iter_episodes,
+    iter_windows,
+    read_shard_samples,
+)
 from worldforge.data.shards import assign_splits, build_dataset
 from worldforge.data.sources.simulator import record_episode
 from worldforge.data.verify import verify_dataset

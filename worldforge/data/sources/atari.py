@@ -16,7 +16,7 @@ import numpy as np
 from worldforge.data.config import DataConfig
 from worldforge.data.episode import ActionSpace, DatasetError, Episode, resize_frames
 from worldforge.data.policies import make_policy
-from worldforge.data.sources.gym import PER_FRAME, play, reset_seed, too_short
+from worldforge.data.sources.recording import PER_FRAME, play, reset_seed, too_short
 
 
 def env_id(game: str) -> str:

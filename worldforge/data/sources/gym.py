@@ -15,7 +15,7 @@ not the simulator's agent/ball layout (evaluation reads that layout only from si
 Every clip also stores `reward.npy`, the reward received on the way into each frame (summed over
 the frameskip; 0 for the first), and `info.json`, the environment's `info` at each frame (from the
 step that led to it; the reset's, or the last warmup step's, for the first), reduced to what JSON
-holds: numbers, booleans, strings, and numeric arrays of up to `INFO_ARRAY_MAX` values as lists
+holds (`recording.jsonable`)
 (Atari's `lives`, Reacher's `reward_dist`, CarRacing's `lap_finished`).
 
 Determinism: the environment's reset and the policy's rng are seeded from (seed, episode).
@@ -24,103 +24,17 @@ Determinism: the environment's reset and the policy's rng are seeded from (seed,
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from worldforge.data.config import DataConfig
 from worldforge.data.episode import ActionSpace, DatasetError, Episode, resize_frames
-from worldforge.data.policies import Policy, make_policy
+from worldforge.data.policies import make_policy
+from worldforge.data.sources.recording import PER_FRAME, play, reset_seed, too_short
 
 STATE_LAYOUT = "the environment's observation vector (gymnasium observation_space), per recorded frame"
-INFO_ARRAY_MAX = 64
-PER_FRAME = "reward.npy (the reward on the way into the frame), info.json (the environment's info at it)"
 # What gymnasium's DependencyNotInstalled names -> the worldforge extra that installs it.
 EXTRAS = {"box2d": "box2d", "mujoco": "mujoco", "pygame": "gymnasium"}
-
-
-def reset_seed(seed: int, index: int) -> int:
-    """The environment's reset seed for episode `index`; the policy's rng is seeded [seed, index, 1]."""
-    return int(np.random.SeedSequence([seed, index, 0]).generate_state(1)[0])
-
-
-@dataclass
-class Played:
-    """One recorded episode, one entry per recorded frame: the frame, the action taken after it,
-    the observation it shows, the reward received on the way into it (0 for the first) and the
-    environment's info at it (`jsonable`)."""
-
-    frames: list = field(default_factory=list)
-    actions: list = field(default_factory=list)
-    observations: list = field(default_factory=list)
-    rewards: list = field(default_factory=list)
-    infos: list = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.frames)
-
-
-def play(
-    env,
-    policy: Policy,
-    rng: np.random.Generator,
-    seed: int,
-    frames: int,
-    frameskip: int = 1,
-    warmup_steps: int = 0,
-    frame: Callable | None = None,
-) -> Played:
-    """Reset `env` with `seed` and record at most `frames` frames, each followed by the policy's
-    action (repeated `frameskip` steps), until termination or truncation. `frame(observation)` gives
-    the recorded frame (default: the observation). Empty when the episode ended during the warmup."""
-    frame = frame or (lambda observation: observation)
-    observation, info = env.reset(seed=seed)
-    action = None
-    for _ in range(warmup_steps):
-        action = policy(env, observation, rng, action)
-        observation, _, terminated, truncated, info = env.step(action)
-        if terminated or truncated:
-            return Played()
-    played, reward, ended = Played(), 0.0, False
-    while len(played) < frames and not ended:
-        played.frames.append(frame(observation))
-        played.observations.append(observation)
-        played.rewards.append(reward)
-        played.infos.append(jsonable(info))
-        action = policy(env, observation, rng, action)
-        played.actions.append(action)
-        reward = 0.0
-        for _ in range(frameskip):
-            observation, step_reward, terminated, truncated, info = env.step(action)
-            reward += float(step_reward)
-            ended = terminated or truncated
-            if ended:
-                break
-    return played
-
-
-def jsonable(info: dict) -> dict:
-    """An environment's info dict as JSON holds it: numbers, booleans and strings as they are,
-    numeric arrays of up to INFO_ARRAY_MAX values as lists; anything else (objects, large arrays,
-    nested dicts) is left out."""
-    kept = {}
-    for key, value in info.items():
-        if isinstance(value, np.generic):
-            value = value.item()
-        if isinstance(value, (bool, int, float, str)):
-            kept[str(key)] = value
-        elif isinstance(value, (np.ndarray, list, tuple)):
-            array = np.asarray(value)
-            if np.issubdtype(array.dtype, np.number) or array.dtype == bool:
-                if array.size <= INFO_ARRAY_MAX:
-                    kept[str(key)] = array.tolist()
-    return kept
-
-
-def too_short(index: int, frames: int, window_frames: int, what: str) -> str:
-    return (f"episode {index}: the {what} ended after {frames} frames, shorter than one window "
-            f"(data.window_frames={window_frames})")
 
 
 class GymnasiumSource:
