@@ -15,8 +15,8 @@ not the simulator's agent/ball layout (evaluation reads that layout only from si
 Every clip also stores `reward.npy`, the reward received on the way into each frame (summed over
 the frameskip; 0 for the first), and `info.json`, the environment's `info` at each frame (from the
 step that led to it; the reset's, or the last warmup step's, for the first), reduced to what JSON
-holds (`recording.jsonable`)
-(Atari's `lives`, Reacher's `reward_dist`, CarRacing's `lap_finished`).
+holds by `recording.jsonable` (Atari's `lives`, Reacher's `reward_dist`, CarRacing's
+`lap_finished`).
 
 Determinism: the environment's reset and the policy's rng are seeded from (seed, episode).
 """
