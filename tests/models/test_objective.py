@@ -4,13 +4,15 @@ import pytest
 import torch
 
 from worldforge.models.config import ModelConfigError, ObjectiveConfig, TokenizerConfig
-from worldforge.models.flow import to_velocity, to_x0, warp
+from worldforge.models.flow import skip_weights, to_velocity, to_x0, warp
 from worldforge.models.objective import (
+    blur_frames,
     flow_matching_loss,
     noise_clips,
     noise_targets,
     rollout_context,
     sample_noise_levels,
+    training_inputs,
     weighted_frame_mse,
 )
 from worldforge.models.streaming import generate_latents
@@ -61,6 +63,63 @@ def test_to_x0_inverts_the_forward_process_for_either_parametrisation(prediction
     torch.testing.assert_close(to_x0(perfect, noisy, levels, config), clean)
 
 
+def test_the_skip_is_the_least_squares_estimate_of_the_change_and_its_error_the_output_scale():
+    """skip_weights against sampled changes r (std sigma) noised as x_t - (1 - t) base is."""
+    sigma = 0.15
+    generator = torch.Generator().manual_seed(0)
+    change = sigma * torch.randn(200_000, generator=generator)
+    noise = torch.randn(200_000, generator=generator)
+    for level in (0.05, 0.14, 0.33, 0.6, 0.95):
+        noised = (1 - level) * change + level * noise
+        best = float((change * noised).mean() / noised.pow(2).mean())
+        keep, scale = skip_weights(torch.tensor(level), sigma)
+        assert abs(float(keep) - best) < 0.005 + 0.02 * best
+        error = float((change - keep * noised).std())
+        assert abs(error / sigma - float(scale)) < 0.02
+    keep, scale = skip_weights(torch.tensor([0.0, 1.0]), sigma)
+    assert keep.tolist() == [1.0, 0.0] and scale.tolist() == [0.0, 1.0]
+
+
+def test_with_the_skip_a_clean_frame_passes_through_and_pure_noise_is_the_plain_residual():
+    plain = ObjectiveConfig(prediction="x0", residual=True)
+    skip = ObjectiveConfig(prediction="x0", residual=True, skip_sigma=0.15)
+    output, noisy, anchor = torch.randn(2, 3, 4, 2, 2), torch.randn(2, 3, 4, 2, 2), torch.randn(2, 3, 4, 2, 2)
+    clean, noise = torch.zeros(2, 3), torch.ones(2, 3)
+    torch.testing.assert_close(to_x0(output, noisy, clean, skip, anchor=anchor), noisy)
+    torch.testing.assert_close(
+        to_x0(output, noisy, noise, skip, anchor=anchor), to_x0(output, noisy, noise, plain, anchor=anchor)
+    )
+    with pytest.raises(ValueError, match="skip_sigma needs objective.residual"):
+        ObjectiveConfig(prediction="x0", skip_sigma=0.15)
+
+
+def test_anchor_blur_softens_a_share_of_the_anchors_and_keeps_their_mass():
+    frames = torch.zeros(64, 4, 3, 9, 9)
+    frames[..., 4, 4] = 1.0
+    config = ObjectiveConfig(anchor_blur=1.0, anchor_blur_prob=0.5)
+    blurred = blur_frames(frames, config, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(blurred.sum(dim=(2, 3, 4)), frames.sum(dim=(2, 3, 4)))
+    peak = blurred[:, :, 0, 4, 4]
+    # half are chosen, and of those the widths below ~0.25 cells hardly spread a point
+    assert 0.3 < float((peak < 0.99).float().mean()) < 0.5
+    assert float(peak.min()) > 0.1  # at most a 1-cell Gaussian: its peak 0.16
+    assert torch.equal(blur_frames(frames, ObjectiveConfig(anchor_blur=1.0, anchor_blur_prob=0.0)), frames)
+
+
+def test_with_anchor_blur_training_anchors_are_soft_and_the_targets_true(make_model, make_clips):
+    model = make_model(objective=ObjectiveConfig(prediction="x0", residual=True))
+    frames, actions = make_clips(8, 6)
+    clean = model.tokenizer.encode(frames)
+    condition = model.action_condition(actions, clean.shape[1])
+    config = ObjectiveConfig(prediction="x0", residual=True, anchor_blur=1.0, anchor_blur_prob=1.0)
+    inputs = training_inputs(model, clean, condition, config, torch.Generator().manual_seed(0))
+    true = model.anchors(clean)
+    assert torch.equal(inputs.batch.clean, clean)
+    assert not torch.allclose(inputs.anchor, true)
+    second = torch.diff(inputs.anchor, dim=-1).abs().mean()
+    assert second < torch.diff(true, dim=-1).abs().mean()  # softer edges
+
+
 def test_x0_loss_is_the_velocity_loss_times_t_squared(make_model, make_clips):
     """One clip at one noise level t: the velocity loss counts an x0 error 1 / t^2, the x0 loss 1."""
     model = make_model()
@@ -97,12 +156,13 @@ def test_context_targets_trains_only_the_frames_right_after_a_clean_context():
     torch.testing.assert_close(noised.noisy[noised.levels == 0], clean[noised.levels == 0])
 
 
-@pytest.mark.parametrize("residual, ratio", [(False, 0.4), (True, 0.7)])
-def test_a_tiny_model_overfits_a_tiny_batch(make_model, make_clips, train_on, residual, ratio):
+@pytest.mark.parametrize("residual, skip, ratio", [(False, None, 0.4), (True, None, 0.7), (True, 0.15, 0.7)])
+def test_a_tiny_model_overfits_a_tiny_batch(make_model, make_clips, train_on, residual, skip, ratio):
     """Absolute x0 prediction starts far off and falls below 0.4x; residual prediction starts at
-    copy-last-frame (a much lower loss) and still falls below 0.7x of that."""
+    copy-last-frame (a much lower loss) and still falls below 0.7x of that, with the skip too."""
     torch.manual_seed(0)
-    model = make_model(objective=ObjectiveConfig(prediction="x0", residual=residual)).train()
+    objective = ObjectiveConfig(prediction="x0", residual=residual, skip_sigma=skip)
+    model = make_model(objective=objective).train()
     frames, actions = make_clips(4, 6)
 
     def held_out_loss() -> float:  # the same noise every time

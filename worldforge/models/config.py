@@ -209,6 +209,19 @@ class ObjectiveConfig(Section):
         description="what the MSE compares: velocity (rectified flow; an x0 error counts 1/t^2, so low noise "
         "dominates) or x0 (the clean frame, every noise level alike: what one- and few-step sampling needs)",
     )
+    anchor_blur: float = Field(
+        0.0,
+        ge=0.0,
+        le=2.0,
+        description="teacher-forced diffusion forcing: blur each frame's anchor (the previous frames the "
+        "residual starts from and the conv stem sees) by a Gaussian of random width, uniform in 0 .. this many "
+        "cells, while the target stays the true frame, so that the model learns to draw a crisp frame after a "
+        "soft one: a rollout's own frames are softer than the truth, and a model trained only on true anchors "
+        "copies their softness on, frame after frame. 0: true anchors",
+    )
+    anchor_blur_prob: float = Field(
+        0.5, ge=0.0, le=1.0, description="the share of anchor frames blurred (anchor_blur); the rest are true"
+    )
     context_targets: int | None = Field(
         None,
         ge=1,
@@ -260,6 +273,16 @@ class ObjectiveConfig(Section):
         "bicubic keeps edges but overshoots them, and a rollout amplifies the overshoot into noise; "
         "bicubic_clamped holds bicubic within the four nearest cells' range",
     )
+    skip_sigma: float | None = Field(
+        None,
+        gt=0,
+        description="residual x0 only: an EDM-style skip from the noisy frame (Karras et al. 2022, as DIAMOND "
+        "uses it), with this standard deviation of the change between frames (about 0.15 on the simulator, "
+        "0.1 on the robot, in [-1, 1] units). x0 = base + c_skip(t) (x_t - (1 - t) base) + c_out(t) change, "
+        "base the previous frame (moved by model.warp): near clean the noisy frame passes through and the "
+        "network only corrects it, so the detail steps keep what x_t already shows; at high noise c_skip -> 0 "
+        "and c_out -> 1, the plain residual. None: the plain residual at every level",
+    )
     residual: bool = Field(
         False,
         description="x0 prediction only: the network predicts the change from the previous clean latent frame "
@@ -270,6 +293,10 @@ class ObjectiveConfig(Section):
     def _consistent(self) -> ObjectiveConfig:
         if self.residual and self.prediction != "x0":
             raise ValueError("objective.residual needs objective.prediction='x0'")
+        if self.skip_sigma is not None and not self.residual:
+            raise ValueError(
+                "objective.skip_sigma needs objective.residual=true (it skips around the change)"
+            )
         if self.rollout_prob > 0 and self.training_context != "clean":
             raise ValueError("objective.rollout_prob needs objective.training_context='clean'")
         if self.unroll and (self.training_context != "diffusion_forcing" or self.rollout_frames):

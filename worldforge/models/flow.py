@@ -39,7 +39,9 @@ def to_x0(
     config: ObjectiveConfig,
     anchor: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The clean frame implied by the network output (shapes as `to_velocity`): x0 = x_t - t v."""
+    """The clean frame implied by the network output (shapes as `to_velocity`): x0 = x_t - t v; with
+    `residual`, the previous frame (moved by model.warp) plus the change, through the skip of
+    `objective.skip_sigma` when set (`skip_weights`)."""
     if config.prediction == "x0":
         if not (config.residual and anchor is not None):
             return output
@@ -47,8 +49,25 @@ def to_x0(
         previous = anchor[:, :, :channels]
         if output.shape[2] > channels:  # model.warp: the previous frame moved by the motion first
             previous = warp(previous, output[:, :, channels : channels + 2], config.warp_interpolation)
-        return output[:, :, :channels] + previous
+        change = output[:, :, :channels]
+        if config.skip_sigma is None:
+            return change + previous
+        t = levels.to(output.dtype)[:, :, None, None, None]
+        keep, scale = skip_weights(t, config.skip_sigma)
+        return previous + keep * (noisy - (1 - t) * previous) + scale * change
     return noisy - levels.to(output.dtype)[:, :, None, None, None] * output
+
+
+def skip_weights(levels: torch.Tensor, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """`objective.skip_sigma`'s weights at noise levels t (any shape): (c_skip, c_out).
+
+    The change r = x0 - base has standard deviation `sigma`; `x_t - (1 - t) base = (1 - t) r + t eps`
+    is r noised, and c_skip is the least-squares linear estimate of r from it, (1 - t) s^2 /
+    ((1 - t)^2 s^2 + t^2), the EDM skip in rectified-flow form. c_out is that estimate's error
+    over the plain residual's, t / sqrt((1 - t)^2 s^2 + t^2): 1 at pure noise, where the skip
+    carries nothing, falling to 0 at a clean frame, which passes through unchanged."""
+    spread = ((1 - levels) * sigma) ** 2 + levels**2
+    return (1 - levels) * sigma**2 / spread, levels / spread.sqrt()
 
 
 def warp(frames: torch.Tensor, motion: torch.Tensor, interpolation: str = "bilinear") -> torch.Tensor:

@@ -99,6 +99,22 @@ def weighted_frame_mse(error: torch.Tensor, weight: torch.Tensor) -> tuple[torch
     return (per_frame * weight).sum() / weight.sum().clamp_min(1e-8), per_frame
 
 
+def blur_frames(frames: torch.Tensor, config: ObjectiveConfig, generator=None) -> torch.Tensor:
+    """`anchor_blur`: frames (B, T, c, h, w), each blurred with chance `anchor_blur_prob` by a Gaussian
+    of its own width, uniform in 0 .. `anchor_blur` cells (5 taps, border cells repeated)."""
+    b, t, _, h, w = frames.shape
+    width = torch.rand(b, t, device=frames.device, generator=generator) * config.anchor_blur
+    chosen = torch.rand(b, t, device=frames.device, generator=generator) < config.anchor_blur_prob
+    width = torch.where(chosen, width, torch.zeros_like(width)).clamp_min(1e-3).flatten()
+    offsets = torch.arange(-2, 3, device=frames.device, dtype=frames.dtype)
+    taps = torch.exp(-(offsets[None, :] ** 2) / (2 * width[:, None].to(frames.dtype) ** 2))
+    taps = (taps / taps.sum(dim=1, keepdim=True))[:, :, None, None, None]  # (B T, 5, 1, 1, 1)
+    padded = F.pad(frames.flatten(0, 1), (2, 2, 2, 2), mode="replicate")
+    across = sum(taps[:, k] * padded[..., k : k + w] for k in range(5))
+    down = sum(taps[:, k] * across[..., k : k + h, :] for k in range(5))
+    return down.unflatten(0, (b, t))
+
+
 def noise_targets(clean: torch.Tensor, config: ObjectiveConfig, generator=None) -> NoisedClips:
     """`training_context=clean` and self forcing: every frame a target at its own noise level (the
     context is a separate clean copy, see `WorldDiT.forward_teacher_forced`, or a rollout's KV cache,
@@ -147,12 +163,13 @@ class TrainingInputs:
 def training_inputs(
     model: WorldModel, clean: torch.Tensor, condition: torch.Tensor, config: ObjectiveConfig, generator=None
 ) -> TrainingInputs:
-    """Noise a batch of clean latent clips (B, T', c, h, w) as `config` says: diffusion forcing, or
-    clean context copies (with `rollout_prob`, the model's own rollout after a random split)."""
+    """Noise a batch of clean latent clips (B, T', c, h, w) as `config` says: diffusion forcing (with
+    `anchor_blur`, on blurred anchors), or clean context copies (with `rollout_prob`, the model's own
+    rollout after a random split)."""
     if config.training_context == "diffusion_forcing":
-        return TrainingInputs(
-            noise_clips(clean, config, generator), condition, None, model.anchors(clean), False
-        )
+        batch = noise_clips(clean, config, generator)
+        anchors = blur_frames(clean, config, generator) if config.anchor_blur else clean
+        return TrainingInputs(batch, condition, None, model.anchors(anchors), False)
     batch = noise_targets(clean, config, generator)
     context, t = clean, clean.shape[1]
     rolled = t > 2 and float(torch.rand((), generator=generator, device=clean.device)) < config.rollout_prob

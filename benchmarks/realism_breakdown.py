@@ -1,0 +1,130 @@
+"""Where a model's realism error lies: near the objects, on the background's texture edges, or on
+its flat areas.
+
+    python benchmarks/realism_breakdown.py PACKAGE [PACKAGE ...] --dataset ROOT/datasets/simulator-32px \\
+        --episodes 32 --strip strips.png
+
+Each package is rolled out on the same held-out simulator episodes with its own sampler (context
+4, horizon 8, the evaluation's seed) and every generated frame is compared with the simulator's
+redraw of it (`evaluation/realism.py`). The squared error is split three ways: pixels within two
+cells of an object, drawn or true ("near objects": smears, ghosts, half-erased balls); background
+pixels on a colour edge of the episode's background (stripes and checks: what a blurring warp
+wears away); the rest ("flat"). The table gives realism per step and, at the last step, each
+part's share of the error and the realism the frame would have were that part exact. `--strip`
+writes, per package, a strip of 4 episodes: truth, model, redraw and the error (x4) at steps 1,
+4 and 8.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.ndimage import binary_dilation
+
+from worldforge.evaluation import realism
+from worldforge.evaluation.config import EvalConfig
+from worldforge.evaluation.objects import as_pixels
+from worldforge.evaluation.rollout_eval import load_clips, predict
+from worldforge.packages import load_package
+
+PARTS = ("near objects", "texture edges", "flat")
+NEAR = 2  # cells around an object counted as near it
+
+
+def background_edges(background: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 -> (H, W) bool: cells whose colour differs from a 4-neighbour's."""
+    grey = background.astype(np.float64).mean(axis=-1)
+    edges = np.zeros(grey.shape, dtype=bool)
+    across, down = np.abs(np.diff(grey, axis=1)) > 1, np.abs(np.diff(grey, axis=0)) > 1
+    edges[:, 1:] |= across
+    edges[:, :-1] |= across
+    edges[1:] |= down
+    edges[:-1] |= down
+    return edges
+
+
+def breakdown(frames: np.ndarray, truth: np.ndarray, world) -> tuple[np.ndarray, np.ndarray]:
+    """One clip's generated frames and true frames (T, ...) -> per step (T,) squared error and (T, 3)
+    its parts (near objects, texture edges, flat), each a sum over the part's pixels over all pixels."""
+    pixels = as_pixels(frames).astype(np.float64)
+    positions = realism.read_positions(frames, world)
+    drawn = np.stack([realism.redraw(world, p) for p in positions]).astype(np.float64)
+    background = realism.redraw(world, np.full((1 + len(world.radius), 2), np.nan))
+    true = as_pixels(truth).astype(np.float64)
+    objects = (np.abs(drawn - background).sum(-1) > 0) | (np.abs(true - background).sum(-1) > 1)
+    near = np.stack([binary_dilation(o, iterations=NEAR) for o in objects])
+    edges = background_edges(background)[None] & ~near
+    flat = ~near & ~edges
+    error = ((pixels - drawn) ** 2).mean(axis=-1)  # (T, H, W)
+    size = error[0].size
+    parts = np.stack([(error * part).sum(axis=(1, 2)) / size for part in (near, edges, flat)], axis=-1)
+    return error.mean(axis=(1, 2)), parts
+
+
+def psnr(mse) -> np.ndarray:
+    return np.minimum(10 * np.log10(255.0**2 / np.maximum(np.asarray(mse, dtype=np.float64), 1e-12)), 99.0)
+
+
+def strip(frames: np.ndarray, clips, count: int = 4) -> np.ndarray:
+    """Rows of `count` episodes: (truth, model, redraw, error x4) at steps 1, 4 and 8."""
+    rows = []
+    for n in range(min(count, len(frames))):
+        world = clips.worlds[n]
+        pixels = as_pixels(frames[n]).round().astype(np.uint8)
+        drawn = np.stack([realism.redraw(world, p) for p in realism.read_positions(frames[n], world)])
+        true = as_pixels(clips.target[n].numpy()).round().astype(np.uint8)
+        error = np.clip(np.abs(pixels.astype(int) - drawn.astype(int)).mean(-1) * 4, 0, 255).astype(np.uint8)
+        gap = np.zeros((pixels.shape[1], 2, 3), np.uint8)
+        row = []
+        for t in (0, min(3, len(pixels) - 1), len(pixels) - 1):
+            row += [true[t], pixels[t], drawn[t], np.repeat(error[t][..., None], 3, -1), gap]
+        rows.append(np.concatenate(row, axis=1))
+    return np.concatenate(rows, axis=0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("packages", nargs="+", type=Path, help="world-model package folders")
+    parser.add_argument("--dataset", type=Path, required=True, help="a built simulator dataset folder")
+    parser.add_argument("--episodes", type=int, default=32, help="held-out test episodes")
+    parser.add_argument("--horizon", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--strip", type=Path, help="write a PNG strip per package: STRIP with the package's name"
+    )
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    config = EvalConfig(episodes=args.episodes, context_frames=4, horizon=args.horizon)
+    clips = load_clips(args.dataset, config)
+    if clips.worlds is None:
+        raise SystemExit(f"{args.dataset}: realism needs a simulator dataset whose worlds can be redrawn")
+    header = ["package", *(f"step {t + 1}" for t in range(args.horizon))]
+    header += [f"{part}: share / realism if exact" for part in PARTS]
+    print("| " + " | ".join(header) + " |")
+    print("|" + " --- |" * len(header))
+    for folder in args.packages:
+        model = load_package(folder).build().eval()
+        with torch.no_grad():
+            frames = predict(model, clips, config, torch.device("cpu")).numpy()
+        totals, parts = zip(
+            *(breakdown(f, c.numpy(), w) for f, c, w in zip(frames, clips.target, clips.worlds))
+        )
+        total, parts = np.mean(totals, axis=0), np.mean(parts, axis=0)  # (T,), (T, 3)
+        last = parts[-1]
+        cells = [f"{v:.1f}" for v in psnr(total)]
+        cells += [f"{last[i] / total[-1]:.2f} / {psnr(total[-1] - last[i]):.1f}" for i in range(len(PARTS))]
+        print(f"| {folder.name} | " + " | ".join(cells) + " |", flush=True)
+        if args.strip:
+            from PIL import Image
+
+            image = strip(frames, clips)
+            out = args.strip.with_name(f"{args.strip.stem}-{folder.name}{args.strip.suffix or '.png'}")
+            Image.fromarray(image).resize((image.shape[1] * 6, image.shape[0] * 6), Image.NEAREST).save(out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
