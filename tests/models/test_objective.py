@@ -104,6 +104,8 @@ def test_anchor_blur_softens_a_share_of_the_anchors_and_keeps_their_mass():
     assert 0.3 < float((peak < 0.99).float().mean()) < 0.5
     assert float(peak.min()) > 0.1  # at most a 1-cell Gaussian: its peak 0.16
     assert torch.equal(blur_frames(frames, ObjectiveConfig(anchor_blur=1.0, anchor_blur_prob=0.0)), frames)
+    with pytest.raises(ValueError, match="anchor_blur blurs the true anchors"):
+        ObjectiveConfig(anchor_blur=0.5, rollout_frames=2)
 
 
 def test_with_anchor_blur_training_anchors_are_soft_and_the_targets_true(make_model, make_clips):

@@ -213,7 +213,7 @@ class ObjectiveConfig(Section):
         0.0,
         ge=0.0,
         le=2.0,
-        description="teacher-forced diffusion forcing: blur each frame's anchor (the previous frames the "
+        description="training_context=diffusion_forcing without rollout_frames: blur each frame's anchor (the previous frames the "
         "residual starts from and the conv stem sees) by a Gaussian of random width, uniform in 0 .. this many "
         "cells, while the target stays the true frame, so that the model learns to draw a crisp frame after a "
         "soft one: a rollout's own frames are softer than the truth, and a model trained only on true anchors "
@@ -296,6 +296,11 @@ class ObjectiveConfig(Section):
         if self.skip_sigma is not None and not self.residual:
             raise ValueError(
                 "objective.skip_sigma needs objective.residual=true (it skips around the change)"
+            )
+        if self.anchor_blur and (self.training_context != "diffusion_forcing" or self.rollout_frames):
+            raise ValueError(
+                "objective.anchor_blur blurs the true anchors of teacher-forced diffusion forcing: it needs "
+                "objective.training_context='diffusion_forcing' and objective.rollout_frames=0"
             )
         if self.rollout_prob > 0 and self.training_context != "clean":
             raise ValueError("objective.rollout_prob needs objective.training_context='clean'")
