@@ -23,14 +23,21 @@ from worldforge.compression.distill.config import (
     StudentConfig,
     check_schedule,
 )
-from worldforge.compression.distill.dmd import DMDObjective, FakeScoreObjective, dmd_loss
+from worldforge.compression.distill.dmd import DMDObjective, FakeScoreObjective, dmd_loss, generate
 from worldforge.compression.distill.stage import (
     DISTILLATION_FILE,
     distill_and_register,
     distill_package,
     with_steps,
 )
-from worldforge.compression.distill.steps import ConsistencyObjective, ProgressiveObjective
+from worldforge.compression.distill.steps import (
+    ConsistencyObjective,
+    ProgressiveObjective,
+    frame_velocity,
+    rollout_case,
+)
+from worldforge.models.config import SamplerConfig
+from worldforge.models.sampler import sample
 from worldforge.models.streaming import rollout
 from worldforge.models.world_model import WorldModel, package_config
 from worldforge.packages import load_package, package_md5, save_package
@@ -465,6 +472,28 @@ def test_a_matched_student_has_zero_dmd_loss_on_the_world_model(make_world_model
     assert float(fake_loss) > 0
 
 
+@pytest.mark.parametrize("solver", ["euler", "ancestral"])
+def test_the_dmd_student_generates_its_frame_as_its_own_sampler_does(make_world_model, solver):
+    """DMD trains the student through the steps its rollouts take: Euler's, or the ancestral
+    sampler's fresh noise at each step (the same draws, so the same frame)."""
+    model = make_world_model(sampler=SamplerConfig(steps=3, shift=0.5, solver=solver))
+    batch = {"frames": torch.rand(2, 4, 3, 32, 32) * 2 - 1, "actions": torch.zeros(2, 4, dtype=torch.long)}
+    case = rollout_case(model, batch, 0.0)
+    noise = torch.randn_like(case.frame)
+
+    def velocity(x: torch.Tensor, t: float) -> torch.Tensor:
+        return frame_velocity(model, case, x, x.new_full((x.shape[0],), t))
+
+    torch.manual_seed(1)
+    generated = generate(model, case, noise, 3)
+    torch.manual_seed(1)
+    expected = sample(velocity, noise, 3, 0.5, solver)
+    torch.testing.assert_close(generated, expected, rtol=1e-4, atol=1e-5)
+    torch.manual_seed(2)
+    other = generate(model, case, noise, 3)
+    assert torch.equal(other, generated) == (solver == "euler")  # fresh noise only when ancestral
+
+
 def test_the_regression_term_is_optional_and_zero_for_a_student_that_is_the_teacher(make_world_model):
     teacher = make_world_model(steps=2)
     student, fake = with_steps(teacher, 2), copy.deepcopy(teacher)
@@ -485,10 +514,11 @@ def test_dmd_trains_the_student_and_the_fake_score_in_turn_and_records_both(
     out = distill_package(teacher_package, config(), distill_cfg, dataset, project.packages / "dmd")
     package = load_package(out)
     record = json.loads((out / DISTILLATION_FILE).read_text())
-    assert package.config["sampler"]["steps"] == 2 and package.config["sampler"]["solver"] == "euler"
+    teacher = load_package(teacher_package)
+    solver = "ancestral" if teacher.config["sampler"]["solver"] == "ancestral" else "euler"
+    assert package.config["sampler"]["steps"] == 2 and package.config["sampler"]["solver"] == solver
     assert package.lineage.params["method"] == "dmd" and record["rounds"][0]["steps"] == 3
     assert record["rounds"][0]["lr"] == 3e-4
-    teacher = load_package(teacher_package)
     assert any(not torch.equal(package.state[k], teacher.state[k]) for k in package.state)  # trained
     student = package.build()
     frames = torch.rand(1, 4, 3, 32, 32) * 2 - 1

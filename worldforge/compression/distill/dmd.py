@@ -6,7 +6,7 @@ Three networks. The frozen teacher is the "real" score: its x0 prediction at noi
 points where data lies. A "fake" score network, initialised from the teacher, is trained online
 with the ordinary flow-matching loss on the student's samples, so its x0 prediction points where
 the student's samples lie. The student G (initialised from the teacher too) generates a frame in
-`steps` Euler steps from noise, x0 = G(eps); the sample is re-noised, x_t = (1 - t) x0 + t eps',
+`steps` steps from noise, x0 = G(eps); the sample is re-noised, x_t = (1 - t) x0 + t eps',
 and both scores judge it. The gradient of KL(p_student || p_teacher) with respect to x0 is, up to
 a positive weight, the difference of the two denoised guesses:
 
@@ -29,7 +29,7 @@ clip's first j latent frames are the context, frame j is generated (`steps.rollo
 `distill.dmd.rollout_frames` u > 0 the last u of those context frames are the student's own
 KV-cached rollout (no gradient), so the student learns on the inputs it meets at inference and the
 fake score tracks its frames after its own frames ("self forcing"). Only
-the student's last Euler step carries a gradient (the earlier ones run without one, as in DMD2's
+the student's last step carries a gradient (the earlier ones run without one, as in DMD2's
 and Self-Forcing's multi-step generators), so memory does not grow with `steps`.
 """
 
@@ -44,7 +44,7 @@ from torch import nn
 from worldforge.compression.distill.config import DMDConfig
 from worldforge.compression.distill.steps import RolloutCase, _expand, frame_velocity, rollout_case
 from worldforge.models.objective import sample_noise_levels
-from worldforge.models.sampler import euler, timesteps
+from worldforge.models.sampler import sample, timesteps
 from worldforge.models.world_model import WorldModel
 from worldforge.training.tasks import FrozenTeacher
 
@@ -87,14 +87,19 @@ def _denoiser(model: WorldModel, case: RolloutCase) -> Denoiser:
 
 
 def generate(model: WorldModel, case: RolloutCase, noise: torch.Tensor, steps: int) -> torch.Tensor:
-    """The student's frame: `steps` Euler steps from `noise` on its sampler's grid (the rollout's
-    own sampler), the last one with gradient; returns x0 (B, 1, c, h, w)."""
+    """The student's frame: `steps` steps from `noise` on its sampler's grid, as its rollouts take
+    them: Euler, or with `sampler.solver` ancestral each step's predicted x0 noised afresh to the
+    next level (DMD2's multi-step generator); the last step with gradient. Returns x0 (B, 1, c, h, w)."""
     grid = timesteps(steps, model.sampler_cfg.shift)
+    fresh = model.sampler_cfg.solver == "ancestral"
     x = noise
     with torch.no_grad():
         for t, t_next in itertools.pairwise(grid[:-1]):
-            level = x.new_full((x.shape[0],), t)
-            x = x + (t_next - t) * frame_velocity(model, case, x, level)
+            velocity = frame_velocity(model, case, x, x.new_full((x.shape[0],), t))
+            if fresh:
+                x = (1 - t_next) * (x - t * velocity) + t_next * torch.randn_like(x)
+            else:
+                x = x + (t_next - t) * velocity
     last = x.new_full((x.shape[0],), grid[-2])
     return x - _expand(last) * frame_velocity(model, case, x, last)
 
@@ -139,12 +144,14 @@ class DMDObjective(FrozenTeacher):
         return loss, {"loss": loss.detach(), **logs}
 
     def _teacher_sample(self, case: RolloutCase, noise: torch.Tensor) -> torch.Tensor:
-        """The teacher's `teacher_steps`-step Euler sample from `noise`: DMD's regression target."""
+        """The teacher's `teacher_steps`-step sample from `noise` with its own solver: DMD's
+        regression target."""
 
         def velocity(x: torch.Tensor, t: float) -> torch.Tensor:
             return frame_velocity(self.teacher, case, x, x.new_full((x.shape[0],), t))
 
-        return euler(velocity, noise, self.teacher_steps, self.teacher.sampler_cfg.shift)
+        sampler = self.teacher.sampler_cfg
+        return sample(velocity, noise, self.teacher_steps, sampler.shift, sampler.solver)
 
 
 class FakeScoreObjective(nn.Module):

@@ -197,11 +197,13 @@ def _consistency(
 
 
 def _dmd(run: _Run, teacher: WorldModel, teacher_steps: int) -> tuple[WorldModel, list[dict[str, Any]]]:
-    """The student and the fake score both start as copies of the teacher (Euler sampling: the
-    student's steps are the Euler steps DMD trains through)."""
+    """The student and the fake score both start as copies of the teacher. The student samples as
+    DMD trains it (`dmd.generate`): with fresh noise at each step when the teacher's solver is
+    ancestral, else by Euler steps."""
     steps, dmd = run.distill_cfg.steps, run.distill_cfg.dmd
     student = with_steps(teacher, steps)
-    student.sampler_cfg = student.sampler_cfg.model_copy(update={"solver": "euler"})
+    if student.sampler_cfg.solver != "ancestral":
+        student.sampler_cfg = student.sampler_cfg.model_copy(update={"solver": "euler"})
     fake = copy.deepcopy(teacher)
     objective = DMDObjective(student, teacher, fake, dmd, teacher_steps)
     critic = Critic(
