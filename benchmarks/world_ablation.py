@@ -10,6 +10,10 @@ copy-last-frame baseline, agent- and ball-position error from the simulator's st
     python benchmarks/world_ablation.py --dataset ROOT/datasets/simulator-32px --minutes 4 \\
         --variant base --variant patch4="tokenizer.patch_size=4" ...
 
+`--init PACKAGE` starts every variant from a trained package's weights instead (a fine-tune, e.g.
+`--train-steps 600 --variant sf=objective.rollout_frames=2,objective.rollout_steps=4,train.lr=3e-4,
+train.warmup_steps=20`).
+
 A variant is NAME=OVERRIDE[,OVERRIDE...] (NAME= alone: the config as it is); the named variants
 of VARIANTS can be used by name alone. Prints one table row per variant as it finishes, and writes every number to --out.
 """
@@ -41,7 +45,7 @@ from worldforge.evaluation.rollout_eval import (
 from worldforge.models.flops import count_parameters
 from worldforge.models.objective import flow_matching_loss
 from worldforge.models.world_model import WorldModel, package_config
-from worldforge.packages import save_package
+from worldforge.packages import load_package, save_package
 from worldforge.training.schedule import WarmupCosine
 
 # The rows of the ablation in the README, as overrides of the current quickstart. SEED is the
@@ -264,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
         "--ema-decays", type=float, nargs="*", default=[],
         help="also score the weights averaged with these EMA decays, from the same runs (rows NAME@ema<decay>)",
     )
+    parser.add_argument("--init", type=Path,
+                        help="start every variant from this package's DiT weights (a fine-tune; its "
+                        "architecture must be the variant's)")
     parser.add_argument("--train-steps", type=int, default=0,
                         help="train every variant for exactly this many steps (instead of --minutes)")
     parser.add_argument("--samplers", nargs="*", default=[],
@@ -285,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config, overrides)
         torch.manual_seed(config.project.seed)
         model = WorldModel(config.tokenizer, config.model, config.objective, config.sampler)
+        if args.init:
+            dit = {k.removeprefix("dit."): v for k, v in load_package(args.init).state.items() if k.startswith("dit.")}
+            model.dit.load_state_dict(dit)
         clips = Clips(args.dataset, config.data.clip_frames, config.project.seed)
         record, averaged = train(model, config, clips, args.minutes * 60, extra_decays=tuple(args.ema_decays),
                                  fixed_steps=args.train_steps)
