@@ -46,12 +46,14 @@ def background_edges(background: np.ndarray) -> np.ndarray:
     return edges
 
 
-def breakdown(frames: np.ndarray, truth: np.ndarray, world) -> tuple[np.ndarray, np.ndarray]:
+def breakdown(
+    frames: np.ndarray, truth: np.ndarray, world, drawn: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """One clip's generated frames and true frames (T, ...) -> per step (T,) squared error and (T, 3)
-    its parts (near objects, texture edges, flat), each a sum over the part's pixels over all pixels."""
+    its parts (near objects, texture edges, flat), each a sum over the part's pixels over all pixels.
+    `drawn`: the frames' redraws (`realism.redraws`), when already made."""
     pixels = as_pixels(frames).astype(np.float64)
-    positions = realism.read_positions(frames, world)
-    drawn = np.stack([realism.redraw(world, p) for p in positions]).astype(np.float64)
+    drawn = (realism.redraws(frames, world) if drawn is None else drawn).astype(np.float64)
     background = realism.redraw(world, np.full((1 + len(world.radius), 2), np.nan))
     true = as_pixels(truth).astype(np.float64)
     objects = (np.abs(drawn - background).sum(-1) > 0) | (np.abs(true - background).sum(-1) > 1)
@@ -64,17 +66,12 @@ def breakdown(frames: np.ndarray, truth: np.ndarray, world) -> tuple[np.ndarray,
     return error.mean(axis=(1, 2)), parts
 
 
-def psnr(mse) -> np.ndarray:
-    return np.minimum(10 * np.log10(255.0**2 / np.maximum(np.asarray(mse, dtype=np.float64), 1e-12)), 99.0)
-
-
-def strip(frames: np.ndarray, clips, count: int = 4) -> np.ndarray:
+def strip(frames: np.ndarray, redrawn: list[np.ndarray], clips, count: int = 4) -> np.ndarray:
     """Rows of `count` episodes: (truth, model, redraw, error x4) at steps 1, 4 and 8."""
     rows = []
     for n in range(min(count, len(frames))):
-        world = clips.worlds[n]
         pixels = as_pixels(frames[n]).round().astype(np.uint8)
-        drawn = np.stack([realism.redraw(world, p) for p in realism.read_positions(frames[n], world)])
+        drawn = redrawn[n]
         true = as_pixels(clips.target[n].numpy()).round().astype(np.uint8)
         error = np.clip(np.abs(pixels.astype(int) - drawn.astype(int)).mean(-1) * 4, 0, 255).astype(np.uint8)
         gap = np.zeros((pixels.shape[1], 2, 3), np.uint8)
@@ -109,18 +106,25 @@ def main(argv: list[str] | None = None) -> int:
         model = load_package(folder).build().eval()
         with torch.no_grad():
             frames = predict(model, clips, config, torch.device("cpu")).numpy()
+        redrawn = [realism.redraws(f, w) for f, w in zip(frames, clips.worlds)]
         totals, parts = zip(
-            *(breakdown(f, c.numpy(), w) for f, c, w in zip(frames, clips.target, clips.worlds))
+            *(
+                breakdown(f, c.numpy(), w, d)
+                for f, c, w, d in zip(frames, clips.target, clips.worlds, redrawn)
+            )
         )
-        total, parts = np.mean(totals, axis=0), np.mean(parts, axis=0)  # (T,), (T, 3)
-        last = parts[-1]
-        cells = [f"{v:.1f}" for v in psnr(total)]
-        cells += [f"{last[i] / total[-1]:.2f} / {psnr(total[-1] - last[i]):.1f}" for i in range(len(PARTS))]
+        totals, parts = np.stack(totals), np.mean(parts, axis=0)  # (N, T), (T, 3)
+        last, total = parts[-1], totals.mean(axis=0)[-1]
+        cells = [f"{v:.1f}" for v in realism.realism_psnr(totals)]
+        cells += [
+            f"{last[i] / total:.2f} / {realism.realism_psnr([[total - last[i]]])[0]:.1f}"
+            for i in range(len(PARTS))
+        ]
         print(f"| {folder.name} | " + " | ".join(cells) + " |", flush=True)
         if args.strip:
             from PIL import Image
 
-            image = strip(frames, clips)
+            image = strip(frames, redrawn, clips)
             out = args.strip.with_name(f"{args.strip.stem}-{folder.name}{args.strip.suffix or '.png'}")
             Image.fromarray(image).resize((image.shape[1] * 6, image.shape[0] * 6), Image.NEAREST).save(out)
     return 0

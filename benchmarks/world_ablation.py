@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         help="also score the weights averaged with these EMA decays, from the same runs (rows NAME@ema<decay>)",
     )
     parser.add_argument("--init", type=Path,
-                        help="start every variant from this package's DiT weights (a fine-tune; its "
+                        help="start every variant from this package's weights (a fine-tune; its "
                         "architecture must be the variant's)")
     parser.add_argument("--train-steps", type=int, default=0,
                         help="train every variant for exactly this many steps (instead of --minutes)")
@@ -293,8 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(config.project.seed)
         model = WorldModel(config.tokenizer, config.model, config.objective, config.sampler)
         if args.init:
-            dit = {k.removeprefix("dit."): v for k, v in load_package(args.init).state.items() if k.startswith("dit.")}
-            model.dit.load_state_dict(dit)
+            model.load_state_dict(load_package(args.init).state)
         clips = Clips(args.dataset, config.data.clip_frames, config.project.seed)
         record, averaged = train(model, config, clips, args.minutes * 60, extra_decays=tuple(args.ema_decays),
                                  fixed_steps=args.train_steps)

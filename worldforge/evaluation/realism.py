@@ -161,13 +161,17 @@ def redraw(world: World, positions: np.ndarray) -> np.ndarray:
     return canvas.render()
 
 
+def redraws(frames: np.ndarray, world: World) -> np.ndarray:
+    """The simulator's redraw of each frame of (T, ...) (any layout `as_pixels` takes): its objects
+    read (`read_positions`) and drawn again in `world`. (T, H, W, 3) uint8."""
+    return np.stack([redraw(world, p) for p in read_positions(frames, world)])
+
+
 def render_errors(frames: np.ndarray, world: World) -> np.ndarray:
     """Per frame of (T, ...) (any layout `as_pixels` takes), the mean squared error (0..255 pixels)
     between the frame and the simulator's redraw of it: (T,) float64."""
-    positions = read_positions(frames, world)
     pixels = as_pixels(frames).astype(np.float64)
-    drawn = np.stack([redraw(world, p) for p in positions]).astype(np.float64)
-    return ((pixels - drawn) ** 2).mean(axis=(1, 2, 3))
+    return ((pixels - redraws(frames, world).astype(np.float64)) ** 2).mean(axis=(1, 2, 3))
 
 
 def clip_errors(frames: np.ndarray, worlds: list[World]) -> np.ndarray:

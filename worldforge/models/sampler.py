@@ -28,6 +28,21 @@ def timesteps(steps: int, shift: float = 1.0) -> list[float]:
     return shifted.tolist()
 
 
+def advance(
+    x: torch.Tensor, v: torch.Tensor, t: float, t_next: float, fresh: bool = False, generator=None
+) -> torch.Tensor:
+    """One step from level t to t_next, given the velocity v at (x, t): Euler's, or with `fresh`
+    the ancestral step's (the predicted clean frame x - t v, noised afresh to t_next with noise
+    drawn from `generator`; at t_next = 0 both give that clean frame)."""
+    if not fresh:
+        return x + (t_next - t) * v
+    x0 = x - t * v
+    if t_next <= 0:
+        return x0
+    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return (1 - t_next) * x0 + t_next * noise
+
+
 def euler(
     velocity: VelocityFn, noise: torch.Tensor, steps: int, shift: float = 1.0, generator=None
 ) -> torch.Tensor:
@@ -35,7 +50,7 @@ def euler(
     x = noise
     levels = timesteps(steps, shift)
     for t, t_next in itertools.pairwise(levels):
-        x = x + (t_next - t) * velocity(x, t)
+        x = advance(x, velocity(x, t), t, t_next)
     return x
 
 
@@ -62,12 +77,7 @@ def ancestral(
     x = noise
     levels = timesteps(steps, shift)
     for t, t_next in itertools.pairwise(levels):
-        x0 = x - t * velocity(x, t)
-        if t_next > 0:
-            fresh = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            x = (1 - t_next) * x0 + t_next * fresh
-        else:
-            x = x0
+        x = advance(x, velocity(x, t), t, t_next, fresh=True, generator=generator)
     return x
 
 

@@ -44,7 +44,7 @@ from torch import nn
 from worldforge.compression.distill.config import DMDConfig
 from worldforge.compression.distill.steps import RolloutCase, _expand, frame_velocity, rollout_case
 from worldforge.models.objective import sample_noise_levels
-from worldforge.models.sampler import sample, timesteps
+from worldforge.models.sampler import advance, sample, timesteps
 from worldforge.models.world_model import WorldModel
 from worldforge.training.tasks import FrozenTeacher
 
@@ -95,11 +95,7 @@ def generate(model: WorldModel, case: RolloutCase, noise: torch.Tensor, steps: i
     x = noise
     with torch.no_grad():
         for t, t_next in itertools.pairwise(grid[:-1]):
-            velocity = frame_velocity(model, case, x, x.new_full((x.shape[0],), t))
-            if fresh:
-                x = (1 - t_next) * (x - t * velocity) + t_next * torch.randn_like(x)
-            else:
-                x = x + (t_next - t) * velocity
+            x = advance(x, frame_velocity(model, case, x, x.new_full((x.shape[0],), t)), t, t_next, fresh)
     last = x.new_full((x.shape[0],), grid[-2])
     return x - _expand(last) * frame_velocity(model, case, x, last)
 
