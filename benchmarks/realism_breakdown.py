@@ -90,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--horizon", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
-        "--strip", type=Path, help="write a PNG strip per package: STRIP with the package's name"
+        "--strip",
+        type=Path,
+        help="write a PNG strip per package: STRIP with the package's name (and its folder's, where two share a name)",
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -102,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     header += [f"{part}: share / realism if exact" for part in PARTS]
     print("| " + " | ".join(header) + " |")
     print("|" + " --- |" * len(header))
+    names = [folder.name for folder in args.packages]
     for folder in args.packages:
+        # two students both called dmd-2: told apart (and their strips kept apart) by their parent folder
+        label = folder.name if names.count(folder.name) == 1 else f"{folder.parent.name}-{folder.name}"
         model = load_package(folder).build().eval()
         with torch.no_grad():
             frames = predict(model, clips, config, torch.device("cpu")).numpy()
@@ -120,12 +125,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{last[i] / total:.2f} / {realism.realism_psnr([[total - last[i]]])[0]:.1f}"
             for i in range(len(PARTS))
         ]
-        print(f"| {folder.name} | " + " | ".join(cells) + " |", flush=True)
+        print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
         if args.strip:
             from PIL import Image
 
             image = strip(frames, redrawn, clips)
-            out = args.strip.with_name(f"{args.strip.stem}-{folder.name}{args.strip.suffix or '.png'}")
+            out = args.strip.with_name(f"{args.strip.stem}-{label}{args.strip.suffix or '.png'}")
             Image.fromarray(image).resize((image.shape[1] * 6, image.shape[0] * 6), Image.NEAREST).save(out)
     return 0
 

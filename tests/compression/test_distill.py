@@ -506,6 +506,28 @@ def test_the_regression_term_is_optional_and_zero_for_a_student_that_is_the_teac
     assert float(logs["regression_loss"]) > 0  # 2 student steps against the teacher's 4
 
 
+def test_dmd2s_adversarial_term_trains_its_critic_and_pulls_the_student(make_world_model):
+    """With `adversarial_weight` the student's loss adds the critic's hinge loss and the weighted
+    term: the critic learns from the first, the student from the second, even where the DMD term
+    is zero (a matched student)."""
+    teacher = make_world_model(steps=2)
+    student, fake = with_steps(teacher, 2), copy.deepcopy(teacher)
+    batch = {"frames": torch.rand(2, 4, 3, 32, 32) * 2 - 1, "actions": torch.zeros(2, 4, dtype=torch.long)}
+    objective = DMDObjective(student, teacher, fake, DMDConfig(adversarial_weight=0.5), teacher_steps=2)
+    torch.manual_seed(0)
+    loss, logs = objective(batch)
+    assert float(logs["dmd_loss"]) == 0.0
+    expected = logs["critic_loss"] + 0.5 * logs["adversarial_loss"]
+    torch.testing.assert_close(loss.detach(), expected)
+    loss.backward()
+    assert all(p.grad is not None for p in objective.critic.parameters() if p.dim() > 1)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.dit.parameters())
+    assert all(p.grad is None for p in teacher.parameters()) and all(
+        p.grad is None for p in fake.parameters()
+    )
+    assert DMDObjective(student, teacher, fake, DMDConfig(), teacher_steps=2).critic is None
+
+
 def test_dmd_trains_the_student_and_the_fake_score_in_turn_and_records_both(
     project, dataset, teacher_package
 ):
@@ -603,6 +625,17 @@ def test_rollout_cases_put_the_students_own_frames_in_the_context(make_world_mod
     expected = rollout(model, frames[:, :1], batch["actions"], horizon=2).latents
     torch.testing.assert_close(case.context[:, 1:], expected)
     assert not torch.allclose(case.context[:, 1:], real[:, 1:3])
+
+
+def test_dmd2s_critic_trains_with_the_student_and_stays_out_of_its_package(project, dataset, teacher_package):
+    dmd = DMDConfig(adversarial_weight=0.1)
+    distill_cfg = DistillConfig(method="dmd", steps=1, train_steps=2, lr=1e-3, dmd=dmd)
+    out = distill_package(teacher_package, config(), distill_cfg, dataset, project.packages / "dmd2")
+    package, teacher = load_package(out), load_package(teacher_package)
+    assert set(package.state) == set(teacher.state)  # the student's weights, no critic among them
+    record = json.loads((out / DISTILLATION_FILE).read_text())
+    assert record["config"]["dmd"]["adversarial_weight"] == 0.1
+    assert math.isfinite(record["rounds"][0]["loss_last"])
 
 
 def test_dmd_with_rollout_frames_trains_a_student(project, dataset, teacher_package):

@@ -81,6 +81,14 @@ class DMDConfig(Section):
         description="weight of DMD's regression term (the student's frame against the teacher's "
         "teacher_steps-step sample from the same noise); DMD2 drops it (0)",
     )
+    adversarial_weight: float = Field(
+        0.0,
+        ge=0,
+        description="weight of DMD2's adversarial term: a patch critic (models/adversarial.py), trained in the "
+        "same step, tells the true next frame from the student's, each shown with the frames before it, and "
+        "the student is pushed toward frames it cannot tell apart: real frames, not only the teacher's "
+        "distribution. 0: the DMD loss alone",
+    )
 
     @model_validator(mode="after")
     def _levels(self) -> DMDConfig:

@@ -18,7 +18,10 @@ teacher's is; the normaliser (DMD's) makes the step size independent of the nois
 student's samples already follow the teacher, the fake score equals the real one and the loss and
 its gradient are exactly zero. DMD's regression term (the student's sample against the teacher's
 own multi-step sample from the same noise) is optional (`distill.dmd.regression_weight`; DMD2
-drops it, 0 by default).
+drops it, 0 by default). DMD2's adversarial term is optional too (`distill.dmd.adversarial_weight`):
+a patch critic (`models/adversarial.py`), a submodule of the student's objective trained in the same
+step, tells the true frame j from the student's frame j, each shown with the frames before it, so
+the student is pulled toward real frames where the teacher's own samples fall short of them.
 
 The student and the fake score are trained in turn on the shared `Trainer`: the fake score is
 the task's `Critic` (its own DeepSpeed engine and optimizer, `fake_updates` optimizer steps per
@@ -43,6 +46,7 @@ from torch import nn
 
 from worldforge.compression.distill.config import DMDConfig
 from worldforge.compression.distill.steps import RolloutCase, _expand, frame_velocity, rollout_case
+from worldforge.models.adversarial import FrameCritic, adversarial_losses
 from worldforge.models.objective import sample_noise_levels
 from worldforge.models.sampler import advance, sample, timesteps
 from worldforge.models.world_model import WorldModel
@@ -117,6 +121,8 @@ class DMDObjective(FrozenTeacher):
         self.config, self.teacher_steps = config, teacher_steps
         self.steps = student.sampler_cfg.steps
         object.__setattr__(self, "fake", fake)  # not a submodule: the critic's engine owns it
+        # DMD2's adversarial critic: a submodule, trained in the student's step (not in its package)
+        self.critic = FrameCritic.for_model(student) if config.adversarial_weight > 0 else None
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         case = rollout_case(
@@ -131,6 +137,13 @@ class DMDObjective(FrozenTeacher):
             x0, _denoiser(self.teacher, case), _denoiser(self.fake, case), t, torch.randn_like(x0)
         )
         logs = {"dmd_loss": loss.detach(), "dmd_grad": grad.abs().mean()}
+        if self.critic is not None:
+            judged = torch.ones(b, 1, device=x0.device)  # every generated frame, at level 0: a finished frame
+            critic_loss, term, critic_logs = adversarial_losses(
+                self.critic, x0, case.frame, case.anchor[:, -1:], 0 * judged, judged, 1.0
+            )
+            loss = loss + critic_loss + self.config.adversarial_weight * term
+            logs |= {"critic_loss": critic_loss.detach(), "adversarial_loss": term.detach(), **critic_logs}
         if self.config.regression_weight > 0:
             with torch.no_grad():
                 target = self._teacher_sample(case, noise)
