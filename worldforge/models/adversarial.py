@@ -11,8 +11,7 @@ themselves).
 Both players train in one optimizer step (one engine, as every task of the trainer): the critic's
 hinge loss sees the generated frames detached, and the generator's term is computed with the
 critic's parameters frozen (`requires_grad` off for that call), so each loss moves only its own
-player. `max_level` restricts the judging to frames at low noise, for objectives that train
-frames at many levels; the generated frames of a student are finished (level 0).
+player.
 
 Tried on the teacher's own training and not kept (2026-12-06: its x0 guesses at noise levels <= 0.6
 against the true frames): after 800 of 2000 steps the critic still gave both the same mean
@@ -70,34 +69,22 @@ def frozen(module: nn.Module):
 
 
 def adversarial_losses(
-    critic: FrameCritic,
-    x0: torch.Tensor,
-    clean: torch.Tensor,
-    anchor: torch.Tensor,
-    levels: torch.Tensor,
-    weight: torch.Tensor,
-    max_level: float,
+    critic: FrameCritic, generated: torch.Tensor, real: torch.Tensor, anchor: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-    """The critic's hinge loss and the model's adversarial term, on the frames with loss
-    (`weight` > 0) at noise level <= `max_level`.
+    """The critic's hinge loss and the generator's adversarial term.
 
-    x0: (B, T, c, h, w) the model's guesses (with gradient); clean: (B, T, c, h, w) the true frames;
-    anchor: (B, T, k c, h, w) each frame's previous frames; levels, weight: (B, T).
-    Returns (critic loss: gradient to the critic only, model term: gradient to x0 only, logs: the
-    critic's mean logit on true and on generated frames, and the share of frames judged)."""
-    chosen = (weight > 0) & (levels <= max_level)  # (B, T)
-    if not bool(chosen.any()):  # nothing judged: zero losses that still touch the critic's graph
-        zero = sum(p.sum() for p in critic.parameters()) * 0.0
-        return zero, zero, {"critic_judged": torch.zeros(())}
-    fake, real, context = x0[chosen], clean[chosen], anchor[chosen]  # (N, c, h, w), (N, k c, h, w)
-    real_logits = critic(real.detach(), context.detach())
-    fake_logits = critic(fake.detach(), context.detach())
+    generated: (N, c, h, w) the generator's frames (with gradient); real: (N, c, h, w) the true
+    frames; anchor: (N, k c, h, w) the previous frames each follows (shared by both).
+    Returns (critic loss: gradient to the critic only, generator term: gradient to `generated`
+    only, logs: the critic's mean logit on true and on generated frames)."""
+    context = anchor.detach()
+    real_logits = critic(real.detach(), context)
+    fake_logits = critic(generated.detach(), context)
     critic_loss = F.relu(1 - real_logits.float()).mean() + F.relu(1 + fake_logits.float()).mean()
     with frozen(critic):
-        model_term = -critic(fake, context.detach()).float().mean()
+        term = -critic(generated, context).float().mean()
     logs = {
         "critic_real": real_logits.detach().float().mean(),
         "critic_fake": fake_logits.detach().float().mean(),
-        "critic_judged": chosen.float().mean().detach(),
     }
-    return critic_loss, model_term, logs
+    return critic_loss, term, logs

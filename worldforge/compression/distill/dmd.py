@@ -138,9 +138,9 @@ class DMDObjective(FrozenTeacher):
         )
         logs = {"dmd_loss": loss.detach(), "dmd_grad": grad.abs().mean()}
         if self.critic is not None:
-            judged = torch.ones(b, 1, device=x0.device)  # every generated frame, at level 0: a finished frame
+            # frame j, generated and true, each after frame j's anchor: (B, c, h, w), (B, k c, h, w)
             critic_loss, term, critic_logs = adversarial_losses(
-                self.critic, x0, case.frame, case.anchor[:, -1:], 0 * judged, judged, 1.0
+                self.critic, x0[:, 0], case.frame[:, 0], case.anchor[:, -1]
             )
             loss = loss + critic_loss + self.config.adversarial_weight * term
             logs |= {"critic_loss": critic_loss.detach(), "adversarial_loss": term.detach(), **critic_logs}
