@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from worldforge.compression.distill.config import DistillConfig
 from worldforge.compression.prune.config import PruneConfig
@@ -53,6 +53,15 @@ class WorldforgeConfig(Section):
     def flat(self) -> dict[str, Any]:
         """The config as `{"model.depth": 8, ...}`: what MLflow logs as params."""
         return flatten(self.model_dump(mode="json"))
+
+    @model_validator(mode="after")
+    def _guidance_has_an_unconditional_model(self) -> WorldforgeConfig:
+        if self.sampler.action_guidance != 1 and not self.objective.action_dropout:
+            raise ValueError(
+                f"sampler.action_guidance={self.sampler.action_guidance} needs objective.action_dropout > 0: "
+                "without it the model never learns a frame's 'no action' prediction to guide away from"
+            )
+        return self
 
 
 class ConfigError(WorldforgeError, ValueError):

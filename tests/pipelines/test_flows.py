@@ -59,6 +59,16 @@ def test_second_run_skips_every_stage_and_changed_config_reruns_what_follows(flo
     assert fourth["dataset"] == first["dataset"]
 
 
+def test_the_dataset_key_follows_the_data_seed_not_the_project_seed(tiny_config):
+    from worldforge.pipelines.stages import stage_key
+
+    base = tiny_config()
+    reseeded = tiny_config("project.seed=1")  # the same episodes: they follow data.seed
+    assert stage_key("build_dataset", base) == stage_key("build_dataset", reseeded)
+    assert stage_key("build_dataset", base) != stage_key("build_dataset", tiny_config("data.seed=1"))
+    assert stage_key("pretrain_world", base) != stage_key("pretrain_world", reseeded)
+
+
 def test_missing_output_is_rebuilt_not_served_from_cache(flows, project):
     import shutil
     from pathlib import Path

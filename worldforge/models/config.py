@@ -288,6 +288,13 @@ class ObjectiveConfig(Section):
         description="x0 prediction only: the network predicts the change from the previous clean latent frame "
         "(x0 = previous + output), so an untrained model starts as copy-last-frame and learns the motion",
     )
+    action_dropout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="share of frames trained with their action replaced by 'no action' (as the first frame "
+        "always is): the unconditional prediction that sampler.action_guidance pushes away from",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ObjectiveConfig:
@@ -330,6 +337,13 @@ class SamplerConfig(Section):
         1.0, gt=0, description="timestep shift s: t -> s t / (1 + (s - 1) t); > 1 spends steps near noise"
     )
     context_noise: float = Field(0.0, ge=0.0, lt=1.0, description="noise level of committed context frames")
+    action_guidance: float = Field(
+        1.0,
+        ge=0.0,
+        description="w, classifier-free guidance on the action: each velocity is v_none + w (v - v_none), "
+        "v_none the frame's with its action replaced by 'no action'; 1: off; > 1 follows the actions more "
+        "strongly, at twice the DiT evaluations; needs a model trained with objective.action_dropout",
+    )
     decode_chunk: int | None = Field(
         16, ge=1, description="latent frames per tokenizer decode chunk; None: all"
     )

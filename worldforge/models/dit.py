@@ -96,6 +96,14 @@ class TimestepEmbed(nn.Module):
         return self.fc2(F.silu(self.fc1(features)))
 
 
+def no_action(condition: torch.Tensor, config: ModelConfig) -> torch.Tensor:
+    """The "no action" conditioning in the shape of `condition` (from `action_condition`): what the
+    first frame always gets, and a frame dropped by `objective.action_dropout`."""
+    if config.action_space == "discrete":
+        return torch.full_like(condition, config.num_actions)
+    return torch.zeros_like(condition)
+
+
 class ActionEmbed(nn.Module):
     """Action conditioning (from `action_condition`) -> width, one vector per latent frame."""
 

@@ -68,9 +68,11 @@ def rollout_flops(model: WorldModel, steps: int | None = None, solver: str | Non
     """Per generated frame, in a KV-cached rollout whose context window is full:
     {"denoise": every solver evaluation of the DiT, "commit": adding the frame to the
     cache, "decode": the tokenizer decoding it, "total": the sum}, per output frame (a latent frame
-    holding r frames is shared among them). steps / solver default to the model's sampler config."""
+    holding r frames is shared among them). steps / solver default to the model's sampler config;
+    `sampler.action_guidance` doubles the evaluations."""
     steps = steps or model.sampler_cfg.steps
     solver = solver or model.sampler_cfg.solver
+    guided = 1 if model.sampler_cfg.action_guidance == 1 else 2  # and once more without the action
     meta = _meta_copy(model)
     r = meta.frames_per_latent
     shape = _latent_shape(model)
@@ -102,7 +104,7 @@ def rollout_flops(model: WorldModel, steps: int | None = None, solver: str | Non
 
     decode_latent = _counted(decode(2)) - _counted(decode(1))  # one more latent frame in a stream
     costs = {
-        "denoise": evaluations(solver, steps) * step // r,
+        "denoise": evaluations(solver, steps) * guided * step // r,
         "commit": step // r,
         "decode": decode_latent // r,
     }

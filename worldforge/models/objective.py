@@ -248,6 +248,15 @@ def unrolled_losses(
     return losses
 
 
+def drop_actions(model: WorldModel, condition: torch.Tensor, share: float, generator=None) -> torch.Tensor:
+    """`condition` (B, T', r[, A + 1]) with each frame's action replaced by "no action" with
+    probability `share` (`objective.action_dropout`)."""
+    b, t = condition.shape[:2]
+    dropped = torch.rand((b, t), generator=generator, device=condition.device) < share
+    dropped = dropped.view(b, t, *([1] * (condition.ndim - 2)))
+    return torch.where(dropped, model.no_action(condition), condition)
+
+
 def flow_matching_loss(
     model: WorldModel,
     frames: torch.Tensor,
@@ -269,6 +278,8 @@ def flow_matching_loss(
     with torch.no_grad():
         clean = model.tokenizer.encode(frames)  # (B, T', c, h, w)
     condition = model.action_condition(actions, clean.shape[1])
+    if config.action_dropout:
+        condition = drop_actions(model, condition, config.action_dropout, generator)
     if config.rollout_frames:
         batch, anchor, output = self_forced_step(model, clean, condition, config, generator)
         rolled = True

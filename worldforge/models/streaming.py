@@ -48,7 +48,7 @@ def cached_velocity(model: WorldModel, cache, condition: torch.Tensor, previous:
     previous (B, 1, c, h, w): the last clean latent frame (the `residual` objective's anchor)."""
 
     def velocity(x: torch.Tensor, t: float) -> torch.Tensor:
-        return model.velocity(x, x.new_full((x.shape[0], 1), t), condition, cache, anchor=previous)
+        return model.guided_velocity(x, x.new_full((x.shape[0], 1), t), condition, cache, anchor=previous)
 
     return velocity
 
@@ -71,7 +71,7 @@ def recomputed_velocity(
     def velocity(x: torch.Tensor, t: float) -> torch.Tensor:
         levels = torch.cat([past_levels, x.new_full((x.shape[0], 1), t)], dim=1)
         latents = torch.cat([past, x], dim=1)
-        return model.velocity(latents, levels, condition, first_frame=first, anchor=anchor)[:, -1:]
+        return model.guided_velocity(latents, levels, condition, first_frame=first, anchor=anchor)[:, -1:]
 
     return velocity
 

@@ -25,7 +25,7 @@ from worldforge.models.config import (
     SamplerConfig,
     TokenizerConfig,
 )
-from worldforge.models.dit import WorldDiT, action_condition
+from worldforge.models.dit import WorldDiT, action_condition, no_action
 from worldforge.models.flow import previous_frames, to_velocity
 from worldforge.models.tokenizers import build_tokenizer
 
@@ -87,6 +87,30 @@ class WorldModel(nn.Module):
     def action_condition(self, actions: torch.Tensor, latent_frames: int) -> torch.Tensor:
         """Data-convention actions (B, T[, A]) -> per-latent-frame conditioning; see dit.action_condition."""
         return action_condition(actions, latent_frames, self.frames_per_latent, self.model_cfg)
+
+    def no_action(self, condition: torch.Tensor) -> torch.Tensor:
+        """The "no action" conditioning in the shape of `condition`."""
+        return no_action(condition, self.model_cfg)
+
+    def guided_velocity(
+        self,
+        latents: torch.Tensor,
+        noise_levels: torch.Tensor,
+        condition: torch.Tensor,
+        cache=None,
+        first_frame: int = 0,
+        anchor: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """`velocity` of the last frame of `latents` under `sampler.action_guidance` w: v_none +
+        w (v - v_none), v_none the same call with the last frame's action replaced by "no action"
+        (classifier-free guidance on the action; the context keeps its own). w = 1 is `velocity`."""
+        v = self.velocity(latents, noise_levels, condition, cache, first_frame=first_frame, anchor=anchor)
+        w = self.sampler_cfg.action_guidance
+        if w == 1:
+            return v
+        unguided = torch.cat([condition[:, :-1], self.no_action(condition[:, -1:])], dim=1)
+        v_none = self.velocity(latents, noise_levels, unguided, cache, first_frame=first_frame, anchor=anchor)
+        return v_none + w * (v - v_none)
 
     def velocity(
         self,

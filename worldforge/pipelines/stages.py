@@ -33,12 +33,13 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
 
 
 def stage_key(stage: str, config: WorldforgeConfig, inputs: dict[str, str] | None = None) -> str:
-    """A 16-hex-digit key of (stage, worldforge version, seed, the stage's config sections, inputs)."""
+    """A 16-hex-digit key of (stage, worldforge version, seed, the stage's config sections, inputs).
+    The dataset's leaves out `project.seed`: its episodes follow `data.seed`, part of its content."""
     dumped = config.model_dump(mode="json")
     payload = {
         "stage": stage,
         "version": worldforge.__version__,
-        "seed": dumped["project"]["seed"],
+        "seed": None if stage == "build_dataset" else dumped["project"]["seed"],
         "sections": {name: dumped[name] for name in STAGE_SECTIONS.get(stage, ())},
         "data": content_config(config.data) if stage == "build_dataset" else None,
         "inputs": dict(sorted((inputs or {}).items())),

@@ -57,6 +57,13 @@ class TrainConfig(Section):
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: int = Field(100, ge=1, description="capped at the run's steps")
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="the cosine ends at lr * this")
+    lr_schedule: Literal["steps", "budget"] = Field(
+        "steps",
+        description=(
+            "what the cosine runs over: steps, or with max_minutes set, budget: the steps or the "
+            "budget, whichever runs out first, so a slower machine still ends annealed"
+        ),
+    )
     grad_clip: float = Field(1.0, ge=0, description="max global grad norm; 0 disables clipping")
     ema_decay: float = Field(
         0.999,

@@ -38,7 +38,7 @@ from worldforge.training.ema import ShardedEMA
 from worldforge.training.interrupt import StopRequest
 from worldforge.training.launch import barrier, resolve_precision, setup_distributed
 from worldforge.training.progress import ProgressLine, validation_line
-from worldforge.training.schedule import scheduler_factory
+from worldforge.training.schedule import scheduler_factory, warmup_cosine
 from worldforge.training.throughput import FlopCount, Throughput, device_peak_flops, peak_memory_mb
 
 log = logging.getLogger(__name__)
@@ -145,11 +145,12 @@ class Trainer:
         trainable = [p for p in task.objective.parameters() if p.requires_grad]
         if not trainable:
             raise WorldforgeError(f"task {task.name!r}: the objective has no trainable parameters")
+        self.schedules = [warmup_cosine(steps, train.warmup_steps, train.min_lr_ratio)]
         self.engine, _, _, _ = deepspeed.initialize(
             model=task.objective,
             model_parameters=trainable,
             config=self.ds_config,
-            lr_scheduler=scheduler_factory(steps, train.warmup_steps, train.min_lr_ratio),
+            lr_scheduler=scheduler_factory(self.schedules[0]),
         )
         if train.compile:
             self.engine.compile()
@@ -167,6 +168,8 @@ class Trainer:
         self.step = 0  # optimizer steps done
         self.trained_micro = 0  # micro-batches this rank has trained on
         self.skipped = 0
+        self.elapsed_s = 0.0  # wall-clock seconds of training before this fit (a resumed run's)
+        self._started = time.monotonic()
         self.losses: list[float] = []
         self.rates: dict[str, float] = {}
         self.progress = ProgressLine(task.name, steps, enabled=progress and self.rank == 0)
@@ -177,11 +180,12 @@ class Trainer:
 
         trainable = [p for p in critic.objective.parameters() if p.requires_grad]
         config = build_deepspeed_config(train, lr=critic.lr, world_size=self.world, precision=self.precision)
+        self.schedules.append(warmup_cosine(steps * critic.updates, train.warmup_steps, train.min_lr_ratio))
         engine, _, _, _ = deepspeed.initialize(
             model=critic.objective,
             model_parameters=trainable,
             config=config,
-            lr_scheduler=scheduler_factory(steps * critic.updates, train.warmup_steps, train.min_lr_ratio),
+            lr_scheduler=scheduler_factory(self.schedules[-1]),
         )
         return engine
 
@@ -191,6 +195,7 @@ class Trainer:
             "step": self.step,
             "trained_micro": self.trained_micro,
             "skipped": self.skipped,
+            "elapsed_s": self.elapsed_s + time.monotonic() - self._started,
             "data": self.task.batches.state(),
             "ema": self.ema.state_dict() if self.ema else None,
         }
@@ -226,6 +231,7 @@ class Trainer:
         expected = {k: v for k, v in self._checkpoint_meta().items() if k != "deepspeed"}
         state = self.checkpoints.load(self.engine, latest, expected, self._extra_engines())
         self.step, self.trained_micro, self.skipped = state["step"], state["trained_micro"], state["skipped"]
+        self.elapsed_s = state.get("elapsed_s", 0.0)  # checkpoints before lr_schedule did not keep it
         self.task.batches.restore(state["data"])
         if self.ema:
             self.ema.load_state_dict(state["ema"])
@@ -405,7 +411,10 @@ class Trainer:
         else:
             self.checkpoints.clear()
         budget = self.train.max_minutes
-        deadline = time.monotonic() + budget * 60 if budget else math.inf
+        self._started = time.monotonic()
+        # A resumed run goes on with what is left of the budget (as of its checkpoint).
+        deadline = self._started - self.elapsed_s + budget * 60 if budget else math.inf
+        by_budget = bool(budget) and self.train.lr_schedule == "budget"
         stopped, window, metrics = "steps", [], {}
         saved_at = self.step if self.checkpoints.latest() is not None else -1  # resumed: that step is saved
         self.engine.train()
@@ -421,14 +430,19 @@ class Trainer:
                     self.ema.update()
                 self.throughput.step()
                 # One collective per step: the loss for the logs, and whether any rank must stop.
+                now = time.monotonic()
+                spent = self.elapsed_s + now - self._started
                 flags = torch.tensor(
-                    [loss, float(stop.signal is not None), float(time.monotonic() > deadline)],
+                    [loss, float(stop.signal is not None), float(now > deadline), spent],
                     dtype=torch.float64,
                     device=self.device,
                 )
                 if self.world > 1:
                     dist.all_reduce(flags)
                 loss = float(flags[0]) / self.world
+                if by_budget:  # the share of the budget spent, the same on every rank: the next step's lr
+                    for schedule in self.schedules:
+                        schedule.spent = float(flags[3]) / self.world / (budget * 60)
                 self.losses.append(loss)
                 window.append((loss, norm, logs))
                 self.progress.update(self.step, loss, self.throughput.samples_per_step)
