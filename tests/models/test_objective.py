@@ -8,6 +8,7 @@ from worldforge.models.flow import skip_weights, to_velocity, to_x0, warp
 from worldforge.models.objective import (
     blur_frames,
     flow_matching_loss,
+    grain_frames,
     noise_clips,
     noise_targets,
     rollout_context,
@@ -104,7 +105,7 @@ def test_anchor_blur_softens_a_share_of_the_anchors_and_keeps_their_mass():
     assert 0.3 < float((peak < 0.99).float().mean()) < 0.5
     assert float(peak.min()) > 0.1  # at most a 1-cell Gaussian: its peak 0.16
     assert torch.equal(blur_frames(frames, ObjectiveConfig(anchor_blur=1.0, anchor_blur_prob=0.0)), frames)
-    with pytest.raises(ValueError, match="anchor_blur blurs the true anchors"):
+    with pytest.raises(ValueError, match="anchor_blur and anchor_noise degrade the true anchors"):
         ObjectiveConfig(anchor_blur=0.5, rollout_frames=2)
 
 
@@ -120,6 +121,27 @@ def test_with_anchor_blur_training_anchors_are_soft_and_the_targets_true(make_mo
     assert not torch.allclose(inputs.anchor, true)
     second = torch.diff(inputs.anchor, dim=-1).abs().mean()
     assert second < torch.diff(true, dim=-1).abs().mean()  # softer edges
+
+
+def test_anchor_noise_grains_each_anchor_by_its_own_amount_and_leaves_the_targets_true(
+    make_model, make_clips
+):
+    frames = torch.zeros(256, 4, 3, 8, 8)
+    grained = grain_frames(frames, ObjectiveConfig(anchor_noise=0.1), torch.Generator().manual_seed(0))
+    std = grained.flatten(2).std(dim=2)  # each frame's own noise level
+    assert float(std.max()) < 0.12 and float(std.min()) < 0.01  # uniform in 0 .. 0.1
+    assert 0.04 < float(std.mean()) < 0.06
+    model = make_model(objective=ObjectiveConfig(prediction="x0", residual=True))
+    frames, actions = make_clips(8, 6)
+    clean = model.tokenizer.encode(frames)
+    condition = model.action_condition(actions, clean.shape[1])
+    config = ObjectiveConfig(prediction="x0", residual=True, anchor_noise=0.1)
+    inputs = training_inputs(model, clean, condition, config, torch.Generator().manual_seed(0))
+    assert torch.equal(inputs.batch.clean, clean)
+    error = (inputs.anchor - model.anchors(clean)).std()
+    assert 0.03 < float(error) < 0.1
+    with pytest.raises(ValueError, match="anchor_noise degrade the true anchors"):
+        ObjectiveConfig(anchor_noise=0.05, rollout_frames=2)
 
 
 def test_x0_loss_is_the_velocity_loss_times_t_squared(make_model, make_clips):

@@ -222,6 +222,14 @@ class ObjectiveConfig(Section):
     anchor_blur_prob: float = Field(
         0.5, ge=0.0, le=1.0, description="the share of anchor frames blurred (anchor_blur); the rest are true"
     )
+    anchor_noise: float = Field(
+        0.0,
+        ge=0.0,
+        le=0.5,
+        description="as anchor_blur, with grain: each anchor frame gets Gaussian noise of a standard deviation "
+        "uniform in 0 .. this (in [-1, 1] units), the target stays true, so that grain a rollout draws is "
+        "removed rather than carried on through the warp. 0: true anchors",
+    )
     context_targets: int | None = Field(
         None,
         ge=1,
@@ -304,9 +312,12 @@ class ObjectiveConfig(Section):
             raise ValueError(
                 "objective.skip_sigma needs objective.residual=true (it skips around the change)"
             )
-        if self.anchor_blur and (self.training_context != "diffusion_forcing" or self.rollout_frames):
+        if (self.anchor_blur or self.anchor_noise) and (
+            self.training_context != "diffusion_forcing" or self.rollout_frames
+        ):
             raise ValueError(
-                "objective.anchor_blur blurs the true anchors of teacher-forced diffusion forcing: it needs "
+                "objective.anchor_blur and anchor_noise degrade the true anchors of teacher-forced diffusion "
+                "forcing: they need "
                 "objective.training_context='diffusion_forcing' and objective.rollout_frames=0"
             )
         if self.rollout_prob > 0 and self.training_context != "clean":

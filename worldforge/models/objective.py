@@ -115,6 +115,15 @@ def blur_frames(frames: torch.Tensor, config: ObjectiveConfig, generator=None) -
     return down.unflatten(0, (b, t))
 
 
+def grain_frames(frames: torch.Tensor, config: ObjectiveConfig, generator=None) -> torch.Tensor:
+    """`anchor_noise`: frames (B, T, c, h, w), each with Gaussian noise of its own standard deviation,
+    uniform in 0 .. `anchor_noise`."""
+    b, t = frames.shape[:2]
+    std = torch.rand(b, t, 1, 1, 1, device=frames.device, generator=generator) * config.anchor_noise
+    noise = torch.randn(frames.shape, device=frames.device, generator=generator, dtype=frames.dtype)
+    return frames + std.to(frames.dtype) * noise
+
+
 def noise_targets(clean: torch.Tensor, config: ObjectiveConfig, generator=None) -> NoisedClips:
     """`training_context=clean` and self forcing: every frame a target at its own noise level (the
     context is a separate clean copy, see `WorldDiT.forward_teacher_forced`, or a rollout's KV cache,
@@ -169,6 +178,8 @@ def training_inputs(
     if config.training_context == "diffusion_forcing":
         batch = noise_clips(clean, config, generator)
         anchors = blur_frames(clean, config, generator) if config.anchor_blur else clean
+        if config.anchor_noise:
+            anchors = grain_frames(anchors, config, generator)
         return TrainingInputs(batch, condition, None, model.anchors(anchors), False)
     batch = noise_targets(clean, config, generator)
     context, t = clean, clean.shape[1]

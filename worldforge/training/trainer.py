@@ -2,9 +2,11 @@
 recovery all run through `Trainer`, each with its own `Task`.
 
 A `Task` says what to train; the trainer owns how: the DeepSpeed engine (ZeRO 0-3, offload,
-bf16 / fp32), gradient accumulation and clipping, the warmup + cosine schedule, the EMA, NaN
-guarding, checkpoints (every N steps, on SIGTERM/SIGINT, newest K kept, exact resume), periodic
-validation, metrics (rank 0 logs them to the active MLflow run) and the progress line.
+bf16 / fp32), gradient accumulation and clipping, the warmup + cosine schedule (over the steps, or
+with `train.lr_schedule: budget` over whichever of the steps and `train.max_minutes` runs out
+first), the EMA, NaN guarding, checkpoints (every N steps, on SIGTERM/SIGINT, newest K kept, exact
+resume; a resumed run goes on with what is left of its wall-clock budget), periodic validation,
+metrics (rank 0 logs them to the active MLflow run) and the progress line.
 
 Reproducibility across world sizes and resumes: micro-batch g (counted over all ranks, in order)
 runs with the global RNG seeded by (seed, g), so its noise does not depend on how many processes
