@@ -46,7 +46,7 @@ from worldforge.models.flops import count_parameters
 from worldforge.models.objective import flow_matching_loss
 from worldforge.models.world_model import WorldModel, package_config
 from worldforge.packages import load_package, save_package
-from worldforge.training.schedule import WarmupCosine
+from worldforge.training.schedule import warmup_cosine
 
 # The rows of the ablation in the README, as overrides of the current quickstart. SEED is the
 # quickstart of session 2 (patch-8 tokens, linear embedding, no stacked frames): the model that did
@@ -139,12 +139,12 @@ def train(
     schedule = None
     if fixed_steps:
         steps = fixed_steps
-        schedule = WarmupCosine(min(train_cfg.warmup_steps, steps), steps, train_cfg.min_lr_ratio)
+        schedule = warmup_cosine(steps, train_cfg.warmup_steps, train_cfg.min_lr_ratio)
     while True:
         if not fixed_steps and step >= probe_steps and step % probe_steps == 0:  # re-estimated as it goes: robust to load changes
             elapsed = time.perf_counter() - start
             steps = max(step + 1, int(step + (seconds - elapsed) * step / elapsed))
-            schedule = WarmupCosine(min(train_cfg.warmup_steps, steps), steps, train_cfg.min_lr_ratio)
+            schedule = warmup_cosine(steps, train_cfg.warmup_steps, train_cfg.min_lr_ratio)
         if steps is not None and step >= steps:
             break
         multiplier = schedule(step) if schedule else min(1.0, (step + 1) / train_cfg.warmup_steps)

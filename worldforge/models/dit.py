@@ -30,6 +30,14 @@ from worldforge.models.config import ModelConfig, ModelConfigError
 from worldforge.models.flow import previous_frames
 
 
+def no_action(condition: torch.Tensor, config: ModelConfig) -> torch.Tensor:
+    """The "no action" conditioning in the shape of `condition` (from `action_condition`): what the
+    first frame always gets, and a frame dropped by `objective.action_dropout`."""
+    if config.action_space == "discrete":
+        return torch.full_like(condition, config.num_actions)
+    return torch.zeros_like(condition)
+
+
 def action_condition(
     actions: torch.Tensor, latent_frames: int, frames_per_latent: int, config: ModelConfig
 ) -> torch.Tensor:
@@ -69,10 +77,10 @@ def action_condition(
                 f"discrete actions must lie in [0, {config.num_actions}) (model.num_actions), "
                 f"got values in [{int(taken.min())}, {int(taken.max())}]"
             )
-        none = taken.new_full((b, r), config.num_actions)
+        none = no_action(taken.new_zeros((b, r), dtype=torch.long), config)
         return torch.cat([none, taken.long()], dim=1).view(b, latent_frames, r)
     flagged = torch.cat([taken.float(), taken.new_ones(b, needed, 1, dtype=torch.float32)], dim=-1)
-    none = flagged.new_zeros(b, r, config.action_dim + 1)
+    none = no_action(flagged.new_zeros(b, r, config.action_dim + 1), config)
     return torch.cat([none, flagged], dim=1).view(b, latent_frames, r, config.action_dim + 1)
 
 
@@ -94,14 +102,6 @@ class TimestepEmbed(nn.Module):
         args = 1000.0 * t.float()[..., None] * freqs
         features = torch.cat([args.cos(), args.sin()], dim=-1).to(self.fc1.weight.dtype)
         return self.fc2(F.silu(self.fc1(features)))
-
-
-def no_action(condition: torch.Tensor, config: ModelConfig) -> torch.Tensor:
-    """The "no action" conditioning in the shape of `condition` (from `action_condition`): what the
-    first frame always gets, and a frame dropped by `objective.action_dropout`."""
-    if config.action_space == "discrete":
-        return torch.full_like(condition, config.num_actions)
-    return torch.zeros_like(condition)
 
 
 class ActionEmbed(nn.Module):

@@ -197,10 +197,14 @@ class Trainer:
             "step": self.step,
             "trained_micro": self.trained_micro,
             "skipped": self.skipped,
-            "elapsed_s": self.elapsed_s + time.monotonic() - self._started,
+            "elapsed_s": self._spent(),
             "data": self.task.batches.state(),
             "ema": self.ema.state_dict() if self.ema else None,
         }
+
+    def _spent(self) -> float:
+        """Wall-clock seconds this run has trained, a resumed run's earlier ones included."""
+        return self.elapsed_s + time.monotonic() - self._started
 
     def _extra_engines(self) -> dict[str, Any]:
         return {self.task.critic.name: self.critic} if self.critic else {}
@@ -415,7 +419,7 @@ class Trainer:
         budget = self.train.max_minutes
         self._started = time.monotonic()
         # A resumed run goes on with what is left of the budget (as of its checkpoint).
-        deadline = self._started - self.elapsed_s + budget * 60 if budget else math.inf
+        limit = budget * 60 if budget else math.inf
         by_budget = bool(budget) and self.train.lr_schedule == "budget"
         stopped, window, metrics = "steps", [], {}
         saved_at = self.step if self.checkpoints.latest() is not None else -1  # resumed: that step is saved
@@ -432,10 +436,9 @@ class Trainer:
                     self.ema.update()
                 self.throughput.step()
                 # One collective per step: the loss for the logs, and whether any rank must stop.
-                now = time.monotonic()
-                spent = self.elapsed_s + now - self._started
+                spent = self._spent()
                 flags = torch.tensor(
-                    [loss, float(stop.signal is not None), float(now > deadline), spent],
+                    [loss, float(stop.signal is not None), float(spent > limit), spent],
                     dtype=torch.float64,
                     device=self.device,
                 )
@@ -444,7 +447,7 @@ class Trainer:
                 loss = float(flags[0]) / self.world
                 if by_budget:  # the share of the budget spent, the same on every rank: the next step's lr
                     for schedule in self.schedules:
-                        schedule.spent = float(flags[3]) / self.world / (budget * 60)
+                        schedule.spent = float(flags[3]) / self.world / limit
                 self.losses.append(loss)
                 window.append((loss, norm, logs))
                 self.progress.update(self.step, loss, self.throughput.samples_per_step)
