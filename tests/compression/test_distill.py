@@ -12,6 +12,7 @@ import json
 import math
 import os
 import signal
+from dataclasses import replace
 
 import pytest
 import torch
@@ -28,6 +29,7 @@ from worldforge.compression.distill.stage import (
     DISTILLATION_FILE,
     distill_and_register,
     distill_package,
+    step_student,
     with_steps,
 )
 from worldforge.compression.distill.steps import (
@@ -504,6 +506,35 @@ def test_the_regression_term_is_optional_and_zero_for_a_student_that_is_the_teac
     torch.manual_seed(0)
     _, logs = DMDObjective(student, teacher, fake, DMDConfig(regression_weight=1.0), teacher_steps=4)(batch)
     assert float(logs["regression_loss"]) > 0  # 2 student steps against the teacher's 4
+
+
+def test_a_guided_teacher_is_distilled_with_its_guidance_into_a_student_that_samples_without(make_world_model):
+    """`sampler.action_guidance`: the teacher's calls in distillation are guided as its rollouts
+    are, and the step student samples what it learned with none of its own (it would double it)."""
+    teacher = make_world_model(steps=2, sampler=SamplerConfig(steps=2, action_guidance=3.0))
+    batch = {
+        "frames": torch.rand(2, 4, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1,
+        "actions": torch.randint(1, 6, (2, 4), generator=torch.Generator().manual_seed(1)),
+    }
+    case = rollout_case(teacher, batch, 0.0)
+    x, t = torch.randn_like(case.frame), torch.full((2,), 0.7)
+    v = frame_velocity(teacher, case, x, t)
+    blind = replace(case, condition=torch.cat([case.condition[:, :-1], teacher.no_action(case.condition[:, -1:])], 1))
+    v_none = frame_velocity(teacher, blind, x, t)
+    assert not torch.allclose(v, v_none)
+    torch.testing.assert_close(frame_velocity(teacher, case, x, t, guided=True), v_none + 3.0 * (v - v_none))
+
+    student = step_student(teacher, 2)
+    assert student.sampler_cfg.action_guidance == 1.0 and teacher.sampler_cfg.action_guidance == 3.0
+    # The student starts as the unguided teacher: the guided teacher's sample is what it must learn.
+    torch.manual_seed(0)
+    _, logs = DMDObjective(student, teacher, copy.deepcopy(teacher), DMDConfig(regression_weight=1.0), 2)(batch)
+    assert float(logs["regression_loss"]) > 1e-6
+    unguided = with_steps(teacher, 2)
+    unguided.sampler_cfg = unguided.sampler_cfg.model_copy(update={"action_guidance": 1.0})
+    torch.manual_seed(0)
+    _, logs = DMDObjective(student, unguided, copy.deepcopy(teacher), DMDConfig(regression_weight=1.0), 2)(batch)
+    assert float(logs["regression_loss"]) < 1e-10
 
 
 def test_dmd2s_adversarial_term_trains_its_critic_and_pulls_the_student(make_world_model):

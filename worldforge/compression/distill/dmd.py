@@ -81,11 +81,12 @@ def gathered(model: nn.Module):
     return deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None)
 
 
-def _denoiser(model: WorldModel, case: RolloutCase) -> Denoiser:
-    """The x0 guess of the generated frame under `model`, behind the case's context."""
+def _denoiser(model: WorldModel, case: RolloutCase, guided: bool = False) -> Denoiser:
+    """The x0 guess of the generated frame under `model`, behind the case's context (`guided`:
+    `frame_velocity`'s)."""
 
     def x0(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return x_t - t[:, None, None, None, None] * frame_velocity(model, case, x_t, t)
+        return x_t - t[:, None, None, None, None] * frame_velocity(model, case, x_t, t, guided)
 
     return x0
 
@@ -134,7 +135,7 @@ class DMDObjective(FrozenTeacher):
         low, high = self.config.min_level, self.config.max_level
         t = low + (high - low) * torch.rand(b, device=x0.device, dtype=x0.dtype)
         loss, grad = dmd_loss(
-            x0, _denoiser(self.teacher, case), _denoiser(self.fake, case), t, torch.randn_like(x0)
+            x0, _denoiser(self.teacher, case, guided=True), _denoiser(self.fake, case), t, torch.randn_like(x0)
         )
         logs = {"dmd_loss": loss.detach(), "dmd_grad": grad.abs().mean()}
         if self.critic is not None:
@@ -157,7 +158,7 @@ class DMDObjective(FrozenTeacher):
         regression target."""
 
         def velocity(x: torch.Tensor, t: float) -> torch.Tensor:
-            return frame_velocity(self.teacher, case, x, x.new_full((x.shape[0],), t))
+            return frame_velocity(self.teacher, case, x, x.new_full((x.shape[0],), t), guided=True)
 
         sampler = self.teacher.sampler_cfg
         return sample(velocity, noise, self.teacher_steps, sampler.shift, sampler.solver)

@@ -58,6 +58,14 @@ def with_steps(model: WorldModel, steps: int) -> WorldModel:
     return copied
 
 
+def step_student(teacher: WorldModel, steps: int) -> WorldModel:
+    """A step-distilled student of `teacher`: its copy at `steps` steps, sampling without guidance on
+    the action, which it learns from the guided teacher (`frame_velocity(..., guided=True)`)."""
+    student = with_steps(teacher, steps)
+    student.sampler_cfg = student.sampler_cfg.model_copy(update={"action_guidance": 1.0})
+    return student
+
+
 def check_teacher(package, source: str) -> None:
     """Refuse packages that are not a trained, unquantized world model, naming the field."""
     where = f"--teacher {source}"
@@ -174,7 +182,7 @@ def _progressive(
 ) -> tuple[WorldModel, list[dict[str, Any]]]:
     current, rounds = with_steps(teacher, teacher_steps), []
     for index, steps in enumerate(schedule):
-        student = with_steps(current, steps)  # initialised from the previous round's student
+        student = step_student(current, steps)  # initialised from the previous round's student
         objective = ProgressiveObjective(student, current, steps)
         with _round_run(run.track, run.config, index, steps):
             current, record = run.train(
@@ -188,7 +196,7 @@ def _consistency(
     run: _Run, teacher: WorldModel, teacher_steps: int
 ) -> tuple[WorldModel, list[dict[str, Any]]]:
     steps = run.distill_cfg.steps
-    student = with_steps(teacher, steps)
+    student = step_student(teacher, steps)
     objective = ConsistencyObjective(student, teacher, steps, teacher_steps)
     trained, record = run.train(
         "distill_consistency", objective, student, "model.", f"consistency-steps{steps}"
@@ -201,7 +209,7 @@ def _dmd(run: _Run, teacher: WorldModel, teacher_steps: int) -> tuple[WorldModel
     DMD trains it (`dmd.generate`): with fresh noise at each step when the teacher's solver is
     ancestral, else by Euler steps."""
     steps, dmd = run.distill_cfg.steps, run.distill_cfg.dmd
-    student = with_steps(teacher, steps)
+    student = step_student(teacher, steps)
     if student.sampler_cfg.solver != "ancestral":
         student.sampler_cfg = student.sampler_cfg.model_copy(update={"solver": "euler"})
     fake = copy.deepcopy(teacher)

@@ -93,11 +93,16 @@ def rollout_case(
     return RolloutCase(context, clean[:, j:], condition, model.anchors(clean), context_level)
 
 
-def frame_velocity(model: WorldModel, case: RolloutCase, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """v(x, t) of the generated frame: x (B, 1, c, h, w) at levels t (B,), behind the context."""
+def frame_velocity(
+    model: WorldModel, case: RolloutCase, x: torch.Tensor, t: torch.Tensor, guided: bool = False
+) -> torch.Tensor:
+    """v(x, t) of the generated frame: x (B, 1, c, h, w) at levels t (B,), behind the context.
+    `guided`: under the model's `sampler.action_guidance`, as its own rollouts sample (a teacher's
+    calls: the student learns the guided frames and samples them without guidance)."""
     levels = torch.cat([t.new_full(case.context.shape[:2], case.context_level), t[:, None]], dim=1)
     latents = torch.cat([case.context, x.to(case.context.dtype)], dim=1)  # (B, j + 1, c, h, w)
-    return model.velocity(latents, levels.to(latents.dtype), case.condition, anchor=case.anchor)[:, -1:]
+    velocity = model.guided_velocity if guided else model.velocity
+    return velocity(latents, levels.to(latents.dtype), case.condition, anchor=case.anchor)[:, -1:]
 
 
 def _expand(t: torch.Tensor) -> torch.Tensor:
@@ -137,8 +142,8 @@ class ProgressiveObjective(StepObjective):
         noise = torch.randn_like(case.frame)
         x_t = (1 - _expand(t)) * case.frame + _expand(t) * noise
         with torch.no_grad():
-            x_u = x_t + _expand(u - t) * frame_velocity(self.teacher, case, x_t, t)
-            x_s = x_u + _expand(s - u) * frame_velocity(self.teacher, case, x_u, u)
+            x_u = x_t + _expand(u - t) * frame_velocity(self.teacher, case, x_t, t, guided=True)
+            x_s = x_u + _expand(s - u) * frame_velocity(self.teacher, case, x_u, u, guided=True)
             target = (x_s - x_t) / _expand(s - t)
         velocity = frame_velocity(self.model, case, x_t, t)
         loss = _frame_mse(velocity - target)
@@ -166,7 +171,7 @@ class ConsistencyObjective(StepObjective):
         noise = torch.randn_like(case.frame)
         x_t = (1 - _expand(t)) * case.frame + _expand(t) * noise
         with torch.no_grad():
-            x_next = x_t + _expand(t_next - t) * frame_velocity(self.teacher, case, x_t, t)
+            x_next = x_t + _expand(t_next - t) * frame_velocity(self.teacher, case, x_t, t, guided=True)
             # f(x_b, b) = x_b: at the boundary the target is the teacher's point itself.
             jump = _expand(boundary - t_next) * frame_velocity(self.model, case, x_next, t_next)
             target = x_next + jump
