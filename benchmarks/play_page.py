@@ -17,38 +17,20 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
 import statistics
-import threading
 import time
 from pathlib import Path
 
 import torch
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def serve(player) -> tuple[str, object, object]:
+    from worldforge.play.server import serve_in_background
 
-
-def serve(player) -> tuple[str, object, threading.Thread]:
-    import uvicorn
-
-    from worldforge.play.server import create_app
-
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(player), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise SystemExit("uvicorn did not start within 30 s")
-        time.sleep(0.05)
-    return f"http://127.0.0.1:{port}/", server, thread
+    try:
+        return serve_in_background(player)
+    except TimeoutError as error:
+        raise SystemExit(str(error)) from None
 
 
 def browser():

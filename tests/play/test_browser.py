@@ -12,8 +12,6 @@ import base64
 import io
 import os
 import shutil
-import socket
-import threading
 import time
 
 import numpy as np
@@ -23,7 +21,7 @@ from PIL import Image
 from worldforge.evaluation.objects import locate, read_scene
 from worldforge.models.world_model import package_config
 from worldforge.packages import save_package
-from worldforge.play.server import create_app
+from worldforge.play.server import serve_in_background
 from worldforge.play.session import Player
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -41,32 +39,15 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def serve():
     """`serve(player) -> url`: the play app under a real uvicorn on a free loopback port."""
-    import uvicorn
-
     servers = []
 
     def start(player: Player) -> str:
-        port = free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(create_app(player), host="127.0.0.1", port=port, log_level="warning")
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start within 30 s"
-            time.sleep(0.05)
+        url, server, thread = serve_in_background(player)
         servers.append((server, thread))
-        return f"http://127.0.0.1:{port}/"
+        return url
 
     yield start
     for server, thread in servers:

@@ -14,6 +14,9 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import socket
+import threading
+import time
 from importlib import resources
 
 import numpy as np
@@ -102,3 +105,29 @@ def serve(player: Player, host: str = "127.0.0.1", port: int = 8765) -> None:
         uvicorn.run(create_app(player), host=host, port=port, log_level="warning", lifespan="off")
     except KeyboardInterrupt:
         log.info("play server stopped")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port on `host` that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def serve_in_background(player: Player, host: str = "127.0.0.1", timeout: float = 30.0):
+    """Serve the page from a daemon thread on a free port of `host` (a browser test, a benchmark, a
+    notebook). Returns (url, server, thread); stop it with `server.should_exit = True` and
+    `thread.join()`. Raises TimeoutError when uvicorn has not started within `timeout` seconds."""
+    import uvicorn
+
+    port = free_port(host)
+    server = uvicorn.Server(uvicorn.Config(create_app(player), host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            server.should_exit = True
+            raise TimeoutError(f"the play server on {host}:{port} did not start within {timeout:.0f} s")
+        time.sleep(0.05)
+    return f"http://{host}:{port}/", server, thread
