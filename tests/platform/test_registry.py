@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import pytest
 import torch
 
 from worldforge import registry
+from worldforge.core.runtime import free_port
 from worldforge.packages import load_package, package_md5, save_package, write_metrics
 from worldforge.registry import resolve
 from worldforge.registry.config import RegistryConfig
@@ -53,12 +53,6 @@ SERVER_START_TIMEOUT_S = 180
 
 def metrics(**changes) -> dict:
     return {**GOOD, **changes}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

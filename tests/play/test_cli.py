@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,12 +13,7 @@ import urllib.request
 from typer.testing import CliRunner
 
 from worldforge.cli import app
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from worldforge.core.runtime import free_port
 
 
 def test_play_serves_the_page_on_loopback_until_interrupted(project, make_world_model, held_out_dataset):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import socket
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,6 +59,13 @@ class DistInfo:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on `host` that nothing listens on now (a rendezvous, a local server)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
 
 
 def launched_distributed() -> bool:

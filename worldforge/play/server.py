@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import io
 import logging
-import socket
 import threading
 import time
 from importlib import resources
@@ -25,6 +24,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 from PIL import Image
 
+from worldforge.core.runtime import free_port
 from worldforge.play.session import Player, PlayError, Run
 
 log = logging.getLogger(__name__)
@@ -105,13 +105,6 @@ def serve(player: Player, host: str = "127.0.0.1", port: int = 8765) -> None:
         uvicorn.run(create_app(player), host=host, port=port, log_level="warning", lifespan="off")
     except KeyboardInterrupt:
         log.info("play server stopped")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port on `host` that nothing listens on now."""
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
 
 
 def serve_in_background(player: Player, host: str = "127.0.0.1", timeout: float = 30.0):

@@ -13,17 +13,16 @@ Backend: NCCL on GPU, gloo on CPU (with `DS_ACCELERATOR=cpu`, set here when ther
 from __future__ import annotations
 
 import os
-import socket
 
 import torch
 
-from worldforge.core.runtime import DistInfo, configure_deepspeed_env, launched_distributed, select_device
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from worldforge.core.runtime import (
+    DistInfo,
+    configure_deepspeed_env,
+    free_port,
+    launched_distributed,
+    select_device,
+)
 
 
 def setup_distributed(device_preference: str = "auto") -> tuple[DistInfo, torch.device]:
