@@ -13,6 +13,7 @@ from worldforge.models.objective import (
     noise_targets,
     rollout_context,
     sample_noise_levels,
+    trail_frames,
     training_inputs,
     weighted_frame_mse,
 )
@@ -105,7 +106,7 @@ def test_anchor_blur_softens_a_share_of_the_anchors_and_keeps_their_mass():
     assert 0.3 < float((peak < 0.99).float().mean()) < 0.5
     assert float(peak.min()) > 0.1  # at most a 1-cell Gaussian: its peak 0.16
     assert torch.equal(blur_frames(frames, ObjectiveConfig(anchor_blur=1.0, anchor_blur_prob=0.0)), frames)
-    with pytest.raises(ValueError, match="anchor_blur and anchor_noise degrade the true anchors"):
+    with pytest.raises(ValueError, match="anchor_blur, anchor_noise and anchor_trail degrade the true anchors"):
         ObjectiveConfig(anchor_blur=0.5, rollout_frames=2)
 
 
@@ -140,8 +141,36 @@ def test_anchor_noise_grains_each_anchor_by_its_own_amount_and_leaves_the_target
     assert torch.equal(inputs.batch.clean, clean)
     error = (inputs.anchor - model.anchors(clean)).std()
     assert 0.03 < float(error) < 0.1
-    with pytest.raises(ValueError, match="anchor_noise degrade the true anchors"):
+    with pytest.raises(ValueError, match="anchor_noise and anchor_trail degrade the true anchors"):
         ObjectiveConfig(anchor_noise=0.05, rollout_frames=2)
+
+
+def test_anchor_trail_draws_a_share_of_the_anchors_over_both_positions_and_leaves_the_targets_true(
+    make_model, make_clips
+):
+    """`anchor_trail`: a bright square that moved is, in a chosen anchor frame, at its position and the
+    one before (the brighter cell of the two frames), as a rollout's stretched object is; the rest of
+    the anchors and every target stay true."""
+    frames = torch.full((256, 3, 3, 8, 8), -1.0)
+    for t in range(3):
+        frames[:, t, :, 2:4, 1 + 2 * t : 3 + 2 * t] = 1.0  # two cells wide, two cells right per frame
+    trailed = trail_frames(frames, ObjectiveConfig(anchor_trail=0.5), torch.Generator().manual_seed(0))
+    lit = (trailed > 0).flatten(2).sum(dim=2)  # (B, T) lit values: 12 for the square alone, 24 over both
+    assert torch.equal(lit[:, 0], torch.full((256,), 12))  # the first frame has none before it
+    assert set(lit[:, 1:].unique().tolist()) == {12, 24}
+    assert 0.4 < float((lit[:, 1:] == 24).float().mean()) < 0.6
+    assert torch.equal(trail_frames(frames, ObjectiveConfig(anchor_trail=1.0))[:, 2], torch.maximum(frames[:, 1], frames[:, 2]))
+    model = make_model(objective=ObjectiveConfig(prediction="x0", residual=True))
+    clips, actions = make_clips(8, 6)
+    clean = model.tokenizer.encode(clips)
+    condition = model.action_condition(actions, clean.shape[1])
+    config = ObjectiveConfig(prediction="x0", residual=True, anchor_trail=1.0)
+    inputs = training_inputs(model, clean, condition, config, torch.Generator().manual_seed(0))
+    assert torch.equal(inputs.batch.clean, clean)
+    brighter = inputs.anchor.mean(dim=2) >= model.anchors(clean).mean(dim=2) - 1e-6
+    assert bool(brighter.all()) and not torch.equal(inputs.anchor, model.anchors(clean))
+    with pytest.raises(ValueError, match="anchor_trail degrade the true anchors"):
+        ObjectiveConfig(anchor_trail=0.5, rollout_frames=2)
 
 
 def test_x0_loss_is_the_velocity_loss_times_t_squared(make_model, make_clips):

@@ -75,3 +75,53 @@ def test_few_step_samples_of_a_briefly_trained_model_are_sharper_than_its_one_st
     mean, sampled = sharpness(1), sharpness(8)
     assert mean < 0.5  # the one-step prediction averages the possible squares (0.12 when written)
     assert sampled > 2 * mean  # the samples draw one of them (0.37 Euler, 0.41 ancestral)
+
+
+def test_held_sampling_keeps_exactly_what_the_network_barely_moves_or_changes(make_world_model):
+    """sampler.hold_motion / hold_change: at sampling, motions shorter than hold_motion cells and
+    changes below hold_change are zero. A rollout of a network whose outputs are all that small
+    repeats its last context frame (to float rounding), where without the hold the frames drift a little each
+    step; a cell that does move or change is kept as the network drew it; training sees the raw
+    output; and a model without the residual objective is refused by name."""
+    from worldforge.models.config import ModelConfigError, SamplerConfig, TokenizerConfig
+    from worldforge.models.flow import hold_small
+    from worldforge.models.streaming import generate_latents
+
+    output = torch.zeros(1, 1, 5, 2, 2)
+    output[0, 0, :3, 0, 0] = torch.tensor([0.01, -0.02, 0.0])  # a small change: held
+    output[0, 0, :3, 0, 1] = torch.tensor([0.01, -0.20, 0.0])  # one channel changes: kept whole
+    output[0, 0, 3:, 1, 0] = torch.tensor([0.1, 0.1])  # a short motion: held
+    output[0, 0, 3:, 1, 1] = torch.tensor([0.4, 0.0])  # a long one: kept
+    held = hold_small(output, 3, motion=0.3, change=0.05)
+    assert torch.equal(held[0, 0, :3, 0, 0], torch.zeros(3)) and torch.equal(held[0, 0, :3, 0, 1], output[0, 0, :3, 0, 1])
+    assert torch.equal(held[0, 0, 3:, 1, 0], torch.zeros(2)) and torch.equal(held[0, 0, 3:, 1, 1], output[0, 0, 3:, 1, 1])
+
+    objective = ObjectiveConfig(prediction="x0", residual=True, loss="x0")
+    fields = {"stem": "conv", "stem_channels": 8, "stack_previous": 2, "warp": True, "patch_size": 8}
+    tokenizer = TokenizerConfig(frame_size=(32, 32), patch_size=1)
+
+    def rollout_of(hold: float) -> tuple[torch.Tensor, torch.Tensor]:
+        sampler = SamplerConfig(solver="ancestral", steps=3, hold_motion=hold, hold_change=hold)
+        model = make_world_model(noise=0.01, objective=objective, tokenizer=tokenizer, sampler=sampler, **fields)
+        context = torch.rand(2, 3, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+        condition = model.action_condition(torch.zeros(2, 9, dtype=torch.long), 9)
+        generated, _ = generate_latents(model, context, condition, 6, 3, "ancestral", True, torch.Generator().manual_seed(1))
+        return context[:, -1:], generated
+
+    last, free = rollout_of(0.0)
+    drift = (free - last).abs()
+    assert 0 < float(drift.amax()) < 0.5  # the untouched network moves every frame a little
+    last, held = rollout_of(0.5)
+    # all of it below the hold: the last frame, to float rounding (the sampler goes through velocities)
+    assert float((held - last).abs().amax()) < 1e-5
+
+    model = make_world_model(noise=0.01, objective=objective, tokenizer=tokenizer, **fields)
+    model.sampler_cfg = SamplerConfig(hold_change=0.5)
+    x = torch.randn(1, 1, 3, 32, 32)
+    anchor = torch.zeros(1, 1, 6, 32, 32)
+    levels, condition = torch.full((1, 1), 0.5), model.action_condition(torch.zeros(1, 1, dtype=torch.long), 1)
+    sampled = model.velocity(x, levels, condition, anchor=anchor)
+    trained = model.train().velocity(x, levels, condition, anchor=anchor)
+    assert not torch.equal(sampled, trained)
+    with pytest.raises(ModelConfigError, match="sampler.hold_motion and hold_change"):
+        make_world_model(objective=ObjectiveConfig(prediction="velocity"), sampler=SamplerConfig(hold_change=0.1))

@@ -230,6 +230,14 @@ class ObjectiveConfig(Section):
         "uniform in 0 .. this (in [-1, 1] units), the target stays true, so that grain a rollout draws is "
         "removed rather than carried on through the warp. 0: true anchors",
     )
+    anchor_trail: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="as anchor_blur, with trails: this share of the anchor frames keeps, at each cell, the "
+        "brighter of the frame and the one before it, so that a bright thing drawn over both its positions "
+        "(the trail a rollout leaves behind a moving object) is redrawn at one. 0: true anchors",
+    )
     context_targets: int | None = Field(
         None,
         ge=1,
@@ -312,11 +320,11 @@ class ObjectiveConfig(Section):
             raise ValueError(
                 "objective.skip_sigma needs objective.residual=true (it skips around the change)"
             )
-        if (self.anchor_blur or self.anchor_noise) and (
+        if (self.anchor_blur or self.anchor_noise or self.anchor_trail) and (
             self.training_context != "diffusion_forcing" or self.rollout_frames
         ):
             raise ValueError(
-                "objective.anchor_blur and anchor_noise degrade the true anchors of teacher-forced diffusion "
+                "objective.anchor_blur, anchor_noise and anchor_trail degrade the true anchors of teacher-forced diffusion "
                 "forcing: they need "
                 "objective.training_context='diffusion_forcing' and objective.rollout_frames=0"
             )
@@ -357,4 +365,17 @@ class SamplerConfig(Section):
     )
     decode_chunk: int | None = Field(
         16, ge=1, description="latent frames per tokenizer decode chunk; None: all"
+    )
+    hold_motion: float = Field(
+        0.0,
+        ge=0.0,
+        description="model.warp: at sampling, motions shorter than this many cells are zero, so that what the "
+        "network barely moves stays exactly where it was instead of being resampled a fraction of a cell (a "
+        "blur, once per generated frame). 0: off",
+    )
+    hold_change: float = Field(
+        0.0,
+        ge=0.0,
+        description="objective.residual: at sampling, a cell's change whose largest channel is below this (in "
+        "[-1, 1] units) is zero, so that small errors do not add up over a long rollout. 0: off",
     )

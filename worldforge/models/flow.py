@@ -58,6 +58,22 @@ def to_x0(
     return noisy - levels.to(output.dtype)[:, :, None, None, None] * output
 
 
+def hold_small(output: torch.Tensor, channels: int, motion: float, change: float) -> torch.Tensor:
+    """`sampler.hold_motion` / `hold_change`: the residual network's output (B, T, channels [+ 2], h, w)
+    with motions shorter than `motion` cells and changes whose largest channel is below `change` set
+    to zero, so that what the network barely touches is kept exactly."""
+    held = output.clone()
+    if change > 0:
+        delta = output[:, :, :channels]
+        small = delta.abs().amax(dim=2, keepdim=True) < change
+        held[:, :, :channels] = delta.masked_fill(small, 0.0)
+    if motion > 0 and output.shape[2] > channels:
+        field = output[:, :, channels : channels + 2]
+        short = field.norm(dim=2, keepdim=True) < motion
+        held[:, :, channels : channels + 2] = field.masked_fill(short, 0.0)
+    return held
+
+
 def skip_weights(levels: torch.Tensor, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
     """`objective.skip_sigma`'s weights at noise levels t (any shape): (c_skip, c_out).
 

@@ -115,6 +115,16 @@ def blur_frames(frames: torch.Tensor, config: ObjectiveConfig, generator=None) -
     return down.unflatten(0, (b, t))
 
 
+def trail_frames(frames: torch.Tensor, config: ObjectiveConfig, generator=None) -> torch.Tensor:
+    """`anchor_trail`: frames (B, T, c, h, w), a share `anchor_trail` of them with each cell taken from
+    the frame or the one before it (the first: itself), whichever is brighter (channel mean)."""
+    b, t = frames.shape[:2]
+    before = torch.cat([frames[:, :1], frames[:, :-1]], dim=1)
+    brighter = before.mean(dim=2, keepdim=True) > frames.mean(dim=2, keepdim=True)
+    chosen = (torch.rand(b, t, device=frames.device, generator=generator) < config.anchor_trail)[:, :, None, None, None]
+    return torch.where(brighter & chosen, before, frames)
+
+
 def grain_frames(frames: torch.Tensor, config: ObjectiveConfig, generator=None) -> torch.Tensor:
     """`anchor_noise`: frames (B, T, c, h, w), each with Gaussian noise of its own standard deviation,
     uniform in 0 .. `anchor_noise`."""
@@ -173,11 +183,13 @@ def training_inputs(
     model: WorldModel, clean: torch.Tensor, condition: torch.Tensor, config: ObjectiveConfig, generator=None
 ) -> TrainingInputs:
     """Noise a batch of clean latent clips (B, T', c, h, w) as `config` says: diffusion forcing (with
-    `anchor_blur`, on blurred anchors), or clean context copies (with `rollout_prob`, the model's own
-    rollout after a random split)."""
+    `anchor_trail`, `anchor_blur` and `anchor_noise`, on trailed, blurred and grained anchors), or
+    clean context copies (with `rollout_prob`, the model's own rollout after a random split)."""
     if config.training_context == "diffusion_forcing":
         batch = noise_clips(clean, config, generator)
-        anchors = blur_frames(clean, config, generator) if config.anchor_blur else clean
+        anchors = trail_frames(clean, config, generator) if config.anchor_trail else clean
+        if config.anchor_blur:
+            anchors = blur_frames(anchors, config, generator)
         if config.anchor_noise:
             anchors = grain_frames(anchors, config, generator)
         return TrainingInputs(batch, condition, None, model.anchors(anchors), False)

@@ -26,7 +26,7 @@ from worldforge.models.config import (
     TokenizerConfig,
 )
 from worldforge.models.dit import WorldDiT, action_condition, no_action
-from worldforge.models.flow import previous_frames, to_velocity
+from worldforge.models.flow import hold_small, previous_frames, to_velocity
 from worldforge.models.tokenizers import build_tokenizer
 
 KIND = "world_model"
@@ -55,6 +55,15 @@ class WorldModel(nn.Module):
                 "model.warp moves the previous frame that the residual objective changes from: it needs "
                 "objective.residual=true (and objective.prediction='x0')"
             )
+        if (sampler_cfg.hold_motion or sampler_cfg.hold_change) and not (
+            objective_cfg.residual and objective_cfg.prediction == "x0"
+        ):
+            raise ModelConfigError(
+                "sampler.hold_motion and hold_change keep what the residual objective barely changes: they need "
+                "objective.residual=true (and objective.prediction='x0')"
+            )
+        if sampler_cfg.hold_motion and not model_cfg.warp:
+            raise ModelConfigError("sampler.hold_motion holds the motion field of model.warp: it needs model.warp=true")
         self.tokenizer = build_tokenizer(tokenizer_cfg)
         self.dit = WorldDiT(model_cfg, tokenizer_cfg.latent_dim, tokenizer_cfg.frames_per_latent)
         self.model_cfg = self.dit.config  # resolved
@@ -128,6 +137,9 @@ class WorldModel(nn.Module):
         output = self.dit(
             latents, noise_levels, condition, cache=cache, commit=commit, first_frame=first_frame, anchor=anchor
         )
+        sampler = self.sampler_cfg
+        if not self.training and (sampler.hold_motion or sampler.hold_change):
+            output = hold_small(output, latents.shape[2], sampler.hold_motion, sampler.hold_change)
         return to_velocity(output, latents, noise_levels, self.objective_cfg, anchor=anchor)
 
 
