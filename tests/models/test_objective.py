@@ -95,6 +95,18 @@ def test_with_the_skip_a_clean_frame_passes_through_and_pure_noise_is_the_plain_
         ObjectiveConfig(prediction="x0", skip_sigma=0.15)
 
 
+def degraded_inputs(make_model, make_clips, **degradation):
+    """The training inputs of moving-square clips under an anchor degradation (anchor_blur, anchor_noise,
+    anchor_trail), and the true anchors and clean latents they came from."""
+    model = make_model(objective=ObjectiveConfig(prediction="x0", residual=True))
+    frames, actions = make_clips(8, 6)
+    clean = model.tokenizer.encode(frames)
+    condition = model.action_condition(actions, clean.shape[1])
+    config = ObjectiveConfig(prediction="x0", residual=True, **degradation)
+    inputs = training_inputs(model, clean, condition, config, torch.Generator().manual_seed(0))
+    return inputs, model.anchors(clean), clean
+
+
 def test_anchor_blur_softens_a_share_of_the_anchors_and_keeps_their_mass():
     frames = torch.zeros(64, 4, 3, 9, 9)
     frames[..., 4, 4] = 1.0
@@ -111,13 +123,7 @@ def test_anchor_blur_softens_a_share_of_the_anchors_and_keeps_their_mass():
 
 
 def test_with_anchor_blur_training_anchors_are_soft_and_the_targets_true(make_model, make_clips):
-    model = make_model(objective=ObjectiveConfig(prediction="x0", residual=True))
-    frames, actions = make_clips(8, 6)
-    clean = model.tokenizer.encode(frames)
-    condition = model.action_condition(actions, clean.shape[1])
-    config = ObjectiveConfig(prediction="x0", residual=True, anchor_blur=1.0, anchor_blur_prob=1.0)
-    inputs = training_inputs(model, clean, condition, config, torch.Generator().manual_seed(0))
-    true = model.anchors(clean)
+    inputs, true, clean = degraded_inputs(make_model, make_clips, anchor_blur=1.0, anchor_blur_prob=1.0)
     assert torch.equal(inputs.batch.clean, clean)
     assert not torch.allclose(inputs.anchor, true)
     second = torch.diff(inputs.anchor, dim=-1).abs().mean()
@@ -132,14 +138,9 @@ def test_anchor_noise_grains_each_anchor_by_its_own_amount_and_leaves_the_target
     std = grained.flatten(2).std(dim=2)  # each frame's own noise level
     assert float(std.max()) < 0.12 and float(std.min()) < 0.01  # uniform in 0 .. 0.1
     assert 0.04 < float(std.mean()) < 0.06
-    model = make_model(objective=ObjectiveConfig(prediction="x0", residual=True))
-    frames, actions = make_clips(8, 6)
-    clean = model.tokenizer.encode(frames)
-    condition = model.action_condition(actions, clean.shape[1])
-    config = ObjectiveConfig(prediction="x0", residual=True, anchor_noise=0.1)
-    inputs = training_inputs(model, clean, condition, config, torch.Generator().manual_seed(0))
+    inputs, true, clean = degraded_inputs(make_model, make_clips, anchor_noise=0.1)
     assert torch.equal(inputs.batch.clean, clean)
-    error = (inputs.anchor - model.anchors(clean)).std()
+    error = (inputs.anchor - true).std()
     assert 0.03 < float(error) < 0.1
     with pytest.raises(ValueError, match="anchor_noise and anchor_trail degrade the true anchors"):
         ObjectiveConfig(anchor_noise=0.05, rollout_frames=2)
@@ -159,16 +160,12 @@ def test_anchor_trail_draws_a_share_of_the_anchors_over_both_positions_and_leave
     assert torch.equal(lit[:, 0], torch.full((256,), 12))  # the first frame has none before it
     assert set(lit[:, 1:].unique().tolist()) == {12, 24}
     assert 0.4 < float((lit[:, 1:] == 24).float().mean()) < 0.6
-    assert torch.equal(trail_frames(frames, ObjectiveConfig(anchor_trail=1.0))[:, 2], torch.maximum(frames[:, 1], frames[:, 2]))
-    model = make_model(objective=ObjectiveConfig(prediction="x0", residual=True))
-    clips, actions = make_clips(8, 6)
-    clean = model.tokenizer.encode(clips)
-    condition = model.action_condition(actions, clean.shape[1])
-    config = ObjectiveConfig(prediction="x0", residual=True, anchor_trail=1.0)
-    inputs = training_inputs(model, clean, condition, config, torch.Generator().manual_seed(0))
+    both = torch.maximum(frames[:, 1], frames[:, 2])
+    assert torch.equal(trail_frames(frames, ObjectiveConfig(anchor_trail=1.0))[:, 2], both)
+    inputs, true, clean = degraded_inputs(make_model, make_clips, anchor_trail=1.0)
     assert torch.equal(inputs.batch.clean, clean)
-    brighter = inputs.anchor.mean(dim=2) >= model.anchors(clean).mean(dim=2) - 1e-6
-    assert bool(brighter.all()) and not torch.equal(inputs.anchor, model.anchors(clean))
+    brighter = inputs.anchor.mean(dim=2) >= true.mean(dim=2) - 1e-6
+    assert bool(brighter.all()) and not torch.equal(inputs.anchor, true)
     with pytest.raises(ValueError, match="anchor_trail degrade the true anchors"):
         ObjectiveConfig(anchor_trail=0.5, rollout_frames=2)
 
