@@ -138,7 +138,7 @@ class WorldModel(nn.Module):
             latents, noise_levels, condition, cache=cache, commit=commit, first_frame=first_frame, anchor=anchor
         )
         sampler = self.sampler_cfg
-        if not self.training and (sampler.hold_motion or sampler.hold_change):
+        if not (self.training or commit) and (sampler.hold_motion or sampler.hold_change):  # a commit's output is unused
             output = hold_small(output, latents.shape[2], sampler.hold_motion, sampler.hold_change)
         return to_velocity(output, latents, noise_levels, self.objective_cfg, anchor=anchor)
 
