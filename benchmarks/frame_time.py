@@ -1,14 +1,15 @@
 """Where a generated frame's time goes on this machine: one frame of a batch-1 KV-cached rollout
 (the play page's case), split by the DiT's parts, with the FLOPs of each.
 
-For each model (a package folder, or the quickstart's architecture untrained, and the same with
-fewer blocks), times `LatentStream.next` (all solver steps + committing the previous frame) over
-many frames, and the wall time inside each top-level part of the DiT (conv stem, timestep and
+For each model (the quickstart's architecture untrained, and the same with fewer blocks), times
+`LatentStream.next` (all solver steps + committing the previous frame) over many frames, with the
+frame committed in the first solver step's DiT call (fused, what a rollout does) and in a call of
+its own before it (separate: the baseline, measured in the same run), and the wall time inside each top-level part of the DiT (conv stem, timestep and
 action embeddings, each transformer block, final layer + conv head) by forward hooks; what is left
 is the solver, the anchors, the warp and Python. Prints medians over --repeats runs and the share
 of each part.
 
-    python benchmarks/frame_time.py --threads 1 --depth 4 2 --steps 1 4
+    python benchmarks/frame_time.py --threads 2 --depth 4 2 --steps 1 4
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ def parts(model: WorldModel) -> dict[str, torch.nn.Module]:
     return named
 
 
-def time_frames(model: WorldModel, steps: int, frames: int) -> tuple[float, dict[str, float]]:
-    """Median seconds per frame of `frames` frames, and the mean seconds per frame in each part."""
+def time_frames(model: WorldModel, steps: int, frames: int, separate: bool) -> tuple[float, dict[str, float]]:
+    """Median seconds per frame of `frames` frames, and the mean seconds per frame in each part;
+    separate: commit each frame in a DiT call of its own instead of in the next frame's first."""
     spent: dict[str, float] = defaultdict(float)
     handles = []
     for name, module in parts(model).items():
@@ -59,6 +61,8 @@ def time_frames(model: WorldModel, steps: int, frames: int) -> tuple[float, dict
         per_frame = []
         for index in range(8, frames):
             start = time.perf_counter()
+            if separate:
+                stream.commit()
             stream.next(condition[:, index : index + 1], steps)
             per_frame.append(time.perf_counter() - start)
     for handle in handles:
@@ -74,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 4], help="sampler steps per frame")
     parser.add_argument("--frames", type=int, default=72, help="frames per timed rollout (8 warm-up)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     config = load_config(args.config)
@@ -83,24 +87,28 @@ def main(argv: list[str] | None = None) -> int:
         model_cfg = config.model.model_copy(update={"depth": depth})
         model = WorldModel(config.tokenizer, model_cfg, config.objective, config.sampler).eval()
         for steps in args.steps:
-            runs = [time_frames(model, steps, args.frames) for _ in range(args.repeats)]
-            total = statistics.median(r[0] for r in runs)
-            shares = {name: statistics.median(r[1].get(name, 0.0) for r in runs) for name in runs[0][1]}
+            runs = {False: [], True: []}
+            for _ in range(args.repeats):  # the two ways take turns, so the machine's load hits both
+                for separate in runs:
+                    runs[separate].append(time_frames(model, steps, args.frames, separate))
             flops = rollout_flops(model, steps=steps)["total"]
-            rows.append((depth, steps, total, shares, flops))
-    base = rows[0][2]
+            for separate, timed in runs.items():
+                total = statistics.median(r[0] for r in timed)
+                shares = {name: statistics.median(r[1].get(name, 0.0) for r in timed) for name in timed[0][1]}
+                rows.append((depth, steps, "separate" if separate else "fused", total, shares, flops))
+    base = rows[0][3]
     print(f"torch {torch.__version__}, {args.threads} thread(s), batch 1, {args.config} architecture, medians of "
           f"{args.repeats} rollouts of {args.frames - 8} frames")
-    print("| blocks | steps | ms/frame | vs first | MFLOPs/frame | stem | embeds | blocks | head | rest |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for depth, steps, total, shares, flops in rows:
+    print("| blocks | steps | commit | ms/frame | vs first | MFLOPs/frame | stem | embeds | blocks | head | rest |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for depth, steps, commit, total, shares, flops in rows:
         stem = shares["conv stem + patchify"]
         embeds = shares["timestep embed"] + shares["action embed"]
         blocks = sum(v for k, v in shares.items() if k.startswith("block"))
         head = shares["final layer + conv head"]
         rest = total - stem - embeds - blocks - head
         cells = [f"{1e3 * v:.2f} ({v / total:.0%})" for v in (stem, embeds, blocks, head, rest)]
-        print(f"| {depth} | {steps} | {1e3 * total:.2f} | {total / base:.2f}x | {flops / 1e6:.1f} | " + " | ".join(cells) + " |")
+        print(f"| {depth} | {steps} | {commit} | {1e3 * total:.2f} | {total / base:.2f}x | {flops / 1e6:.1f} | " + " | ".join(cells) + " |")
     return 0
 
 

@@ -135,9 +135,11 @@ class Attention(nn.Module):
         mask: torch.Tensor | None,
         cache: KVCache | None = None,
         index: int = 0,
-        commit: bool = False,
+        commit: int = 0,
         tokens_per_frame: int = 1,
     ) -> torch.Tensor:
+        """With a cache, x's frames attend to the frames it holds, and the first `commit` of them
+        (all, or a leading part: a frame joining the context while the next is drawn) join it."""
         b, length, _ = x.shape
         # (B, L, D) -> 3 x (B, H, L, hd)
         q, k, v = self.qkv(x).view(b, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
@@ -147,6 +149,7 @@ class Attention(nn.Module):
             if past_k is not None:
                 k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)  # (B, H, S, hd)
             if commit:
-                cache.store(index, k, v, tokens_per_frame)
+                kept = k.shape[2] - length + commit * tokens_per_frame  # past + the committed frames
+                cache.store(index, k[:, :, :kept], v[:, :, :kept], tokens_per_frame)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, L, hd)
         return self.proj(out.transpose(1, 2).reshape(b, length, self.heads * self.head_dim))

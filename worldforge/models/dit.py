@@ -148,7 +148,7 @@ class Block(nn.Module):
         self.mlp = Mlp(width, mlp_hidden)
         self.adaln = nn.Linear(width, 6 * width)
 
-    def forward(self, x, c, rope, mask, cache: KVCache | None = None, index: int = 0, commit: bool = False):
+    def forward(self, x, c, rope, mask, cache: KVCache | None = None, index: int = 0, commit: int = 0):
         # x (B, T, N, D); c (B, T, D), already through SiLU
         b, t, n, d = x.shape
         shift1, scale1, gate1, shift2, scale2, gate2 = (
@@ -315,7 +315,7 @@ class WorldDiT(nn.Module):
         out = rearrange(out, "b t (h w) (s p1 p2) -> (b t) s (h p1) (w p2)", h=h, p1=p, p2=p)
         return self.final.head(out, skip).unflatten(0, (b, t))
 
-    def _blocks(self, x, c, rope, mask, cache: KVCache | None = None, commit: bool = False) -> torch.Tensor:
+    def _blocks(self, x, c, rope, mask, cache: KVCache | None = None, commit: int = 0) -> torch.Tensor:
         for index, block in enumerate(self.blocks):
             if self.config.grad_checkpointing and self.training and cache is None:
                 x = checkpoint(block, x, c, rope, mask, use_reentrant=False)
@@ -329,10 +329,10 @@ class WorldDiT(nn.Module):
         noise_levels: torch.Tensor,
         actions: torch.Tensor,
         cache: KVCache | None = None,
-        commit: bool = False,
+        commit: int = 0,
         first_frame: int = 0,
         anchor: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    ) -> torch.Tensor | None:
         """Network output (velocity or x0, see ObjectiveConfig.prediction) for every frame.
 
         latents: (B, T, C, h, w) noisy latents; noise_levels: (B, T) in [0, 1]; actions: the
@@ -340,9 +340,13 @@ class WorldDiT(nn.Module):
         each frame's previous clean latent frames, newest first (needed with `model.stack_previous`).
         Without a cache the frames sit at absolute positions first_frame .. first_frame + T - 1.
         With a cache they follow the frames it holds (from `cache.next_frame`) and attend to them;
-        `commit=True` appends their keys/values, making them context for later calls.
-        Returns (B, T, C, h, w), with `model.warp` (B, T, C + 2, h, w): the motion field last."""
-        _, t, _, height, width = latents.shape
+        `commit=k` appends the keys/values of the first k frames, making them context for later
+        calls. A committed frame's output is not drawn (nothing reads it), so with k < T one call
+        can commit a frame and draw the next (a rollout's fused commit); with k = T it returns None.
+        Returns (B, T - k, C, h, w), with `model.warp` (B, T - k, C + 2, h, w): the motion field last."""
+        b, t, _, height, width = latents.shape
+        if isinstance(commit, bool) or not 0 <= commit <= t or (commit and cache is None):
+            raise ModelConfigError(f"commit={commit!r}: the number of leading frames (0..{t}) joining a KV cache")
         h, w = height // self.patch, width // self.patch
         x, skip = self._embed(latents, anchor)  # (B, T, N, D)
         c = self._condition(noise_levels, actions)  # (B, T, D)
@@ -354,8 +358,13 @@ class WorldDiT(nn.Module):
         rope = rope_tables(self.config.head_dim, first_frame, t, h, w, latents.device)
         mask = frame_mask(first_frame, t, key_first, key_frames, h * w, self.window, latents.device)
         x = self._blocks(x, c, rope, mask, cache, commit)
-        if cache is not None and commit:
-            cache.advance(t)
+        if commit:
+            cache.advance(commit)
+            if commit == t:
+                return None
+            x, c = x[:, commit:], c[:, commit:]
+            if skip is not None:
+                skip = skip.unflatten(0, (b, t))[:, commit:].flatten(0, 1)
         return self._output(x, c, skip, h, w)
 
     def forward_teacher_forced(

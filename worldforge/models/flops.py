@@ -85,7 +85,7 @@ def rollout_flops(model: WorldModel, steps: int | None = None, solver: str | Non
             torch.zeros(1, context, device="meta"),
             _meta_condition(meta, context),
             cache=cache,
-            commit=True,
+            commit=context,
             anchor=_meta_anchor(meta, latents),
         )
     frame = torch.zeros(1, 1, *shape, device="meta")
@@ -99,13 +99,24 @@ def rollout_flops(model: WorldModel, steps: int | None = None, solver: str | Non
         )
     )
 
+    commit = _counted(  # the frame's keys and values, without the output head (see WorldDiT.forward)
+        lambda: meta.dit(
+            frame,
+            torch.zeros(1, 1, device="meta"),
+            _meta_condition(meta, 1),
+            cache=cache,
+            commit=1,
+            anchor=_meta_anchor(meta, frame),
+        )
+    )
+
     def decode(latent_frames: int):
         return lambda: meta.tokenizer.decode(torch.zeros(1, latent_frames, *shape, device="meta"))
 
     decode_latent = _counted(decode(2)) - _counted(decode(1))  # one more latent frame in a stream
     costs = {
         "denoise": evaluations(solver, steps) * guided * step // r,
-        "commit": step // r,
+        "commit": commit // r,
         "decode": decode_latent // r,
     }
     costs["total"] = sum(costs.values())

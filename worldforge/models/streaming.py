@@ -4,7 +4,9 @@ Each new latent frame starts as noise and is integrated to a clean frame by the 
 (`SamplerConfig`: solver, steps, shift); it then joins the context. With `use_cache=True` the
 keys/values of context frames live in a KV cache of at most `context_window - 1` frames (older
 frames drop out), so a step costs one frame's tokens and memory stays bounded however long the
-rollout. With `use_cache=False` every velocity evaluation recomputes the context from scratch:
+rollout; a frame joins the cache in the same DiT call as the next frame's first solver step (its
+keys and values as a call of its own would make them), so a 1-step model makes one call per frame.
+With `use_cache=False` every velocity evaluation recomputes the context from scratch:
 the frames within the model's receptive field, `depth * (context_window - 1)` frames back, which
 gives the same result as the cache up to float rounding.
 """
@@ -43,12 +45,34 @@ def _noised(latents: torch.Tensor, level: float, generator) -> torch.Tensor:
     return (1 - level) * latents + level * noise
 
 
-def cached_velocity(model: WorldModel, cache, condition: torch.Tensor, previous: torch.Tensor) -> VelocityFn:
+def cached_velocity(
+    model: WorldModel,
+    cache,
+    condition: torch.Tensor,
+    previous: torch.Tensor,
+    pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor, float] | None = None,
+) -> VelocityFn:
     """The velocity field of the next frame, attending to the context held in `cache`;
-    previous (B, 1, c, h, w): the last clean latent frame (the `residual` objective's anchor)."""
+    previous (B, 1, c, h, w): the last clean latent frame (the `residual` objective's anchor).
+    pending: (frame as the cache should hold it, its condition, its anchor, its noise level), a
+    generated frame not yet in the cache: the first evaluation commits it in the same DiT call
+    (one call fewer per frame, the same keys and values as a call of its own)."""
 
     def velocity(x: torch.Tensor, t: float) -> torch.Tensor:
-        return model.guided_velocity(x, x.new_full((x.shape[0], 1), t), condition, cache, anchor=previous)
+        nonlocal pending
+        levels = x.new_full((x.shape[0], 1), t)
+        if pending is None:
+            return model.guided_velocity(x, levels, condition, cache, anchor=previous)
+        frame, frame_condition, frame_anchor, level = pending
+        pending = None
+        return model.guided_velocity(
+            torch.cat([frame, x], dim=1),
+            torch.cat([levels.new_full(frame.shape[:2], level), levels], dim=1),
+            torch.cat([frame_condition, condition], dim=1),
+            cache,
+            anchor=torch.cat([frame_anchor, previous], dim=1),
+            commit=frame.shape[1],
+        )
 
     return velocity
 
@@ -97,7 +121,7 @@ class LatentStream:
             context.new_full((b, known), self.level),
             condition,
             self.cache,
-            commit=True,
+            commit=known,
             anchor=model.anchors(context),
         )
         self.peak = self.cache.frames
@@ -113,15 +137,20 @@ class LatentStream:
             frame.new_full(frame.shape[:2], self.level),
             action,
             self.cache,
-            commit=True,
+            commit=frame.shape[1],
             anchor=anchor,
         )
         self.peak = max(self.peak, self.cache.frames)
 
     @torch.no_grad()
     def next(self, action: torch.Tensor, steps: int | None = None, solver: str | None = None) -> torch.Tensor:
+        """The next latent frame (B, 1, c, h, w) under `action`; the frame before it joins the cache
+        in the first solver step's DiT call (see `cached_velocity`)."""
+        pending = None
         if self.pending is not None:
-            self.commit()
+            frame, frame_action, anchor = self.pending
+            self.pending = None  # noised first: the same random draws as a separate commit
+            pending = (_noised(frame, self.level, self.generator), frame_action, anchor, self.level)
         config = self.model.sampler_cfg
         last = self.clean[-1]
         noise = torch.randn(
@@ -131,10 +160,11 @@ class LatentStream:
             dtype=last.dtype,
         )
         previous = next_anchor(torch.stack(self.clean, dim=1), self.count)  # the last clean frame(s)
-        velocity = cached_velocity(self.model, self.cache, action, previous)
+        velocity = cached_velocity(self.model, self.cache, action, previous, pending)
         frame = sample(
             velocity, noise, steps or config.steps, config.shift, solver or config.solver, self.generator
         )
+        self.peak = max(self.peak, self.cache.frames)
         self.clean = (self.clean + [frame[:, 0]])[-self.count :]
         self.pending = (frame, action, previous)
         return frame

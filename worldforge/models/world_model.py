@@ -109,14 +109,19 @@ class WorldModel(nn.Module):
         cache=None,
         first_frame: int = 0,
         anchor: torch.Tensor | None = None,
+        commit: int = 0,
     ) -> torch.Tensor:
         """`velocity` of the last frame of `latents` under `sampler.action_guidance` w: v_none +
         w (v - v_none), v_none the same call with the last frame's action replaced by "no action"
-        (classifier-free guidance on the action; the context keeps its own). w = 1 is `velocity`."""
-        v = self.velocity(latents, noise_levels, condition, cache, first_frame=first_frame, anchor=anchor)
+        (classifier-free guidance on the action; the context keeps its own). w = 1 is `velocity`.
+        commit: as `velocity`; the frames it commits join the cache in the first call, and the
+        unguided call attends to them there."""
+        v = self.velocity(latents, noise_levels, condition, cache, commit, first_frame, anchor)
         w = self.sampler_cfg.action_guidance
         if w == 1:
             return v
+        latents, noise_levels, condition = latents[:, commit:], noise_levels[:, commit:], condition[:, commit:]
+        anchor = None if anchor is None else anchor[:, commit:]
         unguided = torch.cat([condition[:, :-1], self.no_action(condition[:, -1:])], dim=1)
         v_none = self.velocity(latents, noise_levels, unguided, cache, first_frame=first_frame, anchor=anchor)
         return v_none + w * (v - v_none)
@@ -127,18 +132,24 @@ class WorldModel(nn.Module):
         noise_levels: torch.Tensor,
         condition: torch.Tensor,
         cache=None,
-        commit: bool = False,
+        commit: int = 0,
         first_frame: int = 0,
         anchor: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    ) -> torch.Tensor | None:
         """The velocity field at (latents, noise_levels): (B, T, c, h, w). Arguments as
         WorldDiT.forward; anchor: each frame's previous clean latent frames (`anchors`), for the
-        `residual` objective and `model.stack_previous`)."""
+        `residual` objective and `model.stack_previous`). With `commit=k` the first k frames join
+        the cache and the velocity is the other frames' (B, T - k, c, h, w), None when k = T."""
         output = self.dit(
             latents, noise_levels, condition, cache=cache, commit=commit, first_frame=first_frame, anchor=anchor
         )
+        if output is None:
+            return None
+        if commit:
+            latents, noise_levels = latents[:, commit:], noise_levels[:, commit:]
+            anchor = None if anchor is None else anchor[:, commit:]
         sampler = self.sampler_cfg
-        if not (self.training or commit) and (sampler.hold_motion or sampler.hold_change):  # a commit's output is unused
+        if not self.training and (sampler.hold_motion or sampler.hold_change):
             output = hold_small(output, latents.shape[2], sampler.hold_motion, sampler.hold_change)
         return to_velocity(output, latents, noise_levels, self.objective_cfg, anchor=anchor)
 
