@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         for steps in args.steps:
             runs = {False: [], True: []}
             for _ in range(args.repeats):  # the two ways take turns, so the machine's load hits both
-                for separate in runs:
-                    runs[separate].append(time_frames(model, steps, args.frames, separate))
+                for separate, timed in runs.items():
+                    timed.append(time_frames(model, steps, args.frames, separate))
             flops = rollout_flops(model, steps=steps)["total"]
             for separate, timed in runs.items():
                 total = statistics.median(r[0] for r in timed)
