@@ -8,6 +8,7 @@ layer, whose velocity field every student would match from the start."""
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 import os
@@ -39,7 +40,7 @@ from worldforge.compression.distill.steps import (
     rollout_case,
 )
 from worldforge.models.config import SamplerConfig
-from worldforge.models.sampler import sample
+from worldforge.models.sampler import sample, timesteps
 from worldforge.models.streaming import rollout
 from worldforge.models.world_model import WorldModel, package_config
 from worldforge.packages import load_package, package_md5, save_package
@@ -506,6 +507,35 @@ def test_the_regression_term_is_optional_and_zero_for_a_student_that_is_the_teac
     torch.manual_seed(0)
     _, logs = DMDObjective(student, teacher, fake, DMDConfig(regression_weight=1.0), teacher_steps=4)(batch)
     assert float(logs["regression_loss"]) > 0  # 2 student steps against the teacher's 4
+
+
+def test_an_ancestral_teachers_regression_target_is_a_function_of_the_noise(make_world_model, random_weights):
+    """DMD's regression pairs a noise with one teacher sample: an ancestral teacher's chain re-noises
+    with the starting noise at every step, so the same noise gives the same target whatever the
+    random state (with fresh noise the regression would learn the mean of the samples)."""
+    teacher = random_weights(make_world_model(steps=4, sampler=SamplerConfig(steps=4, solver="ancestral")))
+    student, fake = with_steps(teacher, 1), copy.deepcopy(teacher)
+    objective = DMDObjective(student, teacher, fake, DMDConfig(regression_weight=1.0), teacher_steps=4)
+    batch = {"frames": torch.rand(2, 4, 3, 32, 32) * 2 - 1, "actions": torch.zeros(2, 4, dtype=torch.long)}
+    case = rollout_case(teacher, batch, 0.0)
+    noise = torch.randn_like(case.frame)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        first = objective._teacher_sample(case, noise)
+        torch.manual_seed(2)
+        again = objective._teacher_sample(case, noise)
+        other = objective._teacher_sample(case, torch.randn_like(noise))
+
+        def velocity(x, t):
+            return frame_velocity(teacher, case, x, x.new_full((x.shape[0],), t), guided=True)
+
+        x = noise  # the chain by hand: predict x0, re-noise it with the starting noise
+        for t, t_next in itertools.pairwise(timesteps(4, teacher.sampler_cfg.shift)):
+            x0 = x - t * velocity(x, t)
+            x = (1 - t_next) * x0 + t_next * noise
+    torch.testing.assert_close(first, again, rtol=0, atol=0)
+    torch.testing.assert_close(first, x, rtol=1e-5, atol=1e-6)
+    assert (first - other).abs().mean() > 1e-3
 
 
 def test_a_guided_teacher_is_distilled_with_its_guidance_into_a_student_that_samples_without(make_world_model):

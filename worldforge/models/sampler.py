@@ -29,17 +29,24 @@ def timesteps(steps: int, shift: float = 1.0) -> list[float]:
 
 
 def advance(
-    x: torch.Tensor, v: torch.Tensor, t: float, t_next: float, fresh: bool = False, generator=None
+    x: torch.Tensor,
+    v: torch.Tensor,
+    t: float,
+    t_next: float,
+    fresh: bool = False,
+    generator=None,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One step from level t to t_next, given the velocity v at (x, t): Euler's, or with `fresh`
-    the ancestral step's (the predicted clean frame x - t v, noised afresh to t_next with noise
-    drawn from `generator`; at t_next = 0 both give that clean frame)."""
+    the ancestral step's (the predicted clean frame x - t v, noised afresh to t_next with `noise`,
+    or noise drawn from `generator` when None; at t_next = 0 both give that clean frame)."""
     if not fresh:
         return x + (t_next - t) * v
     x0 = x - t * v
     if t_next <= 0:
         return x0
-    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    if noise is None:
+        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return (1 - t_next) * x0 + t_next * noise
 
 
@@ -70,14 +77,21 @@ def heun(
 
 
 def ancestral(
-    velocity: VelocityFn, noise: torch.Tensor, steps: int, shift: float = 1.0, generator=None
+    velocity: VelocityFn,
+    noise: torch.Tensor,
+    steps: int,
+    shift: float = 1.0,
+    generator=None,
+    renoise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """`steps` velocity evaluations; each predicts x0 and re-noises it to the next level with fresh
-    noise (drawn from `generator`). One step is the same as Euler's: the predicted x0."""
+    noise (drawn from `generator`), or with `renoise` at every step when given (the sample is then a
+    function of the noise alone, as an ODE solver's is). One step is the same as Euler's: the
+    predicted x0."""
     x = noise
     levels = timesteps(steps, shift)
     for t, t_next in itertools.pairwise(levels):
-        x = advance(x, velocity(x, t), t, t_next, fresh=True, generator=generator)
+        x = advance(x, velocity(x, t), t, t_next, fresh=True, generator=generator, noise=renoise)
     return x
 
 

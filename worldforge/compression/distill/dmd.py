@@ -48,7 +48,7 @@ from worldforge.compression.distill.config import DMDConfig
 from worldforge.compression.distill.steps import RolloutCase, _expand, frame_velocity, rollout_case
 from worldforge.models.adversarial import FrameCritic, adversarial_losses
 from worldforge.models.objective import sample_noise_levels
-from worldforge.models.sampler import advance, sample, timesteps
+from worldforge.models.sampler import advance, ancestral, sample, timesteps
 from worldforge.models.world_model import WorldModel
 from worldforge.training.tasks import FrozenTeacher
 
@@ -155,12 +155,16 @@ class DMDObjective(FrozenTeacher):
 
     def _teacher_sample(self, case: RolloutCase, noise: torch.Tensor) -> torch.Tensor:
         """The teacher's `teacher_steps`-step sample from `noise` with its own solver: DMD's
-        regression target."""
+        regression target. DMD pairs each noise with one teacher sample; an ancestral teacher's
+        fresh noise would give a noise many samples, and the regression would learn their mean (a
+        blur), so its chain re-noises with the starting noise at every step instead."""
 
         def velocity(x: torch.Tensor, t: float) -> torch.Tensor:
             return frame_velocity(self.teacher, case, x, x.new_full((x.shape[0],), t), guided=True)
 
         sampler = self.teacher.sampler_cfg
+        if sampler.solver == "ancestral":
+            return ancestral(velocity, noise, self.teacher_steps, sampler.shift, renoise=noise)
         return sample(velocity, noise, self.teacher_steps, sampler.shift, sampler.solver)
 
 
