@@ -121,10 +121,12 @@ def train(
     probe_steps: int = 20,
     extra_decays: tuple = (),
     fixed_steps: int = 0,
+    schedule_steps: int = 0,
 ) -> tuple[dict, dict]:
     """Train `model.dit` for `seconds` (the step count, and so the learning-rate schedule, is
     re-estimated every `probe_steps` steps from the speed so far), or for exactly `fixed_steps`
-    steps when that is set (comparisons that a busy machine's speed must not decide); loads the EMA
+    steps when that is set (comparisons that a busy machine's speed must not decide), its cosine
+    over those steps, or over `schedule_steps` when set (a run its budget cut short); loads the EMA
     weights into the model and returns a record, and the DiT's weights averaged with each of
     `extra_decays` (decay -> state dict) from the same run."""
     train_cfg = config.train
@@ -139,7 +141,7 @@ def train(
     schedule = None
     if fixed_steps:
         steps = fixed_steps
-        schedule = warmup_cosine(steps, train_cfg.warmup_steps, train_cfg.min_lr_ratio)
+        schedule = warmup_cosine(schedule_steps or steps, train_cfg.warmup_steps, train_cfg.min_lr_ratio)
     while True:
         if not fixed_steps and step >= probe_steps and step % probe_steps == 0:  # re-estimated as it goes: robust to load changes
             elapsed = time.perf_counter() - start
@@ -273,6 +275,10 @@ def main(argv: list[str] | None = None) -> int:
                         "architecture must be the variant's)")
     parser.add_argument("--train-steps", type=int, default=0,
                         help="train every variant for exactly this many steps (instead of --minutes)")
+    parser.add_argument("--cut-schedule", action="store_true",
+                        help="with --train-steps: run the cosine over the config's train.steps and stop at "
+                        "--train-steps, as the pipeline's budget stops a slower machine (default: the cosine "
+                        "fitted to --train-steps, as train.lr_schedule=budget ends)")
     parser.add_argument("--samplers", nargs="*", default=[],
                         help="score each variant with each sampler, SOLVER:STEPS[:SHIFT] (e.g. euler:1 "
                         "ancestral:4), one rollout to --long-horizon (default 32) per sampler: sharpness, "
@@ -296,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
             model.load_state_dict(load_package(args.init).state)
         clips = Clips(args.dataset, config.data.clip_frames, config.project.seed)
         record, averaged = train(model, config, clips, args.minutes * 60, extra_decays=tuple(args.ema_decays),
-                                 fixed_steps=args.train_steps)
+                                 fixed_steps=args.train_steps,
+                                 schedule_steps=config.train.steps if args.cut_schedule else 0)
         record["parameters"] = count_parameters(model.dit)
         eval_cfg = EvalConfig(
             split=args.split, episodes=args.episodes, context_frames=config.eval.context_frames, horizon=args.horizon
