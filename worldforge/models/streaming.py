@@ -127,18 +127,19 @@ class LatentStream:
         self.peak = self.cache.frames
         self.pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # frame, action, anchor
 
+    def _take_pending(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+        """The generated frame waiting to join the cache, noised as the cache holds context, with its
+        action, its anchor and that noise level (`cached_velocity`'s `pending`); none waits after."""
+        frame, action, anchor = self.pending
+        self.pending = None
+        return _noised(frame, self.level, self.generator), action, anchor, self.level
+
     def commit(self) -> None:
         """Put the last generated frame into the cache now (`next` does it before the frame after
         it); a caller that predicts that next frame itself (self-forcing training) calls this."""
-        frame, action, anchor = self.pending
-        self.pending = None
+        frame, action, anchor, level = self._take_pending()
         self.model.velocity(
-            _noised(frame, self.level, self.generator),
-            frame.new_full(frame.shape[:2], self.level),
-            action,
-            self.cache,
-            commit=frame.shape[1],
-            anchor=anchor,
+            frame, frame.new_full(frame.shape[:2], level), action, self.cache, commit=frame.shape[1], anchor=anchor
         )
         self.peak = max(self.peak, self.cache.frames)
 
@@ -146,11 +147,8 @@ class LatentStream:
     def next(self, action: torch.Tensor, steps: int | None = None, solver: str | None = None) -> torch.Tensor:
         """The next latent frame (B, 1, c, h, w) under `action`; the frame before it joins the cache
         in the first solver step's DiT call (see `cached_velocity`)."""
-        pending = None
-        if self.pending is not None:
-            frame, frame_action, anchor = self.pending
-            self.pending = None  # noised first: the same random draws as a separate commit
-            pending = (_noised(frame, self.level, self.generator), frame_action, anchor, self.level)
+        # noised before the new frame's noise is drawn: the same random draws as a separate commit
+        pending = None if self.pending is None else self._take_pending()
         config = self.model.sampler_cfg
         last = self.clean[-1]
         noise = torch.randn(

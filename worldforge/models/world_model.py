@@ -120,8 +120,7 @@ class WorldModel(nn.Module):
         w = self.sampler_cfg.action_guidance
         if w == 1:
             return v
-        latents, noise_levels, condition = latents[:, commit:], noise_levels[:, commit:], condition[:, commit:]
-        anchor = None if anchor is None else anchor[:, commit:]
+        latents, noise_levels, condition, anchor = _uncommitted(commit, latents, noise_levels, condition, anchor)
         unguided = torch.cat([condition[:, :-1], self.no_action(condition[:, -1:])], dim=1)
         v_none = self.velocity(latents, noise_levels, unguided, cache, first_frame=first_frame, anchor=anchor)
         return v_none + w * (v - v_none)
@@ -145,13 +144,17 @@ class WorldModel(nn.Module):
         )
         if output is None:
             return None
-        if commit:
-            latents, noise_levels = latents[:, commit:], noise_levels[:, commit:]
-            anchor = None if anchor is None else anchor[:, commit:]
+        latents, noise_levels, anchor = _uncommitted(commit, latents, noise_levels, anchor)
         sampler = self.sampler_cfg
         if not self.training and (sampler.hold_motion or sampler.hold_change):
             output = hold_small(output, latents.shape[2], sampler.hold_motion, sampler.hold_change)
         return to_velocity(output, latents, noise_levels, self.objective_cfg, anchor=anchor)
+
+
+def _uncommitted(commit: int, *tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+    """Each per-frame tensor (B, T, ...) without its first `commit` frames, which joined the cache
+    and have no output (None stays None)."""
+    return tuple(None if x is None else x[:, commit:] for x in tensors)
 
 
 def _section(package: dict[str, Any], name: str):
