@@ -4,9 +4,10 @@
 For each model (the quickstart's architecture untrained, and the same with fewer blocks), times
 `LatentStream.next` (all solver steps + committing the previous frame) over many frames, with the
 frame committed in the first solver step's DiT call (fused, what a rollout does) and in a call of
-its own before it (separate: the baseline, measured in the same run), and the wall time inside each top-level part of the DiT (conv stem, timestep and
-action embeddings, each transformer block, final layer + conv head) by forward hooks; what is left
-is the solver, the anchors, the warp and Python. Prints medians over --repeats runs and the share
+its own before it (separate: the baseline, measured in the same run), and the wall time inside
+each top-level part of the DiT (conv stem, timestep and action embeddings, each transformer
+block, final layer) by forward hooks; what is left is the conv head, the solver, the anchors, the
+warp and Python. Prints medians over --repeats runs and the share
 of each part.
 
     python benchmarks/frame_time.py --threads 2 --depth 4 2 --steps 1 4
