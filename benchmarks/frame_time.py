@@ -34,7 +34,7 @@ def parts(model: WorldModel) -> dict[str, torch.nn.Module]:
     named = {"conv stem + patchify": dit.patch_embed, "timestep embed": dit.t_embed, "action embed": dit.action_embed}
     for index, block in enumerate(dit.blocks):
         named[f"block {index}"] = block
-    named["final layer + conv head"] = dit.final
+    named["final layer"] = dit.final  # its conv head runs after it (WorldDiT._output): in "rest"
     return named
 
 
@@ -100,15 +100,15 @@ def main(argv: list[str] | None = None) -> int:
     base = rows[0][3]
     print(f"torch {torch.__version__}, {args.threads} thread(s), batch 1, {args.config} architecture, medians of "
           f"{args.repeats} rollouts of {args.frames - 8} frames")
-    print("| blocks | steps | commit | ms/frame | vs first | MFLOPs/frame | stem | embeds | blocks | head | rest |")
+    print("| blocks | steps | commit | ms/frame | vs first | MFLOPs/frame | stem | embeds | blocks | final layer | rest |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for depth, steps, commit, total, shares, flops in rows:
         stem = shares["conv stem + patchify"]
         embeds = shares["timestep embed"] + shares["action embed"]
         blocks = sum(v for k, v in shares.items() if k.startswith("block"))
-        head = shares["final layer + conv head"]
-        rest = total - stem - embeds - blocks - head
-        cells = [f"{1e3 * v:.2f} ({v / total:.0%})" for v in (stem, embeds, blocks, head, rest)]
+        final = shares["final layer"]
+        rest = total - stem - embeds - blocks - final
+        cells = [f"{1e3 * v:.2f} ({v / total:.0%})" for v in (stem, embeds, blocks, final, rest)]
         print(f"| {depth} | {steps} | {commit} | {1e3 * total:.2f} | {total / base:.2f}x | {flops / 1e6:.1f} | " + " | ".join(cells) + " |")
     return 0
 
