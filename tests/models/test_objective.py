@@ -122,6 +122,19 @@ def test_anchor_blur_softens_a_share_of_the_anchors_and_keeps_their_mass():
         ObjectiveConfig(anchor_blur=0.5, rollout_frames=2)
 
 
+def test_a_wide_anchor_blur_is_a_whole_gaussian_not_one_cut_at_two_cells():
+    frames = torch.zeros(1, 1, 1, 25, 25)
+    frames[..., 12, 12] = 1.0
+    config = ObjectiveConfig(anchor_blur=2.0, anchor_blur_prob=1.0)
+    generator = torch.Generator().manual_seed(5)
+    width = 2.0 * float(torch.rand(1, 1, generator=torch.Generator().manual_seed(5)))
+    blurred = blur_frames(frames, config, generator)[0, 0, 0]
+    offsets = torch.arange(25.0) - 12
+    spread = float((blurred.sum(dim=0) * offsets**2).sum())  # the variance along x
+    assert width > 1.5  # this seed draws a wide one
+    assert spread == pytest.approx(width**2, rel=0.03)
+
+
 def test_with_anchor_blur_training_anchors_are_soft_and_the_targets_true(make_model, make_clips):
     inputs, true, clean = degraded_inputs(make_model, make_clips, anchor_blur=1.0, anchor_blur_prob=1.0)
     assert torch.equal(inputs.batch.clean, clean)

@@ -18,6 +18,7 @@ is the teacher-forced variant: every frame at once, after a context rolled out a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -101,17 +102,19 @@ def weighted_frame_mse(error: torch.Tensor, weight: torch.Tensor) -> tuple[torch
 
 def blur_frames(frames: torch.Tensor, config: ObjectiveConfig, generator=None) -> torch.Tensor:
     """`anchor_blur`: frames (B, T, c, h, w), each blurred with chance `anchor_blur_prob` by a Gaussian
-    of its own width, uniform in 0 .. `anchor_blur` cells (5 taps, border cells repeated)."""
+    of its own width, uniform in 0 .. `anchor_blur` cells (taps out to three times the widest, border
+    cells repeated)."""
     b, t, _, h, w = frames.shape
     width = torch.rand(b, t, device=frames.device, generator=generator) * config.anchor_blur
     chosen = torch.rand(b, t, device=frames.device, generator=generator) < config.anchor_blur_prob
     width = torch.where(chosen, width, torch.zeros_like(width)).clamp_min(1e-3).flatten()
-    offsets = torch.arange(-2, 3, device=frames.device, dtype=frames.dtype)
+    reach = max(math.ceil(3 * config.anchor_blur), 1)
+    offsets = torch.arange(-reach, reach + 1, device=frames.device, dtype=frames.dtype)
     taps = torch.exp(-(offsets[None, :] ** 2) / (2 * width[:, None].to(frames.dtype) ** 2))
-    taps = (taps / taps.sum(dim=1, keepdim=True))[:, :, None, None, None]  # (B T, 5, 1, 1, 1)
-    padded = F.pad(frames.flatten(0, 1), (2, 2, 2, 2), mode="replicate")
-    across = sum(taps[:, k] * padded[..., k : k + w] for k in range(5))
-    down = sum(taps[:, k] * across[..., k : k + h, :] for k in range(5))
+    taps = (taps / taps.sum(dim=1, keepdim=True))[:, :, None, None, None]  # (B T, taps, 1, 1, 1)
+    padded = F.pad(frames.flatten(0, 1), (reach,) * 4, mode="replicate")
+    across = sum(taps[:, k] * padded[..., k : k + w] for k in range(2 * reach + 1))
+    down = sum(taps[:, k] * across[..., k : k + h, :] for k in range(2 * reach + 1))
     return down.unflatten(0, (b, t))
 
 
