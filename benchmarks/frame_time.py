@@ -7,8 +7,8 @@ frame committed in the first solver step's DiT call (fused, what a rollout does)
 its own before it (separate: the baseline, measured in the same run), and the wall time inside
 each top-level part of the DiT (conv stem, timestep and action embeddings, each transformer
 block, final layer) by forward hooks; what is left is the conv head, the solver, the anchors, the
-warp and Python. Prints medians over --repeats runs and the share
-of each part.
+warp and Python. Prints the median over --repeats runs of the time per frame, and the parts of
+the run that median comes from (each part's share of that run's time, so that they add up to it).
 
     python benchmarks/frame_time.py --threads 2 --depth 4 2 --steps 1 4
 """
@@ -39,7 +39,7 @@ def parts(model: WorldModel) -> dict[str, torch.nn.Module]:
 
 
 def time_frames(model: WorldModel, steps: int, frames: int, separate: bool) -> tuple[float, dict[str, float]]:
-    """Median seconds per frame of `frames` frames, and the mean seconds per frame in each part;
+    """Median seconds per frame of `frames` frames, and each part's share of their whole time;
     separate: commit each frame in a DiT call of its own instead of in the next frame's first."""
     spent: dict[str, float] = defaultdict(float)
     handles = []
@@ -68,8 +68,8 @@ def time_frames(model: WorldModel, steps: int, frames: int, separate: bool) -> t
             per_frame.append(time.perf_counter() - start)
     for handle in handles:
         handle.remove()
-    count = len(per_frame)
-    return statistics.median(per_frame), {k: v / count for k, v in spent.items()}
+    whole = sum(per_frame)
+    return statistics.median(per_frame), {k: v / whole for k, v in spent.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,21 +94,22 @@ def main(argv: list[str] | None = None) -> int:
                     timed.append(time_frames(model, steps, args.frames, separate))
             flops = rollout_flops(model, steps=steps)["total"]
             for separate, timed in runs.items():
-                total = statistics.median(r[0] for r in timed)
-                shares = {name: statistics.median(r[1].get(name, 0.0) for r in timed) for name in timed[0][1]}
+                total, shares = sorted(timed, key=lambda run: run[0])[(len(timed) - 1) // 2]  # the median run
                 rows.append((depth, steps, "separate" if separate else "fused", total, shares, flops))
     base = rows[0][3]
-    print(f"torch {torch.__version__}, {args.threads} thread(s), batch 1, {args.config} architecture, medians of "
-          f"{args.repeats} rollouts of {args.frames - 8} frames")
+    print(f"torch {torch.__version__}, {args.threads} thread(s), batch 1, {args.config} architecture, the median of "
+          f"{args.repeats} rollouts of {args.frames - 8} frames (the parts: that rollout's shares of its time)")
     print("| blocks | steps | commit | ms/frame | vs first | MFLOPs/frame | stem | embeds | blocks | final layer | rest |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for depth, steps, commit, total, shares, flops in rows:
-        stem = shares["conv stem + patchify"]
-        embeds = shares["timestep embed"] + shares["action embed"]
-        blocks = sum(v for k, v in shares.items() if k.startswith("block"))
-        final = shares["final layer"]
-        rest = total - stem - embeds - blocks - final
-        cells = [f"{1e3 * v:.2f} ({v / total:.0%})" for v in (stem, embeds, blocks, final, rest)]
+        columns = {
+            "stem": shares["conv stem + patchify"],
+            "embeds": shares["timestep embed"] + shares["action embed"],
+            "blocks": sum(v for k, v in shares.items() if k.startswith("block")),
+            "final": shares["final layer"],
+        }
+        columns["rest"] = 1.0 - sum(columns.values())
+        cells = [f"{1e3 * share * total:.2f} ({share:.0%})" for share in columns.values()]
         print(f"| {depth} | {steps} | {commit} | {1e3 * total:.2f} | {total / base:.2f}x | {flops / 1e6:.1f} | " + " | ".join(cells) + " |")
     return 0
 
