@@ -36,7 +36,7 @@ import torch
 from worldforge.data.config import SimulatorConfig
 from worldforge.data.manifest import read_manifest
 from worldforge.data.samples import iter_episodes
-from worldforge.data.sources.simulator import World, record_episode, sticky_random
+from worldforge.data.sources.simulator import World, record_episode, sticky_random_actions
 from worldforge.evaluation import metrics
 from worldforge.evaluation.config import EvalConfig
 from worldforge.evaluation.objects import Scene, compact_balls, locate, read_scene
@@ -73,10 +73,10 @@ class PlayClips:
 
 def continue_policy(recorded: np.ndarray, length: int, repeat: float, rng: np.random.Generator) -> np.ndarray:
     """`length` actions (int64): the `recorded` ones (L,), then the simulator's sticky-random
-    behaviour policy (`simulator.sticky_random`) continued from the last of them."""
+    behaviour policy (`simulator.sticky_random_actions`) continued from the last of them."""
     known = min(len(recorded), length)
     previous = int(recorded[known - 1]) if known else None
-    continued = sticky_random(length - known, repeat, rng, previous)
+    continued = sticky_random_actions(length - known, repeat, rng, previous)
     return np.concatenate([np.asarray(recorded[:known], dtype=np.int64), continued])
 
 

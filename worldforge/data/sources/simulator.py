@@ -202,7 +202,7 @@ def record_episode(
     actions change; without `actions` the sticky-random behaviour policy chooses them."""
     world = World(resolution, config.objects, np.random.default_rng([seed, index, 0]))
     if actions is None:
-        actions = sticky_random(length, config.action_repeat, np.random.default_rng([seed, index, 1]))
+        actions = sticky_random_actions(length, config.action_repeat, np.random.default_rng([seed, index, 1]))
     actions = ACTION_SPACE.check(np.asarray(actions), f"simulator episode {index} actions")
     if len(actions) != length:
         raise ValueError(f"simulator episode {index}: {len(actions)} actions for {length} frames")
@@ -215,12 +215,14 @@ def record_episode(
     return Episode("simulator", index, frames, actions, config.fps, ACTION_SPACE, state, meta)
 
 
-def sticky_random(
+def sticky_random_actions(
     length: int, repeat: float, rng: np.random.Generator, previous: int | None = None
 ) -> np.ndarray:
     """The behaviour policy: `length` actions (int64), each the one before it with probability
     `repeat`, else drawn uniformly. `previous`: the action before the first (a policy continued
-    past recorded actions); None: the first is drawn."""
+    past recorded actions); None: the first is drawn. The whole sequence at once, its draws in the
+    order every recorded dataset made them (`data.policies.sticky_random` is the same rule as a
+    per-step Gymnasium policy)."""
     draws = rng.integers(len(ACTIONS), size=length)
     keep = rng.random(length) < repeat
     actions = np.empty(length, dtype=np.int64)
