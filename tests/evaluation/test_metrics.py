@@ -55,6 +55,30 @@ def test_ssim_of_flat_frames_is_the_luminance_term():
     assert metrics.ssim(prediction, target).item() == pytest.approx(expected, rel=1e-6)
 
 
+def test_ssim_is_the_mean_of_the_index_under_an_11_tap_gaussian_window_of_sigma_1_5():
+    # The definition written out with a 2-D depthwise window, on a frame taller than it is wide
+    # and one smaller than the window (9 high: a 9-tap window), against the banded matmuls.
+    for shape in ((2, 3, 3, 20, 14), (1, 2, 3, 9, 12)):
+        generator = torch.Generator().manual_seed(shape[3])
+        target = torch.rand(shape, generator=generator) * 2 - 1
+        prediction = (target + 0.4 * torch.randn(shape, generator=generator)).clamp(-1, 1)
+        size = min(11, shape[3] - (1 - shape[3] % 2), shape[4] - (1 - shape[4] % 2))
+        taps = torch.exp(-((torch.arange(size, dtype=torch.float64) - (size - 1) / 2) ** 2) / (2 * 1.5**2))
+        window = (taps[:, None] * taps[None, :] / taps.sum() ** 2).expand(3, 1, size, size)
+        x, y = (f.double().flatten(0, 1) for f in (prediction, target))
+
+        def mean(image):
+            return torch.nn.functional.conv2d(image, window, groups=3)
+
+        mu_x, mu_y = mean(x), mean(y)
+        c1, c2 = (0.01 * 2) ** 2, (0.03 * 2) ** 2
+        cov = mean(x * y) - mu_x * mu_y
+        spread = mean(x * x) - mu_x**2 + mean(y * y) - mu_y**2
+        index = (2 * mu_x * mu_y + c1) * (2 * cov + c2) / ((mu_x**2 + mu_y**2 + c1) * (spread + c2))
+        expected = index.flatten(1).mean(dim=1).reshape(shape[:2])
+        assert torch.allclose(metrics.ssim(prediction, target), expected, rtol=0, atol=1e-12)
+
+
 def test_ssim_falls_with_structure_lost():
     target = stripes(width=2)
     assert metrics.ssim(torch.roll(target, 1, dims=-1), target).max() < 0.1

@@ -116,7 +116,7 @@ def largest_blob(weights: np.ndarray) -> np.ndarray | None:
     labels, count = ndimage.label(weights > 0, structure=np.ones((3, 3)))
     if not count:
         return None
-    masses = ndimage.sum(weights, labels, index=np.arange(1, count + 1))
+    masses = np.bincount(labels.ravel(), weights=weights.ravel(), minlength=count + 1)[1:]  # each blob's mass
     best = int(np.argmax(masses))
     if masses[best] < MIN_MASS:
         return None
