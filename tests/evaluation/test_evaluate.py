@@ -2,6 +2,7 @@
 real MLflow SQLite store; metrics.json, report files and the MLflow run checked."""
 
 import json
+from collections import OrderedDict
 from types import SimpleNamespace
 
 import mlflow
@@ -13,6 +14,7 @@ from PIL import Image
 from worldforge.core import tracking
 from worldforge.data.samples import iter_episodes
 from worldforge.evaluation import evaluate_package
+from worldforge.evaluation import evaluate as evaluate_module
 from worldforge.evaluation.evaluate import long_horizon_scores
 from worldforge.evaluation.rollout_eval import EvaluationError, load_clips
 
@@ -149,6 +151,36 @@ def test_reference_is_measured_in_the_same_run_with_the_same_noise(
     assert json.loads((report / "report.json").read_text())["reference"]["name"] == "other"
     [gif] = (report / "videos").glob("*.gif")
     assert "truth-model-reference" in gif.name
+
+
+def test_a_parent_measured_earlier_in_the_process_is_not_rolled_out_again_as_a_reference(
+    project, sim_dataset, make_package, small_eval, monkeypatch
+):
+    # What a pipeline does: the teacher is evaluated, then its student against it as the reference.
+    monkeypatch.setattr(evaluate_module, "MEASURED", OrderedDict())
+    measured = []
+    real = evaluate_module.measure
+
+    def counting(subject, *args, **kwargs):
+        measured.append(subject.name)
+        return real(subject, *args, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "measure", counting)
+    teacher, student = make_package("teacher", seed=0), make_package("student", seed=1)
+    alone = evaluate_package(teacher, sim_dataset, small_eval, track=False)
+    steps = json.loads((teacher / "config.json").read_text())["sampler"]["steps"]
+    # the reference's steps given explicitly (as the distill stage does) resolve to the same key
+    result = evaluate_package(student, sim_dataset, small_eval, reference=teacher, reference_steps=steps, track=False)
+    assert measured == ["teacher", "student"]
+    for key in ("psnr_mean", "ssim_mean", "sharpness_mean", "agent_position_error", "psnr_per_step"):
+        assert result["reference"][key] == alone[key]
+    assert result["reference"]["fps_e2e"] > 0  # the speed is measured again, in turns
+
+    # other noise, or other steps: measured afresh
+    evaluate_package(student, sim_dataset, small_eval.model_copy(update={"seed": 7}), reference=teacher, track=False)
+    assert measured == ["teacher", "student", "student", "teacher"]
+    evaluate_package(student, sim_dataset, small_eval, reference=teacher, reference_steps=steps + 1, track=False)
+    assert measured[-1] == "teacher"
 
 
 def test_a_model_built_for_other_frames_is_refused_naming_the_field(

@@ -15,7 +15,11 @@ simulator's own continuation (`long_play.py`, the model only: not its reference)
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,7 @@ from worldforge.core import tracking
 from worldforge.core.lineage import tracked_md5
 from worldforge.core.project import Project
 from worldforge.core.runtime import select_device
+from worldforge.data.manifest import MANIFEST
 from worldforge.evaluation import page, report
 from worldforge.evaluation.config import EvalConfig
 from worldforge.evaluation.cost import measure_cost, measure_costs
@@ -45,6 +50,8 @@ from worldforge.evaluation.sensitivity import model_sensitivity
 from worldforge.packages import ModelPackage, load_package, package_md5, write_metrics
 from worldforge.packages.lineage import project_path
 from worldforge.registry import resolve, resolve_version
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -180,6 +187,37 @@ def measure(
     return report.without_nan(metrics), prediction
 
 
+# A pipeline evaluates each stage's model against its parent, which the stage before evaluated in
+# the same process on the same clips with the same seeded noise: those quality measurements are
+# reused rather than rolled out again (a teacher's 4-step rollouts are most of a 1-step student's
+# evaluation). Keyed by what determines them; the speed is always measured afresh, in turns.
+MEASURED: OrderedDict[tuple, tuple[dict, torch.Tensor]] = OrderedDict()
+MEASURED_KEEP = 2
+
+
+def measured_key(
+    md5: str, package: ModelPackage, dataset: Path, config: EvalConfig, device: torch.device
+) -> tuple | None:
+    """What one model's quality on a dataset depends on: its weights and config (`package_md5`),
+    the dataset's manifest (it holds every shard's sha256), the evaluation config with its steps
+    resolved, and the device. None (never reused) for a folder without a manifest."""
+    manifest = dataset / MANIFEST
+    if not manifest.is_file():
+        return None
+    steps = config.denoise_steps or package.config.get("sampler", {}).get("steps")
+    resolved = config.model_copy(update={"denoise_steps": steps})
+    shards = hashlib.md5(manifest.read_bytes()).hexdigest()
+    return (md5, str(dataset), shards, resolved.model_dump_json(), str(device))
+
+
+def remember_measured(key: tuple | None, metrics: dict, prediction: torch.Tensor) -> None:
+    if key is None:
+        return
+    MEASURED[key] = copy.deepcopy((metrics, prediction))
+    while len(MEASURED) > MEASURED_KEEP:
+        MEASURED.popitem(last=False)
+
+
 def long_play_scores(
     subject: Subject, clips: PlayClips, config: EvalConfig, device: torch.device
 ) -> tuple[dict[str, Any], torch.Tensor]:
@@ -243,10 +281,17 @@ def evaluate_package(
     )
     for subject, chosen in zip(subjects, steps, strict=True):
         chosen_config = config.model_copy(update={"denoise_steps": chosen})
-        metrics, prediction = measure(
-            subject, clips, chosen_config, device, cost=False, long_clips=long_clips
-        )
-        results.append({**metrics, **context, "package_md5": package_md5(subject.package.path)})
+        md5 = package_md5(subject.package.path)
+        key = measured_key(md5, subject.package, dataset, chosen_config, device)
+        if key is not None and key in MEASURED:
+            metrics, prediction = copy.deepcopy(MEASURED[key])
+            log.info("%s: quality as measured earlier in this process (same weights, data and noise)", subject.name)
+        else:
+            metrics, prediction = measure(
+                subject, clips, chosen_config, device, cost=False, long_clips=long_clips
+            )
+            remember_measured(key, metrics, prediction)
+        results.append({**metrics, **context, "package_md5": md5})
         predictions["model" if not predictions else "reference"] = prediction
     plays = None
     if play_clips is not None:
