@@ -13,8 +13,8 @@ from PIL import Image
 
 from worldforge.core import tracking
 from worldforge.data.samples import iter_episodes
-from worldforge.evaluation import evaluate_package
 from worldforge.evaluation import evaluate as evaluate_module
+from worldforge.evaluation import evaluate_package
 from worldforge.evaluation.evaluate import long_horizon_scores
 from worldforge.evaluation.rollout_eval import EvaluationError, load_clips
 

@@ -67,7 +67,7 @@ def test_ssim_is_the_mean_of_the_index_under_an_11_tap_gaussian_window_of_sigma_
         window = (taps[:, None] * taps[None, :] / taps.sum() ** 2).expand(3, 1, size, size)
         x, y = (f.double().flatten(0, 1) for f in (prediction, target))
 
-        def mean(image):
+        def mean(image, window=window):
             return torch.nn.functional.conv2d(image, window, groups=3)
 
         mu_x, mu_y = mean(x), mean(y)
