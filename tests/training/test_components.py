@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -164,3 +165,28 @@ def test_checkpoint_files_load_without_unpickling_and_restore_every_generator(tm
     torch.save({"rng": np.random.get_state()}, tmp_path / "pickled.pt")  # a numpy object: refused
     with pytest.raises(CheckpointError, match="pickled.pt"):
         load_tensors(tmp_path / "pickled.pt")
+
+
+def test_a_world_of_one_on_cpu_starts_deepspeed_without_building_its_shared_memory_op(tmp_path: Path):
+    """The CPU backend's shared-memory all-reduce op is a ~40 s JIT build on a fresh machine; a
+    single process has nothing to reduce, so it starts without it (a fresh extensions folder stays
+    empty) and trains on gloo as before."""
+    import subprocess
+    import sys
+
+    script = (
+        "from worldforge.training.launch import setup_distributed\n"
+        "import deepspeed.comm.comm as comm\n"
+        "info, _ = setup_distributed('cpu')\n"
+        "assert info.world_size == 1 and info.backend == 'gloo', info\n"
+        "assert comm.cdb.shm_comm_op is None\n"
+    )
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path / "extensions"), "DS_ACCELERATOR": "cpu"}
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    extensions = tmp_path / "extensions"
+    assert not extensions.exists() or not any(extensions.rglob("*.so"))

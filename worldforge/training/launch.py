@@ -50,8 +50,22 @@ def setup_distributed(device_preference: str = "auto") -> tuple[DistInfo, torch.
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
     if not dist.is_initialized():
+        if device.type == "cpu" and os.environ.get("WORLD_SIZE") == "1":
+            skip_shared_memory_op()
         deepspeed.init_distributed(dist_backend=backend, verbose=False)
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, backend), device
+
+
+def skip_shared_memory_op() -> None:
+    """DeepSpeed's CPU backend JIT-compiles a shared-memory all-reduce op when it starts (about 40 s
+    on 2 cores, once per machine: the build is cached in ~/.cache/torch_extensions). A world of one
+    process has nothing to reduce, so it is marked unavailable there and the backend goes without
+    it, as it does on a machine where the op cannot be built; worlds of two or more keep it."""
+    import deepspeed.ops
+
+    compatible = getattr(deepspeed.ops, "__compatible_ops__", None)
+    if isinstance(compatible, dict):
+        compatible["deepspeed_shm_comm"] = False
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
