@@ -713,3 +713,19 @@ def test_rollout_frames_beyond_the_clip_name_the_fields(make_world_model):
     batch = {"frames": torch.zeros(1, 4, 3, 32, 32), "actions": torch.zeros(1, 4, dtype=torch.long)}
     with pytest.raises(ValueError, match=r"distill.dmd.rollout_frames.*data.clip_frames"):
         rollout_case(make_world_model(), batch, 0.0, rollout_frames=3)
+
+
+def test_dmd2s_critic_learns_at_its_own_rate_in_a_group_of_its_own(make_world_model):
+    """`adversarial_lr_scale`: the optimizer groups split the student's trainable weights from the
+    critic's, every trainable weight in one of them, the critic's at the scaled rate."""
+    teacher = make_world_model(steps=2)
+    student, fake = with_steps(teacher, 2), copy.deepcopy(teacher)
+    config = DMDConfig(adversarial_weight=0.1, adversarial_lr_scale=5.0)
+    objective = DMDObjective(student, teacher, fake, config, teacher_steps=2)
+    main, critic = objective.param_groups(2e-4)
+    assert critic["lr"] == 2e-4 * 5.0 and "lr" not in main
+    assert {id(p) for p in critic["params"]} == {id(p) for p in objective.critic.parameters()}
+    grouped = [id(p) for p in main["params"] + critic["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in objective.parameters() if p.requires_grad)
+    plain = DMDObjective(student, teacher, fake, DMDConfig(), teacher_steps=2).param_groups(2e-4)
+    assert len(plain) == 1

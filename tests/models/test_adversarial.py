@@ -81,3 +81,24 @@ def test_a_trained_critic_tells_crisp_discs_from_soft_ones_and_its_term_sharpens
         term.backward()
         step_opt.step()
     assert laplacian_energy(frames.detach()) > 1.5 * before
+
+
+def test_a_noised_critic_sees_each_true_and_generated_pair_at_one_level_with_one_noise():
+    """`noise_level` (distill.dmd.adversarial_noise): each pair is noised alike, so a generated
+    frame equal to its true frame gets the same logits; the critic sees noised frames, not the
+    clean ones; a tiny level is the clean critic; and the generator's term still reaches its frames."""
+    torch.manual_seed(0)
+    critic = FrameCritic(3, 3)
+    frames, anchor = discs(8), discs(8, seed=1)
+    generated = frames.clone().requires_grad_(True)
+    _, term, logs = adversarial_losses(critic, generated, frames, anchor, noise_level=0.5)
+    assert torch.allclose(logs["critic_real"], logs["critic_fake"], atol=1e-6)
+    term.backward()
+    assert generated.grad is not None and generated.grad.abs().sum() > 0
+    _, _, clean = adversarial_losses(critic, frames, frames, anchor)
+    assert abs(float(logs["critic_real"] - clean["critic_real"])) > 1e-3
+    _, _, tiny = adversarial_losses(critic, frames, frames, anchor, noise_level=1e-6)
+    assert torch.allclose(tiny["critic_real"], clean["critic_real"], atol=1e-4)
+    # different frames at one shared noise: the critic still tells them apart (the noise is not all it sees)
+    _, _, apart = adversarial_losses(critic, soften(frames, 1.0), frames, anchor, noise_level=0.3)
+    assert abs(float(apart["critic_real"] - apart["critic_fake"])) > 1e-4

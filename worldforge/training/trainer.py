@@ -147,10 +147,12 @@ class Trainer:
         trainable = [p for p in task.objective.parameters() if p.requires_grad]
         if not trainable:
             raise WorldforgeError(f"task {task.name!r}: the objective has no trainable parameters")
+        # an objective with players of their own rates (DMD's critic) gives its optimizer groups
+        groups = getattr(task.objective, "param_groups", None)
         self.schedules = [warmup_cosine(steps, train.warmup_steps, train.min_lr_ratio)]
         self.engine, _, _, _ = deepspeed.initialize(
             model=task.objective,
-            model_parameters=trainable,
+            model_parameters=groups(lr) if groups else trainable,
             config=self.ds_config,
             lr_scheduler=scheduler_factory(self.schedules[0]),
         )

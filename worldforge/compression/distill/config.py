@@ -89,6 +89,19 @@ class DMDConfig(Section):
         "the student is pushed toward frames it cannot tell apart: real frames, not only the teacher's "
         "distribution. 0: the DMD loss alone",
     )
+    adversarial_noise: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="the critic sees each true/generated pair noised to one level drawn from U(0, this) "
+        "(DMD2's critic judges noised samples, where grain is hidden and shapes are not); 0: clean frames",
+    )
+    adversarial_lr_scale: float = Field(
+        1.0,
+        gt=0,
+        description="the critic's learning rate over the student's: a critic that learns faster than the "
+        "generator it judges (GAN training's two time-scale update rule); 1: the student's",
+    )
 
     @model_validator(mode="after")
     def _levels(self) -> DMDConfig:

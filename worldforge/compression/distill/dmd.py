@@ -125,6 +125,16 @@ class DMDObjective(FrozenTeacher):
         # DMD2's adversarial critic: a submodule, trained in the student's step (not in its package)
         self.critic = FrameCritic.for_model(student) if config.adversarial_weight > 0 else None
 
+    def param_groups(self, lr: float) -> list[dict]:
+        """The trainer's optimizer groups: the student's trainable weights at `lr`, the critic's at
+        `lr * adversarial_lr_scale` (a critic that keeps ahead of the student it judges)."""
+        critic = [p for p in self.critic.parameters() if p.requires_grad] if self.critic is not None else []
+        ids = {id(p) for p in critic}
+        groups = [{"params": [p for p in self.parameters() if p.requires_grad and id(p) not in ids]}]
+        if critic:
+            groups.append({"params": critic, "lr": lr * self.config.adversarial_lr_scale})
+        return groups
+
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         case = rollout_case(
             self.model, batch, self.model.sampler_cfg.context_noise, self.config.rollout_frames
@@ -141,7 +151,7 @@ class DMDObjective(FrozenTeacher):
         if self.critic is not None:
             # frame j, generated and true, each after frame j's anchor: (B, c, h, w), (B, k c, h, w)
             critic_loss, term, critic_logs = adversarial_losses(
-                self.critic, x0[:, 0], case.frame[:, 0], case.anchor[:, -1]
+                self.critic, x0[:, 0], case.frame[:, 0], case.anchor[:, -1], self.config.adversarial_noise
             )
             loss = loss + critic_loss + self.config.adversarial_weight * term
             logs |= {"critic_loss": critic_loss.detach(), "adversarial_loss": term.detach(), **critic_logs}
