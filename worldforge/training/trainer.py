@@ -120,6 +120,13 @@ def micro_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
+def optimizer_parameters(objective: nn.Module, lr: float) -> list:
+    """What an engine's optimizer gets: an objective's `param_groups(lr)` where its players learn at
+    rates of their own (DMD's critic), else its trainable parameters at `lr`."""
+    groups = getattr(objective, "param_groups", None)
+    return groups(lr) if groups else [p for p in objective.parameters() if p.requires_grad]
+
+
 class Trainer:
     def __init__(
         self,
@@ -147,12 +154,10 @@ class Trainer:
         trainable = [p for p in task.objective.parameters() if p.requires_grad]
         if not trainable:
             raise WorldforgeError(f"task {task.name!r}: the objective has no trainable parameters")
-        # an objective with players of their own rates (DMD's critic) gives its optimizer groups
-        groups = getattr(task.objective, "param_groups", None)
         self.schedules = [warmup_cosine(steps, train.warmup_steps, train.min_lr_ratio)]
         self.engine, _, _, _ = deepspeed.initialize(
             model=task.objective,
-            model_parameters=groups(lr) if groups else trainable,
+            model_parameters=optimizer_parameters(task.objective, lr),
             config=self.ds_config,
             lr_scheduler=scheduler_factory(self.schedules[0]),
         )
@@ -182,12 +187,11 @@ class Trainer:
         """The critic's own engine: the same DeepSpeed settings, its own optimizer and schedule."""
         import deepspeed
 
-        trainable = [p for p in critic.objective.parameters() if p.requires_grad]
         config = build_deepspeed_config(train, lr=critic.lr, world_size=self.world, precision=self.precision)
         self.schedules.append(warmup_cosine(steps * critic.updates, train.warmup_steps, train.min_lr_ratio))
         engine, _, _, _ = deepspeed.initialize(
             model=critic.objective,
-            model_parameters=trainable,
+            model_parameters=optimizer_parameters(critic.objective, critic.lr),
             config=config,
             lr_scheduler=scheduler_factory(self.schedules[-1]),
         )
