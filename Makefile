@@ -10,6 +10,10 @@ PY := $(VENV)/bin/python
 TORCH_CPU_SPEC ?= torch==2.13.0
 TORCH_CPU_INDEX ?=
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist). Each test runs on one torch thread, so two workers fill two cores;
+# whole files go to one worker, so a module's fixtures are built once. TEST_WORKERS=0 runs in-process.
+TEST_WORKERS ?= 2
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile
 DEMO_CONFIG ?= quickstart
 
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
@@ -68,13 +72,13 @@ gl:
 		|| echo "could not install EGL/OSMesa: the MuJoCo tests will be skipped"; \
 	else echo "no libEGL and no root apt-get: the MuJoCo tests will be skipped"; fi
 
-## test: the whole test suite, `slow` ones included (about 6 minutes on 2 cores after install)
+## test: the whole test suite, `slow` ones included (about 11 minutes on 2 slow cores after install)
 test: install-dev browser gl
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 ## test-fast: without the tests marked `slow` (real MLflow server, Prefect server + worker, ...)
 test-fast: install-dev browser gl
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 test-all: test
 

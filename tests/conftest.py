@@ -45,6 +45,14 @@ def _emit_to_current_stderr(self, record):
 PrefectConsoleHandler.emit = _emit_to_current_stderr
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files holding `slow` tests run first, the rest in their usual order: with two workers
+    (`make test`), each taking whole files, the long files then end up on both, and the short ones
+    fill in after, so neither worker is left alone on a long file at the end."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
+
+
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A fresh project root with an embedded SQLite MLflow store and a local DVC remote."""
@@ -197,34 +205,47 @@ def trained_world():
     return dict(TRAINED_WORLD)
 
 
+def shared_temp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder that every process of this test run sees: under pytest-xdist (`make test` runs two
+    workers) the workers' temp folders share a parent; without it, the session's own."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
-def trained_world_model():
+def trained_world_model(tmp_path_factory: pytest.TempPathFactory):
     """A small world model trained briefly (400 steps, about a minute on one core) on 96 simulator
     episodes of `TRAINED_WORLD` (seed 7, episodes 0-95): enough to move the agent the way the
     actions push it. The quickstart's architecture at a smaller size (conv stem and head around
     the DiT, the two previous frames stacked at the input, residual x0 prediction, 1 sampling
-    step), without the quickstart's motion field (`model.warp`). Session-scoped and shared: do not train it further."""
-    import numpy as np
+    step), without the quickstart's motion field (`model.warp`). Session-scoped and shared: do not
+    train it further. Trained once per test run: the first worker to need it trains it and saves
+    its weights (safetensors), the others wait for them and load them."""
+    from filelock import FileLock
+    from safetensors.torch import load_model, save_model
+
+    weights = shared_temp(tmp_path_factory) / "trained-world-model.safetensors"
+    with FileLock(f"{weights}.lock"):
+        model = untrained_world_model()
+        if weights.exists():
+            load_model(model, str(weights))
+        else:
+            train_world_model(model)
+            save_model(model, str(weights))
+    return model.eval()
+
+
+def untrained_world_model():
+    """`trained_world_model`'s architecture, freshly initialised."""
     import torch
 
-    from worldforge.data.config import SimulatorConfig
-    from worldforge.data.sources.simulator import ACTIONS, record_episode
+    from worldforge.data.sources.simulator import ACTIONS
     from worldforge.models.config import ModelConfig, ObjectiveConfig, SamplerConfig, TokenizerConfig
-    from worldforge.models.objective import flow_matching_loss
     from worldforge.models.world_model import WorldModel
 
-    world = SimulatorConfig(objects=TRAINED_WORLD["objects"], action_repeat=TRAINED_WORLD["action_repeat"])
-    size, length, clip = TRAINED_WORLD["resolution"], TRAINED_WORLD["episode_frames"], 6
-    recorded = [record_episode(world, size, length, seed=TRAINED_WORLD["seed"], index=i) for i in range(96)]
-    frames = torch.stack(
-        [torch.from_numpy(e.frames).permute(0, 3, 1, 2).float() / 127.5 - 1 for e in recorded]
-    )
-    actions = torch.from_numpy(np.stack([e.actions for e in recorded]))
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    size = TRAINED_WORLD["resolution"]
     torch.manual_seed(0)
-    model = WorldModel.from_config(
+    return WorldModel.from_config(
         TokenizerConfig(frame_size=(size, size), patch_size=1),
         ModelConfig(
             preset="tiny",
@@ -242,6 +263,27 @@ def trained_world_model():
         ObjectiveConfig(prediction="x0", residual=True, loss="x0", logit_mean=3.0),
         SamplerConfig(steps=1),
     )
+
+
+def train_world_model(model) -> None:
+    """400 AdamW steps of 8 clips of 6 frames from 96 recorded episodes of `TRAINED_WORLD`."""
+    import numpy as np
+    import torch
+
+    from worldforge.data.config import SimulatorConfig
+    from worldforge.data.sources.simulator import record_episode
+    from worldforge.models.objective import flow_matching_loss
+
+    world = SimulatorConfig(objects=TRAINED_WORLD["objects"], action_repeat=TRAINED_WORLD["action_repeat"])
+    size, length, clip = TRAINED_WORLD["resolution"], TRAINED_WORLD["episode_frames"], 6
+    recorded = [record_episode(world, size, length, seed=TRAINED_WORLD["seed"], index=i) for i in range(96)]
+    frames = torch.stack(
+        [torch.from_numpy(e.frames).permute(0, 3, 1, 2).float() / 127.5 - 1 for e in recorded]
+    )
+    actions = torch.from_numpy(np.stack([e.actions for e in recorded]))
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     generator = torch.Generator().manual_seed(0)
     optimizer = torch.optim.AdamW(model.dit.parameters(), lr=2e-3)
     model.train()
@@ -254,7 +296,6 @@ def trained_world_model():
         loss.backward()
         optimizer.step()
     torch.set_num_threads(threads)
-    return model.eval()
 
 
 def encode_video(path: Path, frames: int = 48, fps: int = 30, size=(64, 80)) -> None:
