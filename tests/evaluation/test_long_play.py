@@ -28,6 +28,7 @@ PLAY_KEYS = (
     "balls_found",
     "truth_balls_found",
     "agent_found",
+    "truth_agent_found",
     "motion_ratio",
 )
 
@@ -80,7 +81,7 @@ def test_copy_last_frame_plays_a_real_but_frozen_world_with_its_agent_always_fou
     scores = score_play(copy_last_frame(clips.context, clips.frames), clips)
     assert scores["play_steps"] == [32]
     assert {f"play_h32_{key}" for key in PLAY_KEYS} <= set(scores)
-    assert scores["play_h32_agent_found"] == 1.0
+    assert scores["play_h32_agent_found"] == scores["play_h32_truth_agent_found"] == 1.0
     assert scores["play_h32_motion_ratio"] == 0.0  # frozen
     assert (
         scores["play_h32_realism_psnr"]

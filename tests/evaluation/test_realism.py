@@ -9,7 +9,7 @@ from scipy import ndimage
 
 from worldforge.data.config import SimulatorConfig
 from worldforge.data.sources.simulator import World, record_episode
-from worldforge.evaluation.objects import compact_balls, read_scene
+from worldforge.evaluation.objects import compact_agent, compact_balls, read_scene
 from worldforge.evaluation.realism import (
     REALISM_MAX_DB,
     episode_world,
@@ -122,6 +122,49 @@ def test_object_survival_keeps_a_whole_ball_and_drops_an_erased_or_smeared_one(s
     assert found[:, 0].all() == survives and (not survives or found.all())
 
 
+def white_band(world: World, frames: np.ndarray) -> np.ndarray:
+    """`frames` without the agent, a white band three pixels high along the bottom edge instead:
+    what a long rollout leaves of the agent."""
+    spoiled = frames_at(world, [[(np.nan, np.nan), *objects[1:]] for objects in TRACK])
+    spoiled[:, -3:] = 255
+    return spoiled
+
+
+def stretched(world: World, frames: np.ndarray) -> np.ndarray:
+    """`frames` with the agent's rows of white carried four times its width to the right."""
+    spoiled = frames.copy()
+    for frame in spoiled:
+        rows, cols = np.nonzero((frame == 255).all(axis=-1))
+        frame[rows.min() : rows.max() + 1, cols.min() : cols.max() + 13] = 255
+    return spoiled
+
+
+@pytest.mark.parametrize(
+    ("spoil", "found"),
+    [
+        (lambda world, frames: frames, True),
+        (lambda world, frames: np.roll(frames, 2, axis=2), True),  # moved whole: still the agent
+        (lambda world, frames: blurred(frames, 0.5), True),  # slightly soft
+        (white_band, False),
+        (stretched, False),  # a bar, not a square
+        (lambda world, frames: blurred(frames, 1.5), False),  # smeared
+        (
+            lambda world, frames: np.round(0.5 * frames + 0.5 * world.background).astype(np.uint8),
+            False,
+        ),  # faint
+    ],
+    ids=["truth", "shifted", "soft", "white-band", "stretched", "smeared", "faded"],
+)
+def test_the_agent_is_found_as_a_compact_square_not_as_a_white_band_or_a_bar(spoil, found):
+    world = hand_made_world()
+    truth = frames_at(world, TRACK)
+    scene = read_scene(truth, np.asarray(TRACK))
+    spoiled = spoil(world, truth)
+    assert compact_agent(spoiled, scene).tolist() == [found] * len(TRACK)
+    if spoil is white_band:  # where the detector still reads an agent: the band
+        assert np.isfinite(read_positions(spoiled, world)[:, 0]).all()
+
+
 @pytest.mark.parametrize("index", range(3))
 def test_recorded_simulator_frames_are_near_the_ceiling_and_their_balls_survive(index):
     config = SimulatorConfig(objects=3)
@@ -136,3 +179,4 @@ def test_recorded_simulator_frames_are_near_the_ceiling_and_their_balls_survive(
     assert truth["realism_psnr_mean"] == pytest.approx(REALISM_MAX_DB) and blur["realism_psnr_mean"] < 30.0
     if scored[:, 1:].any():
         assert truth["object_survival"] >= 0.95
+    assert compact_agent(episode.frames, scene).all()

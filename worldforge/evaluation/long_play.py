@@ -16,7 +16,8 @@ frames ending there (`play_h{H}_...`):
 - `sharpness`: high-frequency energy of the model's frames over the simulator's (`metrics.sharpness`);
 - `balls_found`, `truth_balls_found`: mean number of balls drawn as compact balls
   (`objects.compact_balls`) of the `play_balls` balls per episode whose colour no other ball shares;
-- `agent_found`: fraction of frames in which the agent is found (`objects.locate`);
+- `agent_found`, `truth_agent_found`: fraction of frames in which the agent is drawn as a compact
+  square (`objects.compact_agent`; a white band along an edge or a smear is not the agent);
 - `motion_ratio`: how much frames change from one to the next, over the simulator's (`metrics.motion_ratio`).
 
 All episodes are rolled out as one batch, with the KV cache and the model's sliding context window.
@@ -39,7 +40,7 @@ from worldforge.data.samples import iter_episodes
 from worldforge.data.sources.simulator import World, record_episode, sticky_random_actions
 from worldforge.evaluation import metrics
 from worldforge.evaluation.config import EvalConfig
-from worldforge.evaluation.objects import Scene, compact_balls, locate, read_scene
+from worldforge.evaluation.objects import Scene, compact_agent, compact_balls, read_scene
 from worldforge.evaluation.realism import clip_errors, episode_world, overall_psnr
 from worldforge.evaluation.report import to_uint8
 from worldforge.evaluation.rollout_eval import EvaluationError, to_model_frames
@@ -189,7 +190,7 @@ def score_play(prediction: torch.Tensor, clips: PlayClips) -> dict[str, Any]:
     """Long-play scores of `prediction` (N, F, C, H, W) against the simulator's own frames under the
     same actions (see the module docstring): `play_steps`, `play_balls` and, at each scored step H,
     `play_h{H}_{realism_psnr, truth_realism_psnr, sharpness, balls_found, truth_balls_found,
-    agent_found, motion_ratio}`."""
+    agent_found, truth_agent_found, motion_ratio}`."""
     if prediction.shape != clips.simulated.shape:
         raise ValueError(
             f"prediction {tuple(prediction.shape)} is not the play's {tuple(clips.simulated.shape)}"
@@ -210,7 +211,8 @@ def score_play(prediction: torch.Tensor, clips: PlayClips) -> dict[str, Any]:
         truth_balls = np.stack(
             [compact_balls(c, s, w.radius) for c, s, w in zip(truth, clips.scenes, clips.worlds)]
         )
-        agent = np.stack([np.isfinite(locate(c, s)[:, 0]).all(axis=-1) for c, s in zip(pixels, clips.scenes)])
+        agent = np.stack([compact_agent(c, s) for c, s in zip(pixels, clips.scenes)])
+        truth_agent = np.stack([compact_agent(c, s) for c, s in zip(truth, clips.scenes)])
         before = slice(window.start - 1, window.stop)
         scores.update(
             {
@@ -220,6 +222,7 @@ def score_play(prediction: torch.Tensor, clips: PlayClips) -> dict[str, Any]:
                 f"play_h{step}_balls_found": float((found_balls & balls[:, None]).sum(axis=-1).mean()),
                 f"play_h{step}_truth_balls_found": float((truth_balls & balls[:, None]).sum(axis=-1).mean()),
                 f"play_h{step}_agent_found": float(agent.mean()),
+                f"play_h{step}_truth_agent_found": float(truth_agent.mean()),
                 f"play_h{step}_motion_ratio": metrics.overall(
                     metrics.motion_ratio(generated[:, before], simulator[:, before])
                 ),

@@ -17,7 +17,8 @@ A ball *survives* (`compact_balls`) where it is still drawn as a ball, not a fai
 the largest blob of its colour holds at least `COMPACT_MASS` of its disc's area in full-colour
 pixels, some pixel of it at least `COMPACT_PEAK` of the colour, and at most `COMPACT_SPILL` of its
 mass beyond a pixel outside the disc (on the simulator's frames: 99.8% of scored balls survive, 97%
-under a Gaussian blur of sigma 0.5 px, 53% of sigma 1, none half-erased or faded to half).
+under a Gaussian blur of sigma 0.5 px, 53% of sigma 1, none half-erased or faded to half). The
+agent is found compact (`compact_agent`) by the same three tests against its square.
 
 The background of a clip is read off its recorded frames and the simulator's state: per pixel, the
 median over the frames in which no object covers it (pixels covered in every frame take the median
@@ -175,6 +176,33 @@ def compact_balls(frames: np.ndarray, scene: Scene, radii: np.ndarray) -> np.nda
             area = math.pi * (radius * scale) ** 2
             spill = blob[distance > radius * scale + 1].sum() / blob.sum()
             found[frame, k] = (blob.sum() + covered) >= COMPACT_MASS * area and spill <= COMPACT_SPILL
+    return found
+
+
+# The agent is found *compact* (`compact_agent`) when the largest blob of its colour, around its centre
+# of mass, looks like the square of half side h the simulator draws: `COMPACT_MASS` of the square's
+# area, a pixel of `COMPACT_PEAK`, and at most `COMPACT_SPILL` of its mass beyond h + 1 pixel (along
+# either axis) from the centre. A white band along an edge, or an agent stretched into a bar, is
+# not the agent.
+
+
+def compact_agent(frames: np.ndarray, scene: Scene) -> np.ndarray:
+    """Whether the agent is drawn as a compact square in each frame: frames (T, ...) (any layout
+    `as_pixels` takes). Returns (T,) bool."""
+    mass = presence(as_pixels(frames), scene)[..., 0]  # (T, H, W)
+    t, height, width = mass.shape
+    scale = min(height, width)
+    ys, xs = (np.indices((height, width)) + 0.5) / np.array([height, width])[:, None, None]
+    half = AGENT_HALF * scale  # pixels
+    found = np.zeros(t, dtype=bool)
+    for frame in range(t):
+        blob = largest_blob(mass[frame])
+        if blob is None or blob.max() < COMPACT_PEAK:
+            continue
+        x, y = centre(blob)
+        distance = np.maximum(np.abs(xs - x), np.abs(ys - y)) * scale  # pixels, along the farther axis
+        spill = blob[distance > half + 1].sum() / blob.sum()
+        found[frame] = blob.sum() >= COMPACT_MASS * (2 * half) ** 2 and spill <= COMPACT_SPILL
     return found
 
 

@@ -52,7 +52,7 @@ PLAY_COLUMNS = (
     ("realism dB", "realism_psnr", "{:.1f}", "truth_realism_psnr"),
     ("sharpness", "sharpness", "{:.2f}", None),
     ("balls found", "balls_found", "{:.2f}", "truth_balls_found"),
-    ("agent found", "agent_found", "{:.2f}", None),
+    ("agent found", "agent_found", "{:.2f}", "truth_agent_found"),
     ("motion ratio", "motion_ratio", "{:.2f}", None),
 )
 
@@ -109,7 +109,8 @@ def _play_section(folder: Path, own: dict[str, Any]) -> str:
         "<p>Driven by the dataset's behaviour policy continued past the recording; no true future, so each number "
         "is set against the simulator's own frames under the same actions (in brackets), as a mean over the "
         f"8 frames ending at step H. Balls found: of {format_cell(own.get('play_balls'), '{:.2f}')} balls per episode "
-        "whose colour no other ball shares, the mean number drawn as a compact ball.</p><table>"
+        "whose colour no other ball shares, the mean number drawn as a compact ball. Agent found: the fraction of "
+        "frames in which the agent is drawn as a compact square (a white band or smear is not the agent).</p><table>"
         + _header(["H", *(label for label, _, _, _ in PLAY_COLUMNS)])
         + "".join(rows)
         + "</table>"
