@@ -65,10 +65,16 @@ class Scene:
     scored: np.ndarray  # (1 + K,) bool: colour distinct from every other object's
 
 
+def pixel_centres(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ys, xs), each (H, W): every pixel's centre, normalised."""
+    ys, xs = (np.indices((height, width)) + 0.5) / np.array([height, width])[:, None, None]
+    return ys, xs
+
+
 def covered(shape: tuple[int, int], positions: np.ndarray) -> np.ndarray:
     """(T, 1 + K, 2) true positions (agent first) -> (T, H, W) bool: pixels an object may cover."""
     height, width = shape
-    ys, xs = (np.indices((height, width)) + 0.5) / np.array([height, width])[:, None, None]
+    ys, xs = pixel_centres(height, width)
     margin = COVER_MARGIN / min(height, width)
     mask = np.zeros((len(positions), height, width), dtype=bool)
     for t, frame in enumerate(positions):
@@ -153,6 +159,15 @@ COMPACT_PEAK = 0.75  # some pixel holds at least this much of the ball's colour 
 COMPACT_SPILL = 0.25  # at most this share of its mass lies beyond r + 1 pixel from c (not a smear)
 
 
+def compact(blob: np.ndarray, distance: np.ndarray, extent: float, area: float, hidden: float = 0.0) -> bool:
+    """The mass and spill tests of a compact ball or agent (its peak is tested where its blob is
+    found): `blob` (H, W) amounts holds, with `hidden` pixels of it under another object, at least
+    `COMPACT_MASS` of the shape's `area`, and at most `COMPACT_SPILL` of its mass lies more than a
+    pixel beyond `extent` (`distance`: each pixel's from the blob's centre; both in pixels)."""
+    spill = blob[distance > extent + 1].sum() / blob.sum()
+    return bool(blob.sum() + hidden >= COMPACT_MASS * area and spill <= COMPACT_SPILL)
+
+
 def compact_balls(frames: np.ndarray, scene: Scene, radii: np.ndarray) -> np.ndarray:
     """Which balls are drawn as a compact ball in each frame: frames (T, ...) (any layout
     `as_pixels` takes), radii (K,) the balls' radii in frame sides. Returns (T, K) bool: the
@@ -161,7 +176,7 @@ def compact_balls(frames: np.ndarray, scene: Scene, radii: np.ndarray) -> np.nda
     mass = presence(as_pixels(frames), scene)  # (T, H, W, 1 + K)
     t, height, width = mass.shape[:3]
     scale = min(height, width)
-    ys, xs = (np.indices((height, width)) + 0.5) / np.array([height, width])[:, None, None]
+    ys, xs = pixel_centres(height, width)
     agent = mass[..., 0] >= 0.5  # (T, H, W)
     found = np.zeros((t, len(radii)), dtype=bool)
     for frame in range(t):
@@ -174,8 +189,7 @@ def compact_balls(frames: np.ndarray, scene: Scene, radii: np.ndarray) -> np.nda
             disc = distance <= radius * scale
             covered = (agent[frame] & disc & (blob == 0)).sum()
             area = math.pi * (radius * scale) ** 2
-            spill = blob[distance > radius * scale + 1].sum() / blob.sum()
-            found[frame, k] = (blob.sum() + covered) >= COMPACT_MASS * area and spill <= COMPACT_SPILL
+            found[frame, k] = compact(blob, distance, radius * scale, area, covered)
     return found
 
 
@@ -192,7 +206,7 @@ def compact_agent(frames: np.ndarray, scene: Scene) -> np.ndarray:
     mass = presence(as_pixels(frames), scene)[..., 0]  # (T, H, W)
     t, height, width = mass.shape
     scale = min(height, width)
-    ys, xs = (np.indices((height, width)) + 0.5) / np.array([height, width])[:, None, None]
+    ys, xs = pixel_centres(height, width)
     half = AGENT_HALF * scale  # pixels
     found = np.zeros(t, dtype=bool)
     for frame in range(t):
@@ -201,8 +215,7 @@ def compact_agent(frames: np.ndarray, scene: Scene) -> np.ndarray:
             continue
         x, y = centre(blob)
         distance = np.maximum(np.abs(xs - x), np.abs(ys - y)) * scale  # pixels, along the farther axis
-        spill = blob[distance > half + 1].sum() / blob.sum()
-        found[frame] = blob.sum() >= COMPACT_MASS * (2 * half) ** 2 and spill <= COMPACT_SPILL
+        found[frame] = compact(blob, distance, half, (2 * half) ** 2)
     return found
 
 
