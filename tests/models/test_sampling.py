@@ -125,3 +125,61 @@ def test_held_sampling_keeps_exactly_what_the_network_barely_moves_or_changes(ma
     assert not torch.equal(sampled, trained)
     with pytest.raises(ModelConfigError, match="sampler.hold_motion and hold_change"):
         make_world_model(objective=ObjectiveConfig(prediction="velocity"), sampler=SamplerConfig(hold_change=0.1))
+
+
+def test_palette_snaps_each_pixel_to_the_nearest_context_colour_and_leaves_a_photo_alone():
+    from worldforge.models.palette import palettes, snap
+
+    red, blue, dark = [1.0, -1.0, -1.0], [-1.0, -1.0, 1.0], [-0.6, -0.6, -0.6]
+    context = torch.tensor(dark).view(1, 1, 3, 1, 1).repeat(2, 2, 1, 4, 4)
+    context[:, 0, :, 0, 0] = torch.tensor(red)[:, None].T
+    context[:, 1, :, 3, 3] = torch.tensor(blue)[:, None].T
+    context[1] = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * 2 - 1  # 32 colours
+    table, usable = palettes(context, limit=8)
+    assert usable.tolist() == [True, False]
+    frame = torch.tensor(dark).view(1, 1, 3, 1, 1).repeat(2, 1, 1, 4, 4)
+    frame[:, 0, :, 1, 1] = torch.tensor([0.7, -0.8, -0.9])  # a faded red: red
+    frame[:, 0, :, 2, 2] = torch.tensor([-0.7, -0.8, 0.1])  # half blue, half dark: nearer dark
+    frame[:, 0, :, 2, 1] = torch.tensor([-0.9, -0.9, 0.5])  # mostly blue: blue
+    snapped = snap(frame, table, usable)
+    assert snapped[0, 0, :, 1, 1].tolist() == pytest.approx(red)
+    assert snapped[0, 0, :, 2, 2].tolist() == pytest.approx([round((c + 1) * 127.5) / 127.5 - 1 for c in dark])
+    assert snapped[0, 0, :, 2, 1].tolist() == pytest.approx(blue)
+    levels = torch.round((snapped[0] + 1) * 127.5)
+    assert len(levels.permute(0, 2, 3, 1).reshape(-1, 3).unique(dim=0)) == 3  # nothing else drawn
+    assert torch.equal(snapped[1], frame[1])  # a clip of 32 colours over the limit of 8: as drawn
+
+
+def test_a_palette_rollout_draws_only_its_context_colours_with_or_without_the_cache(make_world_model):
+    """sampler.palette: every generated frame (of an untrained, noisy network: every pixel a shade)
+    is drawn in its context's colours, the same frames with the KV cache as without it; off, the
+    frames are shades; a tokenizer whose latents are not pixels is refused by name."""
+    from worldforge.models.config import ModelConfigError, SamplerConfig, TokenizerConfig
+    from worldforge.models.streaming import generate_latents
+
+    tokenizer = TokenizerConfig(frame_size=(32, 32), patch_size=4)  # latents: pixels rearranged
+    colours = torch.tensor([[-0.6, -0.2, 0.1], [1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+    generator = torch.Generator().manual_seed(0)
+    context = colours[torch.randint(0, 3, (2, 3, 32, 32), generator=generator)].permute(0, 1, 4, 2, 3)
+    condition = None
+
+    def frames_of(palette: bool, cache: bool) -> torch.Tensor:
+        nonlocal condition
+        sampler = SamplerConfig(solver="ancestral", steps=2, palette=palette)
+        model = make_world_model(noise=0.5, tokenizer=tokenizer, sampler=sampler, patch_size=2)
+        condition = model.action_condition(torch.zeros(2, 7, dtype=torch.long), 7)
+        latents = model.tokenizer.encode(context)
+        generated, _ = generate_latents(model, latents, condition, 4, 2, "ancestral", cache, torch.Generator().manual_seed(1))
+        return model.tokenizer.decode(generated)
+
+    def colours_in(frames: torch.Tensor) -> set[tuple[int, ...]]:
+        levels = torch.round((frames + 1) * 127.5).to(torch.int64)
+        return {tuple(c) for c in levels.permute(0, 1, 3, 4, 2).reshape(-1, 3).tolist()}
+
+    allowed = colours_in(colours.view(1, 3, 3, 1, 1))
+    cached, recomputed = frames_of(True, True), frames_of(True, False)
+    assert colours_in(cached) <= allowed and len(colours_in(cached)) >= 2
+    torch.testing.assert_close(cached, recomputed)
+    assert len(colours_in(frames_of(False, True)) - allowed) > 100  # unsnapped: shades everywhere
+    with pytest.raises(ModelConfigError, match="sampler.palette .* tokenizer.kind='patch'"):
+        make_world_model(tokenizer=TokenizerConfig(kind="vae", frame_size=(32, 32)), sampler=SamplerConfig(palette=True))

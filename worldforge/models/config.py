@@ -379,3 +379,15 @@ class SamplerConfig(Section):
         description="objective.residual: at sampling, a cell's change whose largest channel is below this (in "
         "[-1, 1] units) is zero, so that small errors do not add up over a long rollout. 0: off",
     )
+    palette: bool = Field(
+        False,
+        description="patch tokenizer: each generated frame is redrawn in the colours its rollout's context frames "
+        "hold (each pixel the nearest of them) before it joins the context, so that no shade between two colours "
+        "is fed back and compounds; for worlds drawn in a few flat colours (the simulator, Atari)",
+    )
+    palette_max: int = Field(
+        64,
+        ge=2,
+        description="sampler.palette: a context with more colours than this (a photo, a fine gradient) has no "
+        "palette, and its frames are left as drawn",
+    )

@@ -20,6 +20,7 @@ import torch
 
 from worldforge.models.config import ModelConfigError
 from worldforge.models.flow import next_anchor
+from worldforge.models.palette import palettes, snap
 from worldforge.models.sampler import VelocityFn, sample
 from worldforge.models.world_model import WorldModel
 
@@ -100,6 +101,23 @@ def recomputed_velocity(
     return velocity
 
 
+def context_palette(model: WorldModel, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """`sampler.palette`: the colours of the clean latent `context` (B, Tc', c, h, w) as frames
+    (`palette.palettes`), None when the palette is off."""
+    if not model.sampler_cfg.palette:
+        return None
+    return palettes(model.tokenizer.decode(context), model.sampler_cfg.palette_max)
+
+
+def in_palette(model: WorldModel, latent: torch.Tensor, palette) -> torch.Tensor:
+    """A generated latent frame (B, 1, c, h, w) redrawn in the context's colours (`context_palette`);
+    as it was when the palette is off. The patch tokenizer's latents are its frames rearranged, so
+    decoding and encoding them is exact."""
+    if palette is None:
+        return latent
+    return model.tokenizer.encode(snap(model.tokenizer.decode(latent), *palette))
+
+
 class LatentStream:
     """A KV-cached rollout one latent frame at a time, for callers that learn each action only
     when its frame is due (an interactive session): `LatentStream(model, context, condition)` fills
@@ -126,6 +144,7 @@ class LatentStream:
         )
         self.peak = self.cache.frames
         self.pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # frame, action, anchor
+        self.palette = context_palette(model, context)
 
     def _take_pending(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
         """The generated frame waiting to join the cache, noised as the cache holds context, with its
@@ -162,6 +181,7 @@ class LatentStream:
         frame = sample(
             velocity, noise, steps or config.steps, config.shift, solver or config.solver, self.generator
         )
+        frame = in_palette(self.model, frame, self.palette)
         self.peak = max(self.peak, self.cache.frames)
         self.clean = (self.clean + [frame[:, 0]])[-self.count :]
         self.pending = (frame, action, previous)
@@ -190,6 +210,7 @@ def generate_latents(
         return torch.cat(generated, dim=1), stream.peak
     config = model.sampler_cfg
     level = config.context_noise
+    palette = context_palette(model, context)
     clean = [context]  # every clean latent frame so far (each frame's anchor is the one before it)
     committed = [_noised(context, level, generator)]  # the context as the DiT sees it
     receptive = (
@@ -212,6 +233,7 @@ def generate_latents(
             model, past, past_anchor, level, condition[:, first : j + 1], first, previous
         )
         frame = sample(velocity, noise, steps, config.shift, solver, generator)  # (B, 1, c, h, w)
+        frame = in_palette(model, frame, palette)
         generated.append(frame)
         clean.append(frame)
         committed.append(_noised(frame, level, generator))

@@ -64,6 +64,11 @@ class WorldModel(nn.Module):
             )
         if sampler_cfg.hold_motion and not model_cfg.warp:
             raise ModelConfigError("sampler.hold_motion holds the motion field of model.warp: it needs model.warp=true")
+        if sampler_cfg.palette and tokenizer_cfg.kind != "patch":
+            raise ModelConfigError(
+                f"sampler.palette redraws a frame's pixels: it needs tokenizer.kind='patch' (latents that are "
+                f"pixels), not {tokenizer_cfg.kind!r}"
+            )
         self.tokenizer = build_tokenizer(tokenizer_cfg)
         self.dit = WorldDiT(model_cfg, tokenizer_cfg.latent_dim, tokenizer_cfg.frames_per_latent)
         self.model_cfg = self.dit.config  # resolved
