@@ -46,7 +46,10 @@ def snap(frames: torch.Tensor, table: torch.Tensor, usable: torch.Tensor) -> tor
     (from `palettes`); clips without a palette (`usable` False) are returned as they were."""
     b, t, c, h, w = frames.shape
     pixels = frames.float().permute(0, 1, 3, 4, 2).reshape(b, t * h * w, c)
-    nearest = torch.cdist(pixels, table).argmin(dim=-1)  # (B, T H W)
+    # |p - q|^2 = |p|^2 - 2 p.q + |q|^2; |p|^2 is the same for every colour q: one batched matmul
+    # (half of torch.cdist's time for a 32x32 frame)
+    squared = (table**2).sum(dim=-1)[:, None, :]  # (B, 1, K)
+    nearest = torch.baddbmm(squared, pixels, table.transpose(1, 2), alpha=-2).argmin(dim=-1)  # (B, T H W)
     drawn = torch.gather(table, 1, nearest[..., None].expand(-1, -1, c))
     drawn = torch.where(usable[:, None, None], drawn, pixels)
     return drawn.reshape(b, t, h, w, c).permute(0, 1, 4, 2, 3).to(frames.dtype).contiguous()
