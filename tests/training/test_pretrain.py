@@ -22,6 +22,7 @@ VAE = [
     "tokenizer.latent_channels=4",
     "tokenizer.base_channels=8",
     "model.patch_size=1",
+    "sampler.palette=false",  # the quickstart's palette redraws pixels, which a VAE's latents are not
 ]
 
 

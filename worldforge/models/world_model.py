@@ -67,7 +67,7 @@ class WorldModel(nn.Module):
         if sampler_cfg.palette and tokenizer_cfg.kind != "patch":
             raise ModelConfigError(
                 f"sampler.palette redraws a frame's pixels: it needs tokenizer.kind='patch' (latents that are "
-                f"pixels), not {tokenizer_cfg.kind!r}"
+                f"pixels), not {tokenizer_cfg.kind!r}; set sampler.palette=false"
             )
         self.tokenizer = build_tokenizer(tokenizer_cfg)
         self.dit = WorldDiT(model_cfg, tokenizer_cfg.latent_dim, tokenizer_cfg.frames_per_latent)
