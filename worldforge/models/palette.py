@@ -47,7 +47,7 @@ def palettes(frames: torch.Tensor, limit: int) -> tuple[torch.Tensor, torch.Tens
 
 
 def snap(frames: torch.Tensor, table: torch.Tensor, usable: torch.Tensor) -> torch.Tensor:
-    """Each pixel of `frames` (B, T, 3, H, W) replaced by its nearest colour of its clip's `table`
+    """Each pixel of `frames` (B, T, C, H, W) replaced by its nearest colour of its clip's `table`
     (from `palettes`); clips without a palette (`usable` False) are returned as they were."""
     b, t, c, h, w = frames.shape
     pixels = frames.float().permute(0, 1, 3, 4, 2).reshape(b, t * h * w, c)
