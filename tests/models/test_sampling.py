@@ -135,7 +135,7 @@ def test_palette_snaps_each_pixel_to_the_nearest_context_colour_and_leaves_a_pho
     context[:, 0, :, 0, 0] = torch.tensor(red)[:, None].T
     context[:, 1, :, 3, 3] = torch.tensor(blue)[:, None].T
     context[1] = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * 2 - 1  # 32 colours
-    table, usable = palettes(context, limit=8)
+    table, usable, _ = palettes(context, limit=8)
     assert usable.tolist() == [True, False]
     frame = torch.tensor(dark).view(1, 1, 3, 1, 1).repeat(2, 1, 1, 4, 4)
     frame[:, 0, :, 1, 1] = torch.tensor([0.7, -0.8, -0.9])  # a faded red: red
@@ -183,3 +183,65 @@ def test_a_palette_rollout_draws_only_its_context_colours_with_or_without_the_ca
     assert len(colours_in(frames_of(False, True)) - allowed) > 100  # unsnapped: shades everywhere
     with pytest.raises(ModelConfigError, match="sampler.palette .* tokenizer.kind='patch'"):
         make_world_model(tokenizer=TokenizerConfig(kind="vae", frame_size=(32, 32)), sampler=SamplerConfig(palette=True))
+
+
+def test_capped_palette_keeps_a_colour_to_its_context_amount_and_cuts_its_least_sure_pixels():
+    """sampler.palette_counts: a ball drawn over its own body and a trail holds no more pixels of
+    its colour than a context frame held; the trail's fainter pixels go to the background, the
+    body (nearest the colour) stays; under the cap nothing changes."""
+    from worldforge.models.palette import palettes, snap
+
+    orange, green = torch.tensor([1.0, 0.0, -1.0]), torch.tensor([-1.0, 0.2, -1.0])
+    context = green.view(1, 1, 3, 1, 1).repeat(1, 2, 1, 8, 8)
+    context[:, 0, :, 2:5, 2:5] = orange.view(3, 1, 1)  # a 3x3 ball: 9 pixels at most in a frame
+    context[:, 1, :, 2:4, 2:4] = orange.view(3, 1, 1)
+    table, usable, amounts = palettes(context, limit=8)
+    assert sorted(amounts[0].tolist()) == [9, 60]
+    frame = context[:, :1].clone()
+    frame[:, 0, :, 2:5, 5:7] = (0.4 * green + 0.6 * orange).view(3, 1, 1)  # a trail: nearer orange
+    plain = snap(frame, table, usable)
+    capped = snap(frame, table, usable, amounts)
+
+    def is_orange(frames: torch.Tensor) -> torch.Tensor:
+        return (frames[0, 0] - orange.view(3, 1, 1)).abs().amax(dim=0) < 0.01
+
+    assert int(is_orange(plain).sum()) == 15  # body and trail
+    assert int(is_orange(capped).sum()) == 9
+    assert is_orange(capped)[2:5, 2:5].all()  # the body kept, the trail cut to the background
+    assert (capped[0, 0, :, 2:5, 5:7] - green.view(3, 1, 1)).abs().max() < 0.01
+    roomy = snap(frame, table, usable, amounts * 2)
+    torch.testing.assert_close(roomy, plain)
+
+
+def test_a_capped_palette_rollout_keeps_every_colour_within_its_cap(make_world_model):
+    """An untrained, noisy network's rollout with sampler.palette_counts 1: every generated frame
+    holds each colour at most as often as one context frame did, with and without the KV cache
+    (the same frames); the uncapped palette draws some colour beyond it."""
+    from worldforge.models.config import SamplerConfig, TokenizerConfig
+    from worldforge.models.streaming import generate_latents
+
+    tokenizer = TokenizerConfig(frame_size=(32, 32), patch_size=4)
+    colours = torch.tensor([[-0.6, -0.2, 0.1], [1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+    context = torch.zeros(2, 3, 32, 32, dtype=torch.int64)  # background, with a few red and white squares
+    context[:, :, 4:8, 4:8], context[:, :, 20:23, 10:13] = 1, 2
+    context[:, 1, 4:8, 5:9] = 1
+    frames = colours[context].permute(0, 1, 4, 2, 3)
+    most = torch.stack([(context == k).sum(dim=(2, 3)).amax(dim=1) for k in range(3)], dim=1)  # (2, 3)
+
+    def rollout_counts(counts: float, cache: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        sampler = SamplerConfig(solver="ancestral", steps=2, palette=True, palette_counts=counts)
+        model = make_world_model(noise=0.5, tokenizer=tokenizer, sampler=sampler, patch_size=2)
+        condition = model.action_condition(torch.zeros(2, 7, dtype=torch.long), 7)
+        generated, _ = generate_latents(
+            model, model.tokenizer.encode(frames), condition, 4, 2, "ancestral", cache, torch.Generator().manual_seed(1)
+        )
+        drawn = model.tokenizer.decode(generated)  # (2, 4, 3, 32, 32)
+        nearest = (drawn[:, :, None] - colours.view(1, 1, 3, 3, 1, 1)).abs().amax(dim=3).argmin(dim=2)
+        return drawn, torch.stack([(nearest == k).sum(dim=(2, 3)) for k in range(3)], dim=2)  # (2, 4, 3)
+
+    cached, counts = rollout_counts(1.0, True)
+    recomputed, _ = rollout_counts(1.0, False)
+    torch.testing.assert_close(cached, recomputed)
+    assert (counts <= most[:, None, :]).all()
+    _, uncapped = rollout_counts(0.0, True)
+    assert (uncapped > most[:, None, :]).any()

@@ -391,3 +391,11 @@ class SamplerConfig(Section):
         description="sampler.palette: a context with more colours than this (a photo, a fine gradient) has no "
         "palette, and its frames are left as drawn",
     )
+    palette_counts: float = Field(
+        0.0,
+        ge=0.0,
+        description="with sampler.palette: each colour drawn on at most this factor times the most pixels one context "
+        "frame gives it (rounded up), the pixels farthest from it taking their next nearest colour, so that an "
+        "object of a sprite world cannot grow or trail beyond its size; for worlds whose objects keep their "
+        "size and stay in view; nothing without sampler.palette. 0: off",
+    )

@@ -11,6 +11,12 @@ trailed stays so, in hard edges (docs/world-model.md, block 17).
 
 A context with more colours than `sampler.palette_max` (a photo, a gradient finer than the
 frame) has no palette to speak of: its frames are left as drawn.
+
+`sampler.palette_counts` also bounds how much of each colour a generated frame may hold: at most
+that factor times the most pixels any one context frame gave it. A sprite world's objects keep
+their size, so a colour that spreads beyond its amount is an object grown or trailed; its pixels
+farthest from the colour go to their next nearest colour instead, and the object keeps the body
+the network drew most surely.
 """
 
 from __future__ import annotations
@@ -20,12 +26,13 @@ import torch
 FAR = 1.0e4  # the distance to a padding slot: never the nearest colour
 
 
-def palettes(frames: torch.Tensor, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+def palettes(frames: torch.Tensor, limit: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The colours of each clip's frames, as 8-bit values on the [-1, 1] scale (a channel's 256
     levels, as the datasets store frames).
 
     frames: (B, T, C, H, W) in [-1, 1]. Returns (B, K, C) colours (padded with FAR beyond each
-    clip's own count) and (B,) bool: whether the clip has at most `limit` colours (a palette)."""
+    clip's own count), (B,) bool: whether the clip has at most `limit` colours (a palette), and
+    (B, K) int64: the most pixels one frame of the clip holds of each colour (0 for padding)."""
     if frames.ndim != 5:
         raise ValueError(f"sampler.palette needs frames (B, T, C, H, W), got {tuple(frames.shape)}")
     channels = frames.shape[2]
@@ -34,27 +41,68 @@ def palettes(frames: torch.Tensor, limit: int) -> tuple[torch.Tensor, torch.Tens
     levels = torch.round((frames.float().clamp(-1, 1) + 1) * 127.5).to(torch.int64)
     # each colour as one integer (base 256): unique() on integers, 40x faster than on rows
     place = 256 ** torch.arange(channels, device=frames.device)
-    codes = (levels.permute(0, 1, 3, 4, 2) * place).sum(dim=-1).flatten(1)  # (B, T H W)
-    found = [(row.unique()[:, None] // place % 256).float() for row in codes]
-    size = max(min(len(colours), limit) for colours in found)
+    codes = (levels.permute(0, 1, 3, 4, 2) * place).sum(dim=-1).flatten(2)  # (B, T, H W)
+    found = [row.unique(return_inverse=True) for row in codes]  # each clip's codes, and each pixel's
+    size = max(min(len(unique), limit) for unique, _ in found)
     table = frames.new_full((len(found), max(size, 1), channels), FAR, dtype=torch.float32)
     usable = torch.zeros(len(found), dtype=torch.bool, device=frames.device)
-    for index, colours in enumerate(found):
-        if len(colours) <= limit:
-            table[index, : len(colours)] = colours / 127.5 - 1
+    amounts = torch.zeros(len(found), max(size, 1), dtype=torch.int64, device=frames.device)
+    for index, (unique, inverse) in enumerate(found):
+        if len(unique) <= limit:
+            table[index, : len(unique)] = (unique[:, None] // place % 256).float() / 127.5 - 1
             usable[index] = True
-    return table, usable
+            per_frame = torch.zeros(inverse.shape[0], len(unique), dtype=torch.int64, device=frames.device)
+            per_frame.scatter_add_(1, inverse, torch.ones_like(inverse))
+            amounts[index, : len(unique)] = per_frame.amax(dim=0)
+    return table, usable, amounts
 
 
-def snap(frames: torch.Tensor, table: torch.Tensor, usable: torch.Tensor) -> torch.Tensor:
+def capped_nearest(distance: torch.Tensor, caps: torch.Tensor, passes: int = 8) -> torch.Tensor:
+    """The nearest colour of each pixel, with at most `caps` pixels a colour: distance (B, N, K) from
+    every pixel to every colour, caps (B, K). A colour's pixels beyond its cap, those farthest from
+    it, take their next nearest colour; repeated while any colour overflows (`passes` at most)."""
+    n = distance.shape[1]
+    near, colours = distance.sort(dim=-1)  # (B, N, K): each pixel's colours, nearest first
+    # distances as integers (1e-6 apart), so that one integer sort orders pixels by colour, then distance
+    near = (near.clamp(0, FAR) * 1e6).to(torch.int64)
+    shift = int(FAR * 1e6) + 1
+    last = near.shape[2] - 1
+    choice = torch.zeros(distance.shape[:2], dtype=torch.int64, device=distance.device)  # (B, N)
+    positions = torch.arange(n, device=distance.device)
+    for _ in range(passes):
+        nearest = colours.gather(2, choice[..., None])[..., 0]  # (B, N)
+        counts = torch.zeros_like(caps).scatter_add_(1, nearest, torch.ones_like(nearest))  # (B, K)
+        if not (counts > caps).any():
+            break
+        # each pixel's rank among the pixels of its colour, nearest first
+        order = (nearest * shift + near.gather(2, choice[..., None])[..., 0]).argsort(dim=1)
+        starts = counts.cumsum(dim=1) - counts
+        rank = torch.empty_like(order).scatter_(1, order, positions - starts.gather(1, nearest.gather(1, order)))
+        moved = (rank >= caps.gather(1, nearest)) & (choice < last)
+        if not moved.any():
+            break
+        choice = choice + moved.long()
+    return colours.gather(2, choice[..., None])[..., 0]
+
+
+def snap(
+    frames: torch.Tensor, table: torch.Tensor, usable: torch.Tensor, caps: torch.Tensor | None = None
+) -> torch.Tensor:
     """Each pixel of `frames` (B, T, C, H, W) replaced by its nearest colour of its clip's `table`
-    (from `palettes`); clips without a palette (`usable` False) are returned as they were."""
+    (from `palettes`); clips without a palette (`usable` False) are returned as they were. With
+    `caps` (B, K), each frame holds at most that many pixels of a colour (`capped_nearest`)."""
     b, t, c, h, w = frames.shape
     pixels = frames.float().permute(0, 1, 3, 4, 2).reshape(b, t * h * w, c)
     # |p - q|^2 = |p|^2 - 2 p.q + |q|^2; |p|^2 is the same for every colour q: one batched matmul
     # (half of torch.cdist's time for a 32x32 frame)
     squared = (table**2).sum(dim=-1)[:, None, :]  # (B, 1, K)
-    nearest = torch.baddbmm(squared, pixels, table.transpose(1, 2), alpha=-2).argmin(dim=-1)  # (B, T H W)
+    distance = torch.baddbmm(squared, pixels, table.transpose(1, 2), alpha=-2)  # (B, T H W, K)
+    if caps is None:
+        nearest = distance.argmin(dim=-1)  # (B, T H W)
+    else:  # ranks across pixels need each pixel's own |p|^2; one frame at a time
+        distance = distance + (pixels**2).sum(dim=-1, keepdim=True)
+        per_frame = distance.reshape(b * t, h * w, -1)
+        nearest = capped_nearest(per_frame, caps.repeat_interleave(t, dim=0)).reshape(b, t * h * w)
     drawn = torch.gather(table, 1, nearest[..., None].expand(-1, -1, c))
     drawn = torch.where(usable[:, None, None], drawn, pixels)
     return drawn.reshape(b, t, h, w, c).permute(0, 1, 4, 2, 3).to(frames.dtype).contiguous()

@@ -103,10 +103,16 @@ def recomputed_velocity(
 
 def context_palette(model: WorldModel, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     """`sampler.palette`: the colours of the clean latent `context` (B, Tc', c, h, w) as frames
-    (`palette.palettes`), None when the palette is off."""
-    if not model.sampler_cfg.palette:
+    (`palette.palettes`), with each colour's cap under `sampler.palette_counts`; None when the
+    palette is off."""
+    config = model.sampler_cfg
+    if not config.palette:
         return None
-    return palettes(model.tokenizer.decode(context), model.sampler_cfg.palette_max)
+    table, usable, amounts = palettes(model.tokenizer.decode(context), config.palette_max)
+    if not config.palette_counts:
+        return table, usable
+    caps = torch.ceil(amounts * config.palette_counts).to(torch.int64)
+    return table, usable, caps
 
 
 def in_palette(model: WorldModel, latent: torch.Tensor, palette) -> torch.Tensor:
