@@ -213,6 +213,16 @@ def test_capped_palette_keeps_a_colour_to_its_context_amount_and_cuts_its_least_
     torch.testing.assert_close(roomy, plain)
 
 
+def test_capped_nearest_never_moves_a_pixel_onto_a_padding_slot():
+    """Caps too tight for a clip's pixels (3 pixels, 1 + 1 allowed): the pixel left over stays on
+    the clip's last colour instead of the padding slot that a batch's larger palette adds."""
+    from worldforge.models.palette import FAR, capped_nearest
+
+    distance = torch.tensor([[[0.1, 0.5, FAR], [0.2, 0.6, FAR], [0.3, 0.7, FAR]]])  # (1, 3 pixels, 2 + 1 pad)
+    chosen = capped_nearest(distance, torch.tensor([[1, 1, 0]]))
+    assert chosen.tolist() == [[0, 1, 1]]  # the surest pixel keeps the first colour
+
+
 def test_a_capped_palette_rollout_keeps_every_colour_within_its_cap(make_world_model):
     """An untrained, noisy network's rollout with sampler.palette_counts 1: every generated frame
     holds each colour at most as often as one context frame did, with and without the KV cache

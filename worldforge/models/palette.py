@@ -60,13 +60,15 @@ def palettes(frames: torch.Tensor, limit: int) -> tuple[torch.Tensor, torch.Tens
 def capped_nearest(distance: torch.Tensor, caps: torch.Tensor, passes: int = 8) -> torch.Tensor:
     """The nearest colour of each pixel, with at most `caps` pixels a colour: distance (B, N, K) from
     every pixel to every colour, caps (B, K). A colour's pixels beyond its cap, those farthest from
-    it, take their next nearest colour; repeated while any colour overflows (`passes` at most)."""
+    it, take their next nearest colour; repeated while any colour overflows (`passes` at most). A
+    pixel never moves past its clip's last colour (capped above 0: padding slots have cap 0), so a
+    colour may stay over its cap where the caps leave no room."""
     n = distance.shape[1]
     near, colours = distance.sort(dim=-1)  # (B, N, K): each pixel's colours, nearest first
     # distances as integers (1e-6 apart), so that one integer sort orders pixels by colour, then distance
     near = (near.clamp(0, FAR) * 1e6).to(torch.int64)
     shift = int(FAR * 1e6) + 1
-    last = near.shape[2] - 1
+    last = (caps > 0).sum(dim=1, keepdim=True) - 1  # (B, 1): the clip's own colours end there
     choice = torch.zeros(distance.shape[:2], dtype=torch.int64, device=distance.device)  # (B, N)
     positions = torch.arange(n, device=distance.device)
     for _ in range(passes):
