@@ -4,9 +4,11 @@ trained world-model packages from held-out contexts, with the sampler's palette 
 
 For each package, each variant rolls out the same --frames frames after the same context, from
 the same noise, --repeats times (one warm-up first); the table gives the median milliseconds per
-frame (encode + denoise + palette + decode) and the ratio against the palette off, measured in
-the same run, and how many of the capped frames had a colour over its cap (the frames that pay
-for the ranking).
+frame (encode + denoise + palette + decode) and its ratio against the palette off, measured in
+the same run; the median milliseconds a frame spends in the palette step itself
+(`streaming.in_palette`: on a busy machine the whole frame's time swings by more than that step
+takes, so it is timed on its own too); and how many of the capped frames had a colour over its cap
+(the frames that pay for the ranking).
 
     python benchmarks/palette_time.py PACKAGE [PACKAGE ...] --dataset DATASET --threads 2
 """
@@ -22,6 +24,7 @@ import torch
 from worldforge.evaluation.config import EvalConfig
 from worldforge.evaluation.long_play import load_play
 from worldforge.models import palette as palette_module
+from worldforge.models import streaming
 from worldforge.models.streaming import rollout
 from worldforge.packages import load_package
 
@@ -64,8 +67,18 @@ def main(argv: list[str] | None = None) -> int:
     clips = load_play(args.dataset, EvalConfig(play_episodes=1, play_frames=args.frames))
     context, actions = clips.context[:1], clips.actions[:1]
     print(f"batch 1, {args.frames} frames per rollout, median of {args.repeats}, {args.threads} threads\n")
-    print("| package | sampler | ms per frame | x palette off | frames over a cap |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| package | sampler | ms per frame | x palette off | palette step, ms per frame | frames over a cap |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    step_times: list[float] = []
+    original_step = streaming.in_palette
+
+    def timed_step(*args):
+        start = time.perf_counter()
+        result = original_step(*args)
+        step_times.append(time.perf_counter() - start)
+        return result
+
+    streaming.in_palette = timed_step
     for path in args.packages:
         package = load_package(path)
         base = None
@@ -73,16 +86,19 @@ def main(argv: list[str] | None = None) -> int:
             model = package.build("cpu")
             model.sampler_cfg = model.sampler_cfg.model_copy(update=update)
             rollout(model, context, actions, 8)  # warm-up
-            times = []
+            times, steps = [], []
             for repeat in range(args.repeats):
+                step_times.clear()
                 start = time.perf_counter()
                 rollout(model, context, actions, args.frames, generator=torch.Generator().manual_seed(repeat))
                 times.append((time.perf_counter() - start) / args.frames * 1e3)
-            ms = statistics.median(times)
+                steps.append(sum(step_times) / args.frames * 1e3)
+            ms, step_ms = statistics.median(times), statistics.median(steps)
             base = base or ms
             over = overflowing_frames(model, context, actions, args.frames) if update["palette_counts"] else None
             shown = "-" if over is None else f"{over:.0%}"
-            print(f"| {path.rstrip('/').split('/')[-1]} | {name} | {ms:.2f} | {ms / base:.2f}x | {shown} |")
+            name_shown = path.rstrip("/").split("/")[-1]
+            print(f"| {name_shown} | {name} | {ms:.2f} | {ms / base:.2f}x | {step_ms:.2f} | {shown} |")
     return 0
 
 
