@@ -255,3 +255,39 @@ def test_a_capped_palette_rollout_keeps_every_colour_within_its_cap(make_world_m
     assert (counts <= most[:, None, :]).all()
     _, uncapped = rollout_counts(0.0, True)
     assert (uncapped > most[:, None, :]).any()
+
+
+def test_a_still_background_keeps_every_pixel_in_the_background_colour_it_showed(make_world_model):
+    """sampler.palette_background: a noisy network draws stripes anywhere; with the option every
+    pixel it draws in a background colour (a stripe) is the stripe colour that pixel showed in the
+    context, with and without the KV cache (the same frames); without it the stripes are torn."""
+    from worldforge.models.config import SamplerConfig, TokenizerConfig
+    from worldforge.models.streaming import generate_latents
+
+    tokenizer = TokenizerConfig(frame_size=(32, 32), patch_size=4)
+    colours = torch.tensor([[-0.6, -0.2, 0.1], [0.3, 0.3, 0.5], [1.0, -1.0, -1.0]])
+    stripes = (torch.arange(32) // 4 % 2).expand(32, 32)  # vertical stripes of colours 0 and 1
+    context = stripes.repeat(2, 3, 1, 1).clone()
+    context[:, :, 10:13, 10:13] = 2  # a red square: not background (9 of 1024 pixels)
+    frames = colours[context].permute(0, 1, 4, 2, 3)
+
+    def stripes_drawn(share: float, cache: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        sampler = SamplerConfig(solver="ancestral", steps=2, palette=True, palette_background=share)
+        model = make_world_model(noise=0.5, tokenizer=tokenizer, sampler=sampler, patch_size=2)
+        condition = model.action_condition(torch.zeros(2, 7, dtype=torch.long), 7)
+        generated, _ = generate_latents(
+            model, model.tokenizer.encode(frames), condition, 4, 2, "ancestral", cache, torch.Generator().manual_seed(1)
+        )
+        drawn = model.tokenizer.decode(generated)
+        index = (drawn[:, :, None] - colours.view(1, 1, 3, 3, 1, 1)).abs().amax(dim=3).argmin(dim=2)  # (2, 4, 32, 32)
+        return drawn, index
+
+    kept, index = stripes_drawn(0.2, True)
+    recomputed, _ = stripes_drawn(0.2, False)
+    torch.testing.assert_close(kept, recomputed)
+    ground = index < 2
+    ground[:, :, 10:13, 10:13] = False  # never background in the context: the network's stripe stays
+    assert ground.float().mean() > 0.5
+    assert torch.equal(index[ground], stripes.expand_as(index)[ground])  # every stripe pixel where it was
+    _, torn = stripes_drawn(0.0, True)
+    assert not torch.equal(torn[torn < 2], stripes.expand_as(torn)[torn < 2])

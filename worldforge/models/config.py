@@ -399,3 +399,12 @@ class SamplerConfig(Section):
         "object of a sprite world cannot grow or trail beyond its size; for worlds whose objects keep their "
         "size and stay in view; nothing without sampler.palette. 0: off",
     )
+    palette_background: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="with sampler.palette: a colour covering at least this share of a context frame is background, "
+        "and a pixel the network draws in a background colour takes the background colour that pixel last "
+        "showed (in the context or the rollout), so that a still background is kept as it was; for worlds "
+        "whose background does not move. 0: off",
+    )

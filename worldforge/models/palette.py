@@ -17,6 +17,11 @@ that factor times the most pixels any one context frame gave it. A sprite world'
 their size, so a colour that spreads beyond its amount is an object grown or trailed; its pixels
 farthest from the colour go to their next nearest colour instead, and the object keeps the body
 the network drew most surely.
+
+`sampler.palette_background` holds a still background: a colour that covers at least that share
+of a context frame is background, each pixel remembers the background colour it last showed, and
+wherever the network draws a background colour the pixel takes the one it remembers. The network
+then only decides where the objects are; a stripe cannot be torn into its neighbour's colour.
 """
 
 from __future__ import annotations
@@ -88,11 +93,19 @@ def capped_nearest(distance: torch.Tensor, caps: torch.Tensor, passes: int = 8) 
 
 
 def snap(
-    frames: torch.Tensor, table: torch.Tensor, usable: torch.Tensor, caps: torch.Tensor | None = None
+    frames: torch.Tensor,
+    table: torch.Tensor,
+    usable: torch.Tensor,
+    caps: torch.Tensor | None = None,
+    background: torch.Tensor | None = None,
+    memory: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Each pixel of `frames` (B, T, C, H, W) replaced by its nearest colour of its clip's `table`
     (from `palettes`); clips without a palette (`usable` False) are returned as they were. With
-    `caps` (B, K), each frame holds at most that many pixels of a colour (`capped_nearest`)."""
+    `caps` (B, K), each frame holds at most that many pixels of a colour (`capped_nearest`). With
+    `background` (B, K) bool and `memory` (B, H W) (`background_memory`; one frame, T = 1), a pixel
+    drawn in any background colour takes the background colour it last had, and `memory` learns
+    the pixels it did not know."""
     b, t, c, h, w = frames.shape
     pixels = frames.float().permute(0, 1, 3, 4, 2).reshape(b, t * h * w, c)
     # |p - q|^2 = |p|^2 - 2 p.q + |q|^2; |p|^2 is the same for every colour q: one batched matmul
@@ -105,6 +118,25 @@ def snap(
         distance = distance + (pixels**2).sum(dim=-1, keepdim=True)
         per_frame = distance.reshape(b * t, h * w, -1)
         nearest = capped_nearest(per_frame, caps.repeat_interleave(t, dim=0)).reshape(b, t * h * w)
+    if background is not None and memory is not None:
+        if t != 1:
+            raise ValueError(f"palette.snap with a background memory takes one frame at a time, got {t}")
+        ground = background.gather(1, nearest)  # (B, H W): drawn in a background colour
+        known = memory >= 0
+        nearest = torch.where(ground & known, memory, nearest)
+        memory.copy_(torch.where(ground & ~known, nearest, memory))
     drawn = torch.gather(table, 1, nearest[..., None].expand(-1, -1, c))
     drawn = torch.where(usable[:, None, None], drawn, pixels)
     return drawn.reshape(b, t, h, w, c).permute(0, 1, 4, 2, 3).to(frames.dtype).contiguous()
+
+
+def background_memory(frames: torch.Tensor, table: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """(B, H W) int64: each pixel's last background colour in `frames` (B, T, C, H, W), -1 where none."""
+    b, t, c, h, w = frames.shape
+    pixels = frames.float().permute(0, 1, 3, 4, 2).reshape(b, t * h * w, c)
+    index = torch.cdist(pixels, table.float()).argmin(dim=-1).view(b, t, h * w)
+    memory = torch.full((b, h * w), -1, dtype=torch.int64, device=frames.device)
+    for step in range(t):
+        ground = background.gather(1, index[:, step])
+        memory = torch.where(ground, index[:, step], memory)
+    return memory

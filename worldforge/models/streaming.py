@@ -20,7 +20,7 @@ import torch
 
 from worldforge.models.config import ModelConfigError
 from worldforge.models.flow import next_anchor
-from worldforge.models.palette import palettes, snap
+from worldforge.models.palette import background_memory, palettes, snap
 from worldforge.models.sampler import VelocityFn, sample
 from worldforge.models.world_model import WorldModel
 
@@ -103,16 +103,20 @@ def recomputed_velocity(
 
 def context_palette(model: WorldModel, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     """`sampler.palette`: the colours of the clean latent `context` (B, Tc', c, h, w) as frames
-    (`palette.palettes`), with each colour's cap under `sampler.palette_counts`; None when the
-    palette is off."""
+    (`palette.palettes`), with each colour's cap under `sampler.palette_counts` and, under
+    `sampler.palette_background`, which colours are background and each pixel's background colour
+    (`palette.background_memory`, updated as the rollout goes); None when the palette is off."""
     config = model.sampler_cfg
     if not config.palette:
         return None
-    table, usable, amounts = palettes(model.tokenizer.decode(context), config.palette_max)
-    if not config.palette_counts:
-        return table, usable
-    caps = torch.ceil(amounts * config.palette_counts).to(torch.int64)
-    return table, usable, caps
+    frames = model.tokenizer.decode(context)
+    table, usable, amounts = palettes(frames, config.palette_max)
+    caps = torch.ceil(amounts * config.palette_counts).to(torch.int64) if config.palette_counts else None
+    background = memory = None
+    if config.palette_background:  # colours that cover that share of a context frame or more
+        background = amounts >= config.palette_background * frames.shape[-1] * frames.shape[-2]
+        memory = background_memory(frames, table, background)
+    return table, usable, caps, background, memory
 
 
 def in_palette(model: WorldModel, latent: torch.Tensor, palette) -> torch.Tensor:
@@ -121,7 +125,8 @@ def in_palette(model: WorldModel, latent: torch.Tensor, palette) -> torch.Tensor
     decoding and encoding them is exact."""
     if palette is None:
         return latent
-    return model.tokenizer.encode(snap(model.tokenizer.decode(latent), *palette))
+    table, usable, caps, background, memory = palette
+    return model.tokenizer.encode(snap(model.tokenizer.decode(latent), table, usable, caps, background, memory))
 
 
 class LatentStream:
