@@ -223,31 +223,39 @@ def test_capped_nearest_never_moves_a_pixel_onto_a_padding_slot():
     assert chosen.tolist() == [[0, 1, 1]]  # the surest pixel keeps the first colour
 
 
+def palette_rollout(make_world_model, context: torch.Tensor, colours: torch.Tensor, cache: bool, **sampler):
+    """A noisy untrained network's 4 frames after `context` (B, 3, H, W) colour indices into
+    `colours` (K, 3), sampled in the palette with `sampler`'s options: the frames drawn
+    (B, 4, 3, H, W) and each pixel's nearest colour index (B, 4, H, W)."""
+    from worldforge.models.config import SamplerConfig, TokenizerConfig
+    from worldforge.models.streaming import generate_latents
+
+    tokenizer = TokenizerConfig(frame_size=tuple(context.shape[-2:]), patch_size=4)
+    config = SamplerConfig(solver="ancestral", steps=2, palette=True, **sampler)
+    model = make_world_model(noise=0.5, tokenizer=tokenizer, sampler=config, patch_size=2)
+    condition = model.action_condition(torch.zeros(context.shape[0], 7, dtype=torch.long), 7)
+    frames = colours[context].permute(0, 1, 4, 2, 3)
+    generated, _ = generate_latents(
+        model, model.tokenizer.encode(frames), condition, 4, 2, "ancestral", cache, torch.Generator().manual_seed(1)
+    )
+    drawn = model.tokenizer.decode(generated)
+    index = (drawn[:, :, None] - colours.view(1, 1, -1, 3, 1, 1)).abs().amax(dim=3).argmin(dim=2)
+    return drawn, index
+
+
 def test_a_capped_palette_rollout_keeps_every_colour_within_its_cap(make_world_model):
     """An untrained, noisy network's rollout with sampler.palette_counts 1: every generated frame
     holds each colour at most as often as one context frame did, with and without the KV cache
     (the same frames); the uncapped palette draws some colour beyond it."""
-    from worldforge.models.config import SamplerConfig, TokenizerConfig
-    from worldforge.models.streaming import generate_latents
-
-    tokenizer = TokenizerConfig(frame_size=(32, 32), patch_size=4)
     colours = torch.tensor([[-0.6, -0.2, 0.1], [1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
     context = torch.zeros(2, 3, 32, 32, dtype=torch.int64)  # background, with a few red and white squares
     context[:, :, 4:8, 4:8], context[:, :, 20:23, 10:13] = 1, 2
     context[:, 1, 4:8, 5:9] = 1
-    frames = colours[context].permute(0, 1, 4, 2, 3)
     most = torch.stack([(context == k).sum(dim=(2, 3)).amax(dim=1) for k in range(3)], dim=1)  # (2, 3)
 
     def rollout_counts(counts: float, cache: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        sampler = SamplerConfig(solver="ancestral", steps=2, palette=True, palette_counts=counts)
-        model = make_world_model(noise=0.5, tokenizer=tokenizer, sampler=sampler, patch_size=2)
-        condition = model.action_condition(torch.zeros(2, 7, dtype=torch.long), 7)
-        generated, _ = generate_latents(
-            model, model.tokenizer.encode(frames), condition, 4, 2, "ancestral", cache, torch.Generator().manual_seed(1)
-        )
-        drawn = model.tokenizer.decode(generated)  # (2, 4, 3, 32, 32)
-        nearest = (drawn[:, :, None] - colours.view(1, 1, 3, 3, 1, 1)).abs().amax(dim=3).argmin(dim=2)
-        return drawn, torch.stack([(nearest == k).sum(dim=(2, 3)) for k in range(3)], dim=2)  # (2, 4, 3)
+        drawn, index = palette_rollout(make_world_model, context, colours, cache, palette_counts=counts)
+        return drawn, torch.stack([(index == k).sum(dim=(2, 3)) for k in range(3)], dim=2)  # (2, 4, 3)
 
     cached, counts = rollout_counts(1.0, True)
     recomputed, _ = rollout_counts(1.0, False)
@@ -261,26 +269,13 @@ def test_a_still_background_keeps_every_pixel_in_the_background_colour_it_showed
     """sampler.palette_background: a noisy network draws stripes anywhere; with the option every
     pixel it draws in a background colour (a stripe) is the stripe colour that pixel showed in the
     context, with and without the KV cache (the same frames); without it the stripes are torn."""
-    from worldforge.models.config import SamplerConfig, TokenizerConfig
-    from worldforge.models.streaming import generate_latents
-
-    tokenizer = TokenizerConfig(frame_size=(32, 32), patch_size=4)
     colours = torch.tensor([[-0.6, -0.2, 0.1], [0.3, 0.3, 0.5], [1.0, -1.0, -1.0]])
     stripes = (torch.arange(32) // 4 % 2).expand(32, 32)  # vertical stripes of colours 0 and 1
     context = stripes.repeat(2, 3, 1, 1).clone()
     context[:, :, 10:13, 10:13] = 2  # a red square: not background (9 of 1024 pixels)
-    frames = colours[context].permute(0, 1, 4, 2, 3)
 
     def stripes_drawn(share: float, cache: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        sampler = SamplerConfig(solver="ancestral", steps=2, palette=True, palette_background=share)
-        model = make_world_model(noise=0.5, tokenizer=tokenizer, sampler=sampler, patch_size=2)
-        condition = model.action_condition(torch.zeros(2, 7, dtype=torch.long), 7)
-        generated, _ = generate_latents(
-            model, model.tokenizer.encode(frames), condition, 4, 2, "ancestral", cache, torch.Generator().manual_seed(1)
-        )
-        drawn = model.tokenizer.decode(generated)
-        index = (drawn[:, :, None] - colours.view(1, 1, 3, 3, 1, 1)).abs().amax(dim=3).argmin(dim=2)  # (2, 4, 32, 32)
-        return drawn, index
+        return palette_rollout(make_world_model, context, colours, cache, palette_background=share)
 
     kept, index = stripes_drawn(0.2, True)
     recomputed, _ = stripes_drawn(0.2, False)
