@@ -135,7 +135,7 @@ def test_palette_snaps_each_pixel_to_the_nearest_context_colour_and_leaves_a_pho
     context[:, 0, :, 0, 0] = torch.tensor(red)[:, None].T
     context[:, 1, :, 3, 3] = torch.tensor(blue)[:, None].T
     context[1] = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * 2 - 1  # 32 colours
-    table, usable, _ = palettes(context, limit=8)
+    table, usable, _, _ = palettes(context, limit=8)
     assert usable.tolist() == [True, False]
     frame = torch.tensor(dark).view(1, 1, 3, 1, 1).repeat(2, 1, 1, 4, 4)
     frame[:, 0, :, 1, 1] = torch.tensor([0.7, -0.8, -0.9])  # a faded red: red
@@ -195,7 +195,7 @@ def test_capped_palette_keeps_a_colour_to_its_context_amount_and_cuts_its_least_
     context = green.view(1, 1, 3, 1, 1).repeat(1, 2, 1, 8, 8)
     context[:, 0, :, 2:5, 2:5] = orange.view(3, 1, 1)  # a 3x3 ball: 9 pixels at most in a frame
     context[:, 1, :, 2:4, 2:4] = orange.view(3, 1, 1)
-    table, usable, amounts = palettes(context, limit=8)
+    table, usable, amounts, _ = palettes(context, limit=8)
     assert sorted(amounts[0].tolist()) == [9, 60]
     frame = context[:, :1].clone()
     frame[:, 0, :, 2:5, 5:7] = (0.4 * green + 0.6 * orange).view(3, 1, 1)  # a trail: nearer orange

@@ -26,18 +26,31 @@ then only decides where the objects are; a stripe cannot be torn into its neighb
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 FAR = 1.0e4  # the distance to a padding slot: never the nearest colour
 
 
-def palettes(frames: torch.Tensor, limit: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+class Palette(NamedTuple):
+    """What a rollout redraws its frames with (`streaming.context_palette`), in `snap`'s order."""
+
+    table: torch.Tensor  # (B, K, C) the context's colours
+    usable: torch.Tensor  # (B,) bool: the clip has a palette
+    caps: torch.Tensor | None = None  # (B, K) sampler.palette_counts: most pixels a colour may cover
+    background: torch.Tensor | None = None  # (B, K) bool, sampler.palette_background: background colours
+    memory: torch.Tensor | None = None  # (B, H W) each pixel's last background colour (updated in place)
+
+
+def palettes(frames: torch.Tensor, limit: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The colours of each clip's frames, as 8-bit values on the [-1, 1] scale (a channel's 256
     levels, as the datasets store frames).
 
     frames: (B, T, C, H, W) in [-1, 1]. Returns (B, K, C) colours (padded with FAR beyond each
-    clip's own count), (B,) bool: whether the clip has at most `limit` colours (a palette), and
-    (B, K) int64: the most pixels one frame of the clip holds of each colour (0 for padding)."""
+    clip's own count), (B,) bool: whether the clip has at most `limit` colours (a palette),
+    (B, K) int64: the most pixels one frame of the clip holds of each colour (0 for padding), and
+    (B, T, H W) int64: each pixel's colour, its index in the table (0 in clips without a palette)."""
     if frames.ndim != 5:
         raise ValueError(f"sampler.palette needs frames (B, T, C, H, W), got {tuple(frames.shape)}")
     channels = frames.shape[2]
@@ -52,14 +65,16 @@ def palettes(frames: torch.Tensor, limit: int) -> tuple[torch.Tensor, torch.Tens
     table = frames.new_full((len(found), max(size, 1), channels), FAR, dtype=torch.float32)
     usable = torch.zeros(len(found), dtype=torch.bool, device=frames.device)
     amounts = torch.zeros(len(found), max(size, 1), dtype=torch.int64, device=frames.device)
+    pixels = torch.zeros_like(codes)  # (B, T, H W)
     for index, (unique, inverse) in enumerate(found):
         if len(unique) <= limit:
             table[index, : len(unique)] = (unique[:, None] // place % 256).float() / 127.5 - 1
             usable[index] = True
+            pixels[index] = inverse
             per_frame = torch.zeros(inverse.shape[0], len(unique), dtype=torch.int64, device=frames.device)
             per_frame.scatter_add_(1, inverse, torch.ones_like(inverse))
             amounts[index, : len(unique)] = per_frame.amax(dim=0)
-    return table, usable, amounts
+    return table, usable, amounts, pixels
 
 
 def capped_nearest(distance: torch.Tensor, caps: torch.Tensor, passes: int = 8) -> torch.Tensor:
@@ -130,13 +145,11 @@ def snap(
     return drawn.reshape(b, t, h, w, c).permute(0, 1, 4, 2, 3).to(frames.dtype).contiguous()
 
 
-def background_memory(frames: torch.Tensor, table: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
-    """(B, H W) int64: each pixel's last background colour in `frames` (B, T, C, H, W), -1 where none."""
-    b, t, c, h, w = frames.shape
-    pixels = frames.float().permute(0, 1, 3, 4, 2).reshape(b, t * h * w, c)
-    index = torch.cdist(pixels, table.float()).argmin(dim=-1).view(b, t, h * w)
-    memory = torch.full((b, h * w), -1, dtype=torch.int64, device=frames.device)
-    for step in range(t):
-        ground = background.gather(1, index[:, step])
-        memory = torch.where(ground, index[:, step], memory)
+def background_memory(pixels: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """(B, H W) int64: each pixel's last background colour in frames whose pixels' colours are
+    `pixels` (B, T, H W) (`palettes`' table indices), -1 where it never showed one."""
+    memory = torch.full_like(pixels[:, 0], -1)
+    for step in range(pixels.shape[1]):
+        ground = background.gather(1, pixels[:, step])
+        memory = torch.where(ground, pixels[:, step], memory)
     return memory

@@ -20,7 +20,7 @@ import torch
 
 from worldforge.models.config import ModelConfigError
 from worldforge.models.flow import next_anchor
-from worldforge.models.palette import background_memory, palettes, snap
+from worldforge.models.palette import Palette, background_memory, palettes, snap
 from worldforge.models.sampler import VelocityFn, sample
 from worldforge.models.world_model import WorldModel
 
@@ -101,7 +101,7 @@ def recomputed_velocity(
     return velocity
 
 
-def context_palette(model: WorldModel, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+def context_palette(model: WorldModel, context: torch.Tensor) -> Palette | None:
     """`sampler.palette`: the colours of the clean latent `context` (B, Tc', c, h, w) as frames
     (`palette.palettes`), with each colour's cap under `sampler.palette_counts` and, under
     `sampler.palette_background`, which colours are background and each pixel's background colour
@@ -110,23 +110,22 @@ def context_palette(model: WorldModel, context: torch.Tensor) -> tuple[torch.Ten
     if not config.palette:
         return None
     frames = model.tokenizer.decode(context)
-    table, usable, amounts = palettes(frames, config.palette_max)
+    table, usable, amounts, pixels = palettes(frames, config.palette_max)
     caps = torch.ceil(amounts * config.palette_counts).to(torch.int64) if config.palette_counts else None
     background = memory = None
     if config.palette_background:  # colours that cover that share of a context frame or more
-        background = amounts >= config.palette_background * frames.shape[-1] * frames.shape[-2]
-        memory = background_memory(frames, table, background)
-    return table, usable, caps, background, memory
+        background = amounts >= config.palette_background * pixels.shape[-1]
+        memory = background_memory(pixels, background)
+    return Palette(table, usable, caps, background, memory)
 
 
-def in_palette(model: WorldModel, latent: torch.Tensor, palette) -> torch.Tensor:
+def in_palette(model: WorldModel, latent: torch.Tensor, palette: Palette | None) -> torch.Tensor:
     """A generated latent frame (B, 1, c, h, w) redrawn in the context's colours (`context_palette`);
     as it was when the palette is off. The patch tokenizer's latents are its frames rearranged, so
     decoding and encoding them is exact."""
     if palette is None:
         return latent
-    table, usable, caps, background, memory = palette
-    return model.tokenizer.encode(snap(model.tokenizer.decode(latent), table, usable, caps, background, memory))
+    return model.tokenizer.encode(snap(model.tokenizer.decode(latent), *palette))
 
 
 class LatentStream:
