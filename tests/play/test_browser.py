@@ -83,9 +83,11 @@ def hold(browser, key: str, frames: int) -> list[dict]:
     try:
         first = browser.execute_script("return window.worldforge.frames.length")
         wait_for(browser, f"window.worldforge.frames.length >= {first + frames + 1}")
+        # read while the key is still down: a frame that arrives after the release is made under noop
+        made = browser.execute_script("return window.worldforge.frames")[first:]
     finally:
         ActionChains(browser).key_up(key).perform()
-    return browser.execute_script("return window.worldforge.frames")[first:]
+    return made
 
 
 def pixels(url: str) -> np.ndarray:
