@@ -1,6 +1,7 @@
 """What the palette costs a generated frame: batch-1 KV-cached rollouts (the play page's case) of
 trained world-model packages from held-out contexts, with the sampler's palette off, on
-(`sampler.palette`) and on with capped colour counts (`sampler.palette_counts`).
+(`sampler.palette`), on with capped colour counts (`sampler.palette_counts`), with the still
+background too (`sampler.palette_background`) and with sprites too (`sampler.palette_sprites`).
 
 For each package, each variant rolls out the same --frames frames after the same context, from
 the same noise, --repeats times (one warm-up first); the table gives the median milliseconds per
@@ -32,6 +33,13 @@ VARIANTS = {
     "palette off": {"palette": False, "palette_counts": 0.0},
     "palette": {"palette": True, "palette_counts": 0.0},
     "palette, counts capped (1.0)": {"palette": True, "palette_counts": 1.0},
+    "capped, still background (0.15)": {"palette": True, "palette_counts": 1.0, "palette_background": 0.15},
+    "capped, still background, sprites": {
+        "palette": True,
+        "palette_counts": 1.0,
+        "palette_background": 0.15,
+        "palette_sprites": True,
+    },
 }
 
 

@@ -286,3 +286,104 @@ def test_a_still_background_keeps_every_pixel_in_the_background_colour_it_showed
     assert torch.equal(index[ground], stripes.expand_as(index)[ground])  # every stripe pixel where it was
     _, torn = stripes_drawn(0.0, True)
     assert not torch.equal(torn[torn < 2], stripes.expand_as(torn)[torn < 2])
+
+
+def test_sprites_move_whole_as_far_as_the_network_moved_their_colour():
+    """sampler.palette_sprites: a ball (a plus of 5 cells) drawn by the network as a smear whose
+    centre is one column on is drawn whole one column on, the smear's other cells in the
+    background, and the agent the network drew with a cell missing is drawn whole where it was. A
+    ball drawn a third of a column on stands the first time and moves a column the second (its
+    position keeps the fraction). Drawn with none of its colour, a sprite is gone."""
+    from worldforge.models.palette import background_memory, find_sprites, palettes, snap
+
+    green, orange, white = torch.tensor([-1.0, 0.2, -1.0]), torch.tensor([1.0, 0.0, -1.0]), torch.ones(3)
+    plus = torch.tensor([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=torch.bool)
+
+    def frame(ball_column: int | None) -> torch.Tensor:
+        image = green.view(3, 1, 1).repeat(1, 12, 12)
+        if ball_column is not None:
+            image[:, 2:5, ball_column : ball_column + 3][:, plus] = orange[:, None]
+        image[:, 8:10, 8:10] = white[:, None, None]
+        return image
+
+    context = torch.stack([frame(1), frame(2), frame(3)])[None]  # the ball moves right, the agent stands
+    table, usable, amounts, pixels = palettes(context, limit=8)
+    background = amounts >= 0.15 * 144
+    memory = background_memory(pixels, background)
+    sprites = find_sprites(pixels, background, usable, memory, (12, 12))
+    assert sorted(sprites.at.tolist()) == [[2, 3], [8, 8]]
+
+    def drawn_as(network: torch.Tensor) -> torch.Tensor:
+        return snap(network[None, None], table, usable, None, background, memory, sprites)[0, 0]
+
+    smear = frame(None)
+    smear[:, 2:5, 3:8] = orange[:, None, None]  # 5 columns of orange around column 5
+    smear[:, 9, 9] = green
+    torch.testing.assert_close(drawn_as(smear), frame(4), atol=0.01, rtol=0)  # whole, one column on
+    assert sorted(sprites.at.tolist()) == [[2, 4], [8, 8]]
+    nudged = frame(4)
+    nudged[:, 3, 7] = orange  # one more cell to the right: the centre a third of a column on
+    torch.testing.assert_close(drawn_as(nudged), frame(4), atol=0.01, rtol=0)
+    torch.testing.assert_close(drawn_as(nudged), frame(5), atol=0.01, rtol=0)
+    torch.testing.assert_close(drawn_as(frame(None)), frame(None), atol=0.01, rtol=0)
+    assert sorted(zip(sprites.alive.tolist(), sprites.at.tolist())) == [(False, [2, 5]), (True, [8, 8])]
+
+
+def test_a_sprite_leaving_a_place_it_never_left_shows_the_stripe_above_it():
+    """A ball that stood on two stripes through the whole context leaves pixels that never showed
+    the background: when it moves away they take the stripe colour of the pixels above them, not
+    one colour for all."""
+    from worldforge.models.palette import background_memory, find_sprites, palettes, snap
+
+    dark, light, red = torch.tensor([-0.8, -0.8, -0.6]), torch.tensor([-0.2, -0.2, 0.0]), torch.tensor([1.0, -1.0, -1.0])
+    colours = torch.stack([dark, light, red])
+    stripes = (torch.arange(32) // 2 % 2).expand(32, 32).clone()  # stripes 2 columns wide
+    still = stripes.clone()
+    still[4:6, 3:5] = 2  # a 2x2 ball on a light (column 3) and a dark stripe (column 4)
+    context = colours[still].permute(2, 0, 1)[None, None].repeat(1, 3, 1, 1, 1)
+    table, usable, amounts, pixels = palettes(context, limit=8)
+    background = amounts >= 0.15 * 1024
+    memory = background_memory(pixels, background)
+    sprites = find_sprites(pixels, background, usable, memory, (32, 32))
+    network = stripes.clone()
+    network[4:6, 3:9] = 2  # red from its old place to 4 columns on: its centre 2 columns on
+    drawn = snap(colours[network].permute(2, 0, 1)[None, None], table, usable, None, background, memory, sprites)
+    index = (drawn[0, 0, :, :, :, None] - colours.T[:, None, None]).abs().amax(dim=0).argmin(dim=-1)
+    expected = stripes.clone()
+    expected[4:6, 5:7] = 2
+    assert torch.equal(index, expected)
+
+
+def test_a_sprite_rollout_draws_each_object_in_its_context_shape(make_world_model):
+    """An untrained, noisy network's rollout with sampler.palette_sprites: in every generated frame
+    each object colour covers its context shape exactly, moved by whole cells, or nothing, with and
+    without the KV cache (the same frames); without the option the shapes break. The option needs
+    the still background."""
+    from worldforge.models.config import ModelConfigError, SamplerConfig
+
+    colours = torch.tensor([[-0.6, -0.2, 0.1], [0.3, 0.3, 0.5], [1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+    stripes = (torch.arange(32) // 4 % 2).expand(32, 32)
+    context = stripes.repeat(2, 3, 1, 1).clone()
+    for step in range(3):  # a red 3x3 square moving right, a white 4x2 bar standing
+        context[:, step, 10:13, 10 + step : 13 + step] = 2
+    context[:, :, 20:24, 5:7] = 3
+    shapes = {2: torch.ones(3, 3), 3: torch.ones(4, 2)}
+
+    def whole(mask: torch.Tensor, shape: torch.Tensor) -> bool:
+        if not mask.any():
+            return True
+        rows, cols = mask.any(dim=1).nonzero()[:, 0], mask.any(dim=0).nonzero()[:, 0]
+        box = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        return box.shape == shape.shape and bool(box.all())
+
+    def shapes_kept(index: torch.Tensor) -> bool:
+        return all(whole(index[b, t] == k, shape) for b in range(2) for t in range(4) for k, shape in shapes.items())
+
+    kept, index = palette_rollout(make_world_model, context, colours, True, palette_background=0.2, palette_sprites=True)
+    recomputed, _ = palette_rollout(make_world_model, context, colours, False, palette_background=0.2, palette_sprites=True)
+    torch.testing.assert_close(kept, recomputed)
+    assert shapes_kept(index) and (index == 2).any()
+    _, broken = palette_rollout(make_world_model, context, colours, True, palette_background=0.2)
+    assert not shapes_kept(broken)
+    with pytest.raises(ModelConfigError, match="palette_sprites .*palette_background"):
+        make_world_model(sampler=SamplerConfig(palette=True, palette_sprites=True))

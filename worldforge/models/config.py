@@ -408,3 +408,11 @@ class SamplerConfig(Section):
         "showed (in the context or the rollout), so that a still background is kept as it was; for worlds "
         "whose background does not move. 0: off",
     )
+    palette_sprites: bool = Field(
+        False,
+        description="with sampler.palette_background: every other colour that a context frame shows as one "
+        "connected piece is a sprite of that shape, moved whole (by whole cells) in each generated frame to "
+        "where the network drew most of its colour; the network's other pixels of it become the background "
+        "they remember. The network decides where each object goes, the context its shape; for sprite worlds "
+        "with one object per colour",
+    )

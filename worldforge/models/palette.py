@@ -22,15 +22,47 @@ the network drew most surely.
 of a context frame is background, each pixel remembers the background colour it last showed, and
 wherever the network draws a background colour the pixel takes the one it remembers. The network
 then only decides where the objects are; a stripe cannot be torn into its neighbour's colour.
+
+`sampler.palette_sprites` keeps each object's shape: every colour that is not background and that
+one context frame shows as one connected piece is a sprite of that shape (a ball's disc, the
+agent's square, a gradient's row). In each generated frame the sprite moves as far as the network
+moved its colour (the centre of what it drew in that colour near the sprite, against the centre
+of the sprite as last drawn), to a fraction of a cell, and is drawn whole at that position rounded
+to whole cells; the network's other pixels of its colour become the background they remember.
+The network decides where each object goes and whether it is still there (a sprite whose colour
+the network no longer draws within `SPRITE_REACH` is gone); the shape is the context's. For sprite
+worlds: objects that keep their shape, one object per colour.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 
 FAR = 1.0e4  # the distance to a padding slot: never the nearest colour
+SPRITE_REACH = 0.1  # sampler.palette_sprites: a sprite moves at most this share of the frame's side per frame
+
+
+@dataclass
+class Sprites:
+    """`sampler.palette_sprites`: a batch's objects, S over all its clips, each a colour always drawn
+    in one shape (`find_sprites`); their places are updated as the rollout goes (`draw_sprites`)."""
+
+    clip: torch.Tensor  # (S,) the clip each belongs to
+    colour: torch.Tensor  # (S,) its index in the clip's palette table
+    rows: torch.Tensor  # (S, N) its shape's cells, from the shape's top-left corner (N: the largest shape)
+    cols: torch.Tensor  # (S, N)
+    cells: torch.Tensor  # (S, N) bool: which of the N are cells of its shape
+    size: torch.Tensor  # (S, 2) its shape's box, rows and columns
+    at: torch.Tensor  # (S, 2) the box's top-left cell in the newest frame
+    position: torch.Tensor  # (S, 2) float: where it is, to a fraction of a cell (`at` is it rounded)
+    alive: torch.Tensor  # (S,) bool: still drawn (a sprite the network stops drawing is gone)
+    owned: torch.Tensor  # (B, K) bool: the colours that are some sprite's (gone ones included)
+    ground: torch.Tensor  # (B, H W) each pixel's nearest remembered background colour (-1: none)
 
 
 class Palette(NamedTuple):
@@ -41,6 +73,7 @@ class Palette(NamedTuple):
     caps: torch.Tensor | None = None  # (B, K) sampler.palette_counts: most pixels a colour may cover
     background: torch.Tensor | None = None  # (B, K) bool, sampler.palette_background: background colours
     memory: torch.Tensor | None = None  # (B, H W) each pixel's last background colour (updated in place)
+    sprites: Sprites | None = None  # sampler.palette_sprites: the objects (updated as the rollout goes)
 
 
 def palettes(frames: torch.Tensor, limit: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -114,13 +147,15 @@ def snap(
     caps: torch.Tensor | None = None,
     background: torch.Tensor | None = None,
     memory: torch.Tensor | None = None,
+    sprites: Sprites | None = None,
 ) -> torch.Tensor:
     """Each pixel of `frames` (B, T, C, H, W) replaced by its nearest colour of its clip's `table`
     (from `palettes`); clips without a palette (`usable` False) are returned as they were. With
     `caps` (B, K), each frame holds at most that many pixels of a colour (`capped_nearest`). With
     `background` (B, K) bool and `memory` (B, H W) (`background_memory`; one frame, T = 1), a pixel
     drawn in any background colour takes the background colour it last had, and `memory` learns
-    the pixels it did not know."""
+    the pixels it did not know. With `sprites` (`find_sprites`; and a memory) each sprite is moved
+    whole to where the network drew its colour (`draw_sprites`)."""
     b, t, c, h, w = frames.shape
     pixels = frames.float().permute(0, 1, 3, 4, 2).reshape(b, t * h * w, c)
     # |p - q|^2 = |p|^2 - 2 p.q + |q|^2; |p|^2 is the same for every colour q: one batched matmul
@@ -140,6 +175,8 @@ def snap(
         known = memory >= 0
         nearest = torch.where(ground & known, memory, nearest)
         memory.copy_(torch.where(ground & ~known, nearest, memory))
+        if sprites is not None:
+            nearest = draw_sprites(nearest, sprites, memory, (h, w))
     drawn = torch.gather(table, 1, nearest[..., None].expand(-1, -1, c))
     drawn = torch.where(usable[:, None, None], drawn, pixels)
     return drawn.reshape(b, t, h, w, c).permute(0, 1, 4, 2, 3).to(frames.dtype).contiguous()
@@ -153,3 +190,133 @@ def background_memory(pixels: torch.Tensor, background: torch.Tensor) -> torch.T
         ground = background.gather(1, pixels[:, step])
         memory = torch.where(ground, pixels[:, step], memory)
     return memory
+
+
+def _one_piece(mask: torch.Tensor) -> bool:
+    """Whether the set cells of `mask` (h, w) bool form one 8-connected piece."""
+    grown = torch.zeros_like(mask)
+    grown.view(-1)[int(mask.view(-1).nonzero()[0])] = True
+    while True:
+        step = F.max_pool2d(grown[None, None].float(), 3, stride=1, padding=1)[0, 0].bool() & mask
+        if torch.equal(step, grown):
+            return bool(torch.equal(grown, mask))
+        grown = step
+
+
+def _place(shape: torch.Tensor, mask: torch.Tensor) -> tuple[int, int]:
+    """The top-left cell at which `shape` (kh, kw) covers most of `mask` (h, w), wholly inside it."""
+    score = F.conv2d(mask[None, None].float(), shape[None, None].float())[0, 0]
+    flat = int(score.argmax())
+    return flat // score.shape[1], flat % score.shape[1]
+
+
+def find_sprites(
+    pixels: torch.Tensor, background: torch.Tensor, usable: torch.Tensor, memory: torch.Tensor, size: tuple[int, int]
+) -> Sprites:
+    """`sampler.palette_sprites`: the objects of each clip's context frames, whose pixels' colours
+    are `pixels` (B, T, H W) (`palettes`' table indices). A colour that is not `background` (B, K)
+    and that its fullest context frame shows as one connected piece is a sprite of that piece's
+    shape, placed where that shape lies in the last context frame; a colour absent from the last
+    frame is no sprite. `memory`
+    (B, H W) (`background_memory`) gives what a pixel that never showed the background is taken
+    to show under its sprite: the remembered colour of the nearest pixel above or below it, else
+    beside it (stripes run down a frame), repeated outwards."""
+    h, w = size
+    owned = torch.zeros_like(background)
+    ground = memory.view(-1, h, w).clone()
+    for _ in range(h + w):
+        if not (ground < 0).any():
+            break
+        for dim, shift in ((1, 1), (1, -1), (2, 1), (2, -1)):
+            moved = ground.roll(shift, dims=dim)
+            edge = 0 if shift == 1 else -1  # roll wraps: the wrapped row or column knows nothing
+            moved.select(dim, edge).fill_(-1)
+            ground = torch.where((ground < 0) & (moved >= 0), moved, ground)
+    ground = ground.view(-1, h * w)
+    found = []  # (clip, colour, shape, at)
+    for clip in range(pixels.shape[0]):
+        if not usable[clip]:
+            continue
+        frames = pixels[clip].view(-1, h, w)
+        for colour in frames.unique().tolist():
+            if background[clip, colour]:
+                continue
+            masks = frames == colour  # (T, h, w)
+            fullest = masks[int(masks.sum(dim=(1, 2)).argmax())]
+            if not masks[-1].any() or not _one_piece(fullest):
+                continue
+            rows, cols = fullest.any(dim=1).nonzero()[:, 0], fullest.any(dim=0).nonzero()[:, 0]
+            shape = fullest[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+            found.append((clip, colour, shape, _place(shape, masks[-1])))
+            owned[clip, colour] = True
+    count, most = len(found), max([int(item[2].sum()) for item in found], default=1)
+    rows = torch.zeros(count, most, dtype=torch.int64)
+    cols, cells = torch.zeros_like(rows), torch.zeros(count, most, dtype=torch.bool)
+    for index, (_, _, shape, _) in enumerate(found):
+        where = shape.nonzero()
+        rows[index, : len(where)], cols[index, : len(where)], cells[index, : len(where)] = where[:, 0], where[:, 1], True
+
+    def column(position: int) -> torch.Tensor:
+        return torch.tensor([item[position] for item in found], dtype=torch.int64).view(count, -1)
+
+    return Sprites(
+        clip=column(0)[:, 0],
+        colour=column(1)[:, 0],
+        rows=rows,
+        cols=cols,
+        cells=cells,
+        size=torch.tensor([tuple(item[2].shape) for item in found], dtype=torch.int64).view(count, 2),
+        at=column(3).view(count, 2),
+        position=column(3).view(count, 2).float(),
+        alive=torch.ones(count, dtype=torch.bool),
+        owned=owned,
+        ground=ground,
+    )
+
+
+def draw_sprites(nearest: torch.Tensor, sprites: Sprites, memory: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Each pixel's colour `nearest` (B, H W) with every sprite moved whole. A sprite moves as far as
+    the network moved its colour: the centre of the cells drawn in its colour within `SPRITE_REACH`
+    of a frame's side of its box, less the centre of its shape where it was drawn last. The move is
+    added to its position to a fraction of a cell, and the sprite is drawn at that position
+    rounded, so that a world moving less than half a cell a frame still moves (a sprite drawn at
+    the whole cell nearest the network's own drawing would stand still); a sprite with none of its
+    colour within reach is gone. Pixels drawn in a sprite's colour take their remembered background
+    colour (`memory` (B, H W); where a pixel has none, its nearest neighbour's), then the sprites are
+    drawn on top, the smallest last. `sprites`' places and `alive` are updated."""
+    h, w = size
+    b = nearest.shape[0]
+    count = sprites.clip.shape[0]
+    ground = sprites.ground
+    remembered = torch.where(memory >= 0, memory, torch.where(ground >= 0, ground, nearest))
+    frame = torch.where(sprites.owned.gather(1, nearest), remembered, nearest)  # sprite colours erased
+    if count == 0:
+        return frame
+    reach = max(2, math.ceil(SPRITE_REACH * max(h, w)))
+    rows, cols = torch.arange(h), torch.arange(w)
+    low, high = sprites.at - reach, sprites.at + sprites.size - 1 + reach  # (S, 2): the box within reach
+    near = ((rows[None, :] >= low[:, :1]) & (rows[None, :] <= high[:, :1]))[:, :, None] & (
+        (cols[None, :] >= low[:, 1:]) & (cols[None, :] <= high[:, 1:])
+    )[:, None, :]  # (S, h, w)
+    drawn = (nearest[sprites.clip].view(count, h, w) == sprites.colour[:, None, None]) & near
+    found = drawn.sum(dim=(1, 2))
+    sprites.alive = sprites.alive & (found > 0)
+    found = found.clamp_min(1).float()
+    centre = torch.stack([(drawn.sum(dim=2) * rows).sum(dim=1), (drawn.sum(dim=1) * cols).sum(dim=1)], dim=1) / found[:, None]
+    area = sprites.cells.sum(dim=1)
+    own = torch.stack([(sprites.rows * sprites.cells).sum(dim=1), (sprites.cols * sprites.cells).sum(dim=1)], dim=1)
+    shown = sprites.at + own / area[:, None]  # the centre of its shape where it was drawn last
+    limit = torch.tensor([h, w]) - sprites.size
+    moved = (sprites.position + centre - shown).clamp(min=torch.zeros_like(limit), max=limit)
+    sprites.position = torch.where(sprites.alive[:, None], moved, sprites.position)
+    sprites.at = torch.round(sprites.position).long()
+    # each pixel takes the smallest sprite over it (drawn largest first, the smallest last)
+    painted = sprites.cells & sprites.alive[:, None]  # (S, N)
+    pixel = sprites.clip[:, None] * h * w + (sprites.at[:, :1] + sprites.rows) * w + sprites.at[:, 1:] + sprites.cols
+    key = (area * count + torch.arange(count))[:, None].expand_as(pixel)
+    none = int(area.max()) * count + count
+    top = torch.full((b * h * w,), none, dtype=torch.int64)
+    top.scatter_reduce_(0, pixel[painted], key[painted], "amin")
+    out = frame.flatten().clone()
+    out[top < none] = sprites.colour[top[top < none] % count]
+    return out.view(b, h * w)

@@ -20,7 +20,7 @@ import torch
 
 from worldforge.models.config import ModelConfigError
 from worldforge.models.flow import next_anchor
-from worldforge.models.palette import Palette, background_memory, palettes, snap
+from worldforge.models.palette import Palette, background_memory, find_sprites, palettes, snap
 from worldforge.models.sampler import VelocityFn, sample
 from worldforge.models.world_model import WorldModel
 
@@ -105,18 +105,21 @@ def context_palette(model: WorldModel, context: torch.Tensor) -> Palette | None:
     """`sampler.palette`: the colours of the clean latent `context` (B, Tc', c, h, w) as frames
     (`palette.palettes`), with each colour's cap under `sampler.palette_counts` and, under
     `sampler.palette_background`, which colours are background and each pixel's background colour
-    (`palette.background_memory`, updated as the rollout goes); None when the palette is off."""
+    (`palette.background_memory`, updated as the rollout goes) and, under `sampler.palette_sprites`,
+    its objects (`palette.find_sprites`, moved as the rollout goes); None when the palette is off."""
     config = model.sampler_cfg
     if not config.palette:
         return None
     frames = model.tokenizer.decode(context)
     table, usable, amounts, pixels = palettes(frames, config.palette_max)
     caps = torch.ceil(amounts * config.palette_counts).to(torch.int64) if config.palette_counts else None
-    background = memory = None
+    background = memory = sprites = None
     if config.palette_background:  # colours that cover that share of a context frame or more
         background = amounts >= config.palette_background * pixels.shape[-1]
         memory = background_memory(pixels, background)
-    return Palette(table, usable, caps, background, memory)
+        if config.palette_sprites:
+            sprites = find_sprites(pixels, background, usable, memory, tuple(frames.shape[-2:]))
+    return Palette(table, usable, caps, background, memory, sprites)
 
 
 def in_palette(model: WorldModel, latent: torch.Tensor, palette: Palette | None) -> torch.Tensor:
