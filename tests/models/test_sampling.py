@@ -294,7 +294,7 @@ def test_sprites_move_whole_as_far_as_the_network_moved_their_colour():
     background, and the agent the network drew with a cell missing is drawn whole where it was. A
     ball drawn a third of a column on stands the first time and moves a column the second (its
     position keeps the fraction). Drawn with none of its colour, a sprite is gone."""
-    from worldforge.models.palette import background_memory, find_sprites, palettes, snap
+    from worldforge.models.palette import background_memory, filled_memory, find_sprites, palettes, snap
 
     green, orange, white = torch.tensor([-1.0, 0.2, -1.0]), torch.tensor([1.0, 0.0, -1.0]), torch.ones(3)
     plus = torch.tensor([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=torch.bool)
@@ -309,8 +309,8 @@ def test_sprites_move_whole_as_far_as_the_network_moved_their_colour():
     context = torch.stack([frame(1), frame(2), frame(3)])[None]  # the ball moves right, the agent stands
     table, usable, amounts, pixels = palettes(context, limit=8)
     background = amounts >= 0.15 * 144
-    memory = background_memory(pixels, background)
-    sprites = find_sprites(pixels, background, usable, memory, (12, 12))
+    memory = filled_memory(background_memory(pixels, background), (12, 12))
+    sprites = find_sprites(pixels, background, usable, (12, 12))
     assert sorted(sprites.at.tolist()) == [[2, 3], [8, 8]]
 
     def drawn_as(network: torch.Tensor) -> torch.Tensor:
@@ -331,9 +331,9 @@ def test_sprites_move_whole_as_far_as_the_network_moved_their_colour():
 
 def test_a_sprite_leaving_a_place_it_never_left_shows_the_stripe_above_it():
     """A ball that stood on two stripes through the whole context leaves pixels that never showed
-    the background: when it moves away they take the stripe colour of the pixels above them, not
-    one colour for all."""
-    from worldforge.models.palette import background_memory, find_sprites, palettes, snap
+    the background: when it moves away they take the stripe colour of the pixels above them
+    (`filled_memory`), whatever colour the network guessed there."""
+    from worldforge.models.palette import background_memory, filled_memory, find_sprites, palettes, snap
 
     dark, light, red = torch.tensor([-0.8, -0.8, -0.6]), torch.tensor([-0.2, -0.2, 0.0]), torch.tensor([1.0, -1.0, -1.0])
     colours = torch.stack([dark, light, red])
@@ -343,10 +343,11 @@ def test_a_sprite_leaving_a_place_it_never_left_shows_the_stripe_above_it():
     context = colours[still].permute(2, 0, 1)[None, None].repeat(1, 3, 1, 1, 1)
     table, usable, amounts, pixels = palettes(context, limit=8)
     background = amounts >= 0.15 * 1024
-    memory = background_memory(pixels, background)
-    sprites = find_sprites(pixels, background, usable, memory, (32, 32))
+    memory = filled_memory(background_memory(pixels, background), (32, 32))
+    sprites = find_sprites(pixels, background, usable, (32, 32))
     network = stripes.clone()
-    network[4:6, 3:9] = 2  # red from its old place to 4 columns on: its centre 2 columns on
+    network[4:6, 3] = 0  # the network guesses the dark stripe where the ball stood: wrong
+    network[4:6, 4:8] = 2  # and red whose centre is 2 columns on
     drawn = snap(colours[network].permute(2, 0, 1)[None, None], table, usable, None, background, memory, sprites)
     index = (drawn[0, 0, :, :, :, None] - colours.T[:, None, None]).abs().amax(dim=0).argmin(dim=-1)
     expected = stripes.clone()

@@ -62,7 +62,6 @@ class Sprites:
     position: torch.Tensor  # (S, 2) float: where it is, to a fraction of a cell (`at` is it rounded)
     alive: torch.Tensor  # (S,) bool: still drawn (a sprite the network stops drawing is gone)
     owned: torch.Tensor  # (B, K) bool: the colours that are some sprite's (gone ones included)
-    ground: torch.Tensor  # (B, H W) each pixel's nearest remembered background colour (-1: none)
 
 
 class Palette(NamedTuple):
@@ -192,6 +191,24 @@ def background_memory(pixels: torch.Tensor, background: torch.Tensor) -> torch.T
     return memory
 
 
+def filled_memory(memory: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """`background_memory` (B, H W) with every pixel that never showed the background (an object
+    stood on it through the whole context) given the remembered colour of its nearest pixel above
+    or below, else beside it (stripes run down a frame), repeated outwards; -1 stays only in a clip
+    that showed no background at all. A sprite that leaves such a pixel uncovers that colour: the
+    network's own guess there, learned into the memory, was often the other stripe's and stayed."""
+    h, w = size
+    filled = memory.view(-1, h, w).clone()
+    for _ in range(h + w):
+        if not (filled < 0).any():
+            break
+        for dim, shift in ((1, 1), (1, -1), (2, 1), (2, -1)):
+            moved = filled.roll(shift, dims=dim)
+            moved.select(dim, 0 if shift == 1 else -1).fill_(-1)  # roll wraps: the wrapped line knows nothing
+            filled = torch.where((filled < 0) & (moved >= 0), moved, filled)
+    return filled.view(-1, h * w)
+
+
 def _one_piece(mask: torch.Tensor) -> bool:
     """Whether the set cells of `mask` (h, w) bool form one 8-connected piece."""
     grown = torch.zeros_like(mask)
@@ -210,29 +227,14 @@ def _place(shape: torch.Tensor, mask: torch.Tensor) -> tuple[int, int]:
     return flat // score.shape[1], flat % score.shape[1]
 
 
-def find_sprites(
-    pixels: torch.Tensor, background: torch.Tensor, usable: torch.Tensor, memory: torch.Tensor, size: tuple[int, int]
-) -> Sprites:
+def find_sprites(pixels: torch.Tensor, background: torch.Tensor, usable: torch.Tensor, size: tuple[int, int]) -> Sprites:
     """`sampler.palette_sprites`: the objects of each clip's context frames, whose pixels' colours
     are `pixels` (B, T, H W) (`palettes`' table indices). A colour that is not `background` (B, K)
     and that its fullest context frame shows as one connected piece is a sprite of that piece's
     shape, placed where that shape lies in the last context frame; a colour absent from the last
-    frame is no sprite. `memory`
-    (B, H W) (`background_memory`) gives what a pixel that never showed the background is taken
-    to show under its sprite: the remembered colour of the nearest pixel above or below it, else
-    beside it (stripes run down a frame), repeated outwards."""
+    frame is no sprite."""
     h, w = size
     owned = torch.zeros_like(background)
-    ground = memory.view(-1, h, w).clone()
-    for _ in range(h + w):
-        if not (ground < 0).any():
-            break
-        for dim, shift in ((1, 1), (1, -1), (2, 1), (2, -1)):
-            moved = ground.roll(shift, dims=dim)
-            edge = 0 if shift == 1 else -1  # roll wraps: the wrapped row or column knows nothing
-            moved.select(dim, edge).fill_(-1)
-            ground = torch.where((ground < 0) & (moved >= 0), moved, ground)
-    ground = ground.view(-1, h * w)
     found = []  # (clip, colour, shape, at)
     for clip in range(pixels.shape[0]):
         if not usable[clip]:
@@ -270,7 +272,6 @@ def find_sprites(
         position=column(3).view(count, 2).float(),
         alive=torch.ones(count, dtype=torch.bool),
         owned=owned,
-        ground=ground,
     )
 
 
@@ -282,13 +283,12 @@ def draw_sprites(nearest: torch.Tensor, sprites: Sprites, memory: torch.Tensor, 
     rounded, so that a world moving less than half a cell a frame still moves (a sprite drawn at
     the whole cell nearest the network's own drawing would stand still); a sprite with none of its
     colour within reach is gone. Pixels drawn in a sprite's colour take their remembered background
-    colour (`memory` (B, H W); where a pixel has none, its nearest neighbour's), then the sprites are
+    colour (`memory` (B, H W), `filled_memory`), then the sprites are
     drawn on top, the smallest last. `sprites`' places and `alive` are updated."""
     h, w = size
     b = nearest.shape[0]
     count = sprites.clip.shape[0]
-    ground = sprites.ground
-    remembered = torch.where(memory >= 0, memory, torch.where(ground >= 0, ground, nearest))
+    remembered = torch.where(memory >= 0, memory, nearest)
     frame = torch.where(sprites.owned.gather(1, nearest), remembered, nearest)  # sprite colours erased
     if count == 0:
         return frame

@@ -20,7 +20,7 @@ import torch
 
 from worldforge.models.config import ModelConfigError
 from worldforge.models.flow import next_anchor
-from worldforge.models.palette import Palette, background_memory, find_sprites, palettes, snap
+from worldforge.models.palette import Palette, background_memory, filled_memory, find_sprites, palettes, snap
 from worldforge.models.sampler import VelocityFn, sample
 from worldforge.models.world_model import WorldModel
 
@@ -106,7 +106,8 @@ def context_palette(model: WorldModel, context: torch.Tensor) -> Palette | None:
     (`palette.palettes`), with each colour's cap under `sampler.palette_counts` and, under
     `sampler.palette_background`, which colours are background and each pixel's background colour
     (`palette.background_memory`, updated as the rollout goes) and, under `sampler.palette_sprites`,
-    its objects (`palette.find_sprites`, moved as the rollout goes); None when the palette is off."""
+    its objects (`palette.find_sprites`, moved as the rollout goes) over a memory in which every pixel
+    has a background colour (`palette.filled_memory`); None when the palette is off."""
     config = model.sampler_cfg
     if not config.palette:
         return None
@@ -118,7 +119,9 @@ def context_palette(model: WorldModel, context: torch.Tensor) -> Palette | None:
         background = amounts >= config.palette_background * pixels.shape[-1]
         memory = background_memory(pixels, background)
         if config.palette_sprites:
-            sprites = find_sprites(pixels, background, usable, memory, tuple(frames.shape[-2:]))
+            size = tuple(frames.shape[-2:])
+            memory = filled_memory(memory, size)
+            sprites = find_sprites(pixels, background, usable, size)
     return Palette(table, usable, caps, background, memory, sprites)
 
 
