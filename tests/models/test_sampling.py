@@ -358,9 +358,8 @@ def test_a_sprite_leaving_a_place_it_never_left_shows_the_stripe_above_it():
 def test_a_sprite_rollout_draws_each_object_in_its_context_shape(make_world_model):
     """An untrained, noisy network's rollout with sampler.palette_sprites: in every generated frame
     each object colour covers its context shape exactly, moved by whole cells, or nothing, with and
-    without the KV cache (the same frames); without the option the shapes break. The option needs
-    the still background."""
-    from worldforge.models.config import ModelConfigError, SamplerConfig
+    without the KV cache (the same frames); without the option the shapes break. Without the still
+    background it does nothing."""
 
     colours = torch.tensor([[-0.6, -0.2, 0.1], [0.3, 0.3, 0.5], [1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
     stripes = (torch.arange(32) // 4 % 2).expand(32, 32)
@@ -386,5 +385,23 @@ def test_a_sprite_rollout_draws_each_object_in_its_context_shape(make_world_mode
     assert shapes_kept(index) and (index == 2).any()
     _, broken = palette_rollout(make_world_model, context, colours, True, palette_background=0.2)
     assert not shapes_kept(broken)
-    with pytest.raises(ModelConfigError, match="palette_sprites .*palette_background"):
-        make_world_model(sampler=SamplerConfig(palette=True, palette_sprites=True))
+    plain, _ = palette_rollout(make_world_model, context, colours, True)
+    inert, _ = palette_rollout(make_world_model, context, colours, True, palette_sprites=True)
+    torch.testing.assert_close(inert, plain)  # without the still background the option does nothing
+
+
+def test_a_context_without_objects_has_no_sprites_and_is_drawn_as_without_them():
+    """A context of background alone (two stripes) gives no sprites, and its frames are snapped as
+    the still background alone snaps them."""
+    from worldforge.models.palette import background_memory, filled_memory, find_sprites, palettes, snap
+
+    colours = torch.tensor([[-0.8, -0.8, -0.6], [-0.2, -0.2, 0.0]])
+    frames = colours[(torch.arange(8) // 2 % 2).expand(1, 2, 8, 8)].permute(0, 1, 4, 2, 3)
+    table, usable, amounts, pixels = palettes(frames, limit=8)
+    background = amounts >= 0.15 * 64
+    memory = filled_memory(background_memory(pixels, background), (8, 8))
+    sprites = find_sprites(pixels, background, usable, (8, 8))
+    assert sprites.clip.numel() == 0 and sprites.at.shape == (0, 2)
+    drawn = frames[:, :1] + 0.1 * torch.randn(1, 1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    with_sprites = snap(drawn, table, usable, None, background, memory.clone(), sprites)
+    torch.testing.assert_close(with_sprites, snap(drawn, table, usable, None, background, memory.clone()))

@@ -414,5 +414,5 @@ class SamplerConfig(Section):
         "connected piece is a sprite of that shape, moved whole (by whole cells) in each generated frame to "
         "where the network drew most of its colour; the network's other pixels of it become the background "
         "they remember. The network decides where each object goes, the context its shape; for sprite worlds "
-        "with one object per colour",
+        "with one object per colour; nothing without sampler.palette and palette_background",
     )

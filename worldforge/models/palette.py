@@ -259,7 +259,8 @@ def find_sprites(pixels: torch.Tensor, background: torch.Tensor, usable: torch.T
         rows[index, : len(where)], cols[index, : len(where)], cells[index, : len(where)] = where[:, 0], where[:, 1], True
 
     def column(position: int) -> torch.Tensor:
-        return torch.tensor([item[position] for item in found], dtype=torch.int64).view(count, -1)
+        values = torch.tensor([item[position] for item in found], dtype=torch.int64)
+        return values.view(count, -1) if count else values.view(0, 2)
 
     return Sprites(
         clip=column(0)[:, 0],

@@ -69,11 +69,6 @@ class WorldModel(nn.Module):
                 f"sampler.palette redraws a frame's pixels: it needs tokenizer.kind='patch' (latents that are "
                 f"pixels), not {tokenizer_cfg.kind!r}; set sampler.palette=false"
             )
-        if sampler_cfg.palette_sprites and not (sampler_cfg.palette and sampler_cfg.palette_background):
-            raise ModelConfigError(
-                "sampler.palette_sprites moves objects over the remembered background: it needs sampler.palette=true "
-                "and sampler.palette_background > 0"
-            )
         self.tokenizer = build_tokenizer(tokenizer_cfg)
         self.dit = WorldDiT(model_cfg, tokenizer_cfg.latent_dim, tokenizer_cfg.frames_per_latent)
         self.model_cfg = self.dit.config  # resolved
