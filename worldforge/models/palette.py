@@ -251,15 +251,16 @@ def find_sprites(pixels: torch.Tensor, background: torch.Tensor, usable: torch.T
             shape = fullest[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
             found.append((clip, colour, shape, _place(shape, masks[-1])))
             owned[clip, colour] = True
+    device = pixels.device
     count, most = len(found), max([int(item[2].sum()) for item in found], default=1)
-    rows = torch.zeros(count, most, dtype=torch.int64)
-    cols, cells = torch.zeros_like(rows), torch.zeros(count, most, dtype=torch.bool)
+    rows = torch.zeros(count, most, dtype=torch.int64, device=device)
+    cols, cells = torch.zeros_like(rows), torch.zeros(count, most, dtype=torch.bool, device=device)
     for index, (_, _, shape, _) in enumerate(found):
         where = shape.nonzero()
         rows[index, : len(where)], cols[index, : len(where)], cells[index, : len(where)] = where[:, 0], where[:, 1], True
 
     def column(position: int) -> torch.Tensor:
-        values = torch.tensor([item[position] for item in found], dtype=torch.int64)
+        values = torch.tensor([item[position] for item in found], dtype=torch.int64, device=device)
         return values.view(count, -1) if count else values.view(0, 2)
 
     return Sprites(
@@ -268,10 +269,10 @@ def find_sprites(pixels: torch.Tensor, background: torch.Tensor, usable: torch.T
         rows=rows,
         cols=cols,
         cells=cells,
-        size=torch.tensor([tuple(item[2].shape) for item in found], dtype=torch.int64).view(count, 2),
+        size=torch.tensor([tuple(item[2].shape) for item in found], dtype=torch.int64, device=device).view(count, 2),
         at=column(3).view(count, 2),
         position=column(3).view(count, 2).float(),
-        alive=torch.ones(count, dtype=torch.bool),
+        alive=torch.ones(count, dtype=torch.bool, device=device),
         owned=owned,
     )
 
@@ -284,8 +285,8 @@ def draw_sprites(nearest: torch.Tensor, sprites: Sprites, memory: torch.Tensor, 
     rounded, so that a world moving less than half a cell a frame still moves (a sprite drawn at
     the whole cell nearest the network's own drawing would stand still); a sprite with none of its
     colour within reach is gone. Pixels drawn in a sprite's colour take their remembered background
-    colour (`memory` (B, H W), `filled_memory`), then the sprites are
-    drawn on top, the smallest last. `sprites`' places and `alive` are updated."""
+    colour (`memory` (B, H W), `filled_memory`), then the sprites are drawn on top, the smallest
+    last. `sprites`' places and `alive` are updated."""
     h, w = size
     b = nearest.shape[0]
     count = sprites.clip.shape[0]
@@ -294,7 +295,8 @@ def draw_sprites(nearest: torch.Tensor, sprites: Sprites, memory: torch.Tensor, 
     if count == 0:
         return frame
     reach = max(2, math.ceil(SPRITE_REACH * max(h, w)))
-    rows, cols = torch.arange(h), torch.arange(w)
+    device = nearest.device
+    rows, cols = torch.arange(h, device=device), torch.arange(w, device=device)
     low, high = sprites.at - reach, sprites.at + sprites.size - 1 + reach  # (S, 2): the box within reach
     near = ((rows[None, :] >= low[:, :1]) & (rows[None, :] <= high[:, :1]))[:, :, None] & (
         (cols[None, :] >= low[:, 1:]) & (cols[None, :] <= high[:, 1:])
@@ -307,16 +309,16 @@ def draw_sprites(nearest: torch.Tensor, sprites: Sprites, memory: torch.Tensor, 
     area = sprites.cells.sum(dim=1)
     own = torch.stack([(sprites.rows * sprites.cells).sum(dim=1), (sprites.cols * sprites.cells).sum(dim=1)], dim=1)
     shown = sprites.at + own / area[:, None]  # the centre of its shape where it was drawn last
-    limit = torch.tensor([h, w]) - sprites.size
+    limit = torch.tensor([h, w], device=device) - sprites.size
     moved = (sprites.position + centre - shown).clamp(min=torch.zeros_like(limit), max=limit)
     sprites.position = torch.where(sprites.alive[:, None], moved, sprites.position)
     sprites.at = torch.round(sprites.position).long()
     # each pixel takes the smallest sprite over it (drawn largest first, the smallest last)
     painted = sprites.cells & sprites.alive[:, None]  # (S, N)
     pixel = sprites.clip[:, None] * h * w + (sprites.at[:, :1] + sprites.rows) * w + sprites.at[:, 1:] + sprites.cols
-    key = (area * count + torch.arange(count))[:, None].expand_as(pixel)
+    key = (area * count + torch.arange(count, device=device))[:, None].expand_as(pixel)
     none = int(area.max()) * count + count
-    top = torch.full((b * h * w,), none, dtype=torch.int64)
+    top = torch.full((b * h * w,), none, dtype=torch.int64, device=device)
     top.scatter_reduce_(0, pixel[painted], key[painted], "amin")
     out = frame.flatten().clone()
     out[top < none] = sprites.colour[top[top < none] % count]
