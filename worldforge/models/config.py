@@ -411,8 +411,9 @@ class SamplerConfig(Section):
     palette_sprites: bool = Field(
         False,
         description="with sampler.palette_background: every other colour that a context frame shows as one "
-        "connected piece is a sprite of that shape, moved whole (by whole cells) in each generated frame to "
-        "where the network drew most of its colour; the network's other pixels of it become the background "
-        "they remember. The network decides where each object goes, the context its shape; for sprite worlds "
-        "with one object per colour; nothing without sampler.palette and palette_background",
+        "connected piece is a sprite of that shape, drawn whole in each generated frame, moved as far as the "
+        "network moved its colour near it (its position kept to a fraction of a cell, drawn at whole cells); "
+        "the network's other pixels of it become the background they remember. The network decides where "
+        "each object goes, the context its shape; for sprite worlds with one object per colour; nothing "
+        "without sampler.palette and palette_background",
     )

@@ -58,10 +58,14 @@ class Sprites:
     cols: torch.Tensor  # (S, N)
     cells: torch.Tensor  # (S, N) bool: which of the N are cells of its shape
     size: torch.Tensor  # (S, 2) its shape's box, rows and columns
-    at: torch.Tensor  # (S, 2) the box's top-left cell in the newest frame
-    position: torch.Tensor  # (S, 2) float: where it is, to a fraction of a cell (`at` is it rounded)
+    position: torch.Tensor  # (S, 2) float: the box's top-left corner, to a fraction of a cell
     alive: torch.Tensor  # (S,) bool: still drawn (a sprite the network stops drawing is gone)
     owned: torch.Tensor  # (B, K) bool: the colours that are some sprite's (gone ones included)
+
+    @property
+    def at(self) -> torch.Tensor:
+        """(S, 2) the box's top-left cell where it is drawn: its position rounded."""
+        return torch.round(self.position).long()
 
 
 class Palette(NamedTuple):
@@ -270,7 +274,6 @@ def find_sprites(pixels: torch.Tensor, background: torch.Tensor, usable: torch.T
         cols=cols,
         cells=cells,
         size=torch.tensor([tuple(item[2].shape) for item in found], dtype=torch.int64, device=device).view(count, 2),
-        at=column(3).view(count, 2),
         position=column(3).view(count, 2).float(),
         alive=torch.ones(count, dtype=torch.bool, device=device),
         owned=owned,
@@ -297,7 +300,8 @@ def draw_sprites(nearest: torch.Tensor, sprites: Sprites, memory: torch.Tensor, 
     reach = max(2, math.ceil(SPRITE_REACH * max(h, w)))
     device = nearest.device
     rows, cols = torch.arange(h, device=device), torch.arange(w, device=device)
-    low, high = sprites.at - reach, sprites.at + sprites.size - 1 + reach  # (S, 2): the box within reach
+    at = sprites.at  # where each was drawn last
+    low, high = at - reach, at + sprites.size - 1 + reach  # (S, 2): the box within reach
     near = ((rows[None, :] >= low[:, :1]) & (rows[None, :] <= high[:, :1]))[:, :, None] & (
         (cols[None, :] >= low[:, 1:]) & (cols[None, :] <= high[:, 1:])
     )[:, None, :]  # (S, h, w)
@@ -308,14 +312,14 @@ def draw_sprites(nearest: torch.Tensor, sprites: Sprites, memory: torch.Tensor, 
     centre = torch.stack([(drawn.sum(dim=2) * rows).sum(dim=1), (drawn.sum(dim=1) * cols).sum(dim=1)], dim=1) / found[:, None]
     area = sprites.cells.sum(dim=1)
     own = torch.stack([(sprites.rows * sprites.cells).sum(dim=1), (sprites.cols * sprites.cells).sum(dim=1)], dim=1)
-    shown = sprites.at + own / area[:, None]  # the centre of its shape where it was drawn last
+    shown = at + own / area[:, None]  # the centre of its shape where it was drawn last
     limit = torch.tensor([h, w], device=device) - sprites.size
     moved = (sprites.position + centre - shown).clamp(min=torch.zeros_like(limit), max=limit)
     sprites.position = torch.where(sprites.alive[:, None], moved, sprites.position)
-    sprites.at = torch.round(sprites.position).long()
+    at = sprites.at
     # each pixel takes the smallest sprite over it (drawn largest first, the smallest last)
     painted = sprites.cells & sprites.alive[:, None]  # (S, N)
-    pixel = sprites.clip[:, None] * h * w + (sprites.at[:, :1] + sprites.rows) * w + sprites.at[:, 1:] + sprites.cols
+    pixel = sprites.clip[:, None] * h * w + (at[:, :1] + sprites.rows) * w + at[:, 1:] + sprites.cols
     key = (area * count + torch.arange(count, device=device))[:, None].expand_as(pixel)
     none = int(area.max()) * count + count
     top = torch.full((b * h * w,), none, dtype=torch.int64, device=device)
