@@ -405,3 +405,105 @@ def test_a_context_without_objects_has_no_sprites_and_is_drawn_as_without_them()
     drawn = frames[:, :1] + 0.1 * torch.randn(1, 1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     with_sprites = snap(drawn, table, usable, None, background, memory.clone(), sprites)
     torch.testing.assert_close(with_sprites, snap(drawn, table, usable, None, background, memory.clone()))
+
+
+def test_a_gradient_s_rows_are_background_and_a_torn_gradient_is_mended():
+    """A gradient background (each row its own colour, each 1/16 of the frame: under the share) is
+    background because each row reaches from edge to edge (`background_colours`), so its rows are
+    no sprites and a row the network draws in its neighbour's colour takes its own back; the ball,
+    which spans nothing, is the one sprite."""
+    from worldforge.models.palette import (
+        background_colours,
+        background_memory,
+        filled_memory,
+        find_sprites,
+        palettes,
+        snap,
+    )
+
+    rows = torch.linspace(-0.9, -0.3, 16)
+    gradient = torch.stack([rows, rows.flip(0), torch.full((16,), -0.5)])[:, :, None].expand(3, 16, 16)
+    red = torch.tensor([1.0, -1.0, -1.0])
+
+    def frame(column: int) -> torch.Tensor:
+        image = gradient.clone()
+        image[:, 6:8, column : column + 2] = red[:, None, None]
+        return image
+
+    context = torch.stack([frame(3), frame(4)])[None]
+    table, usable, amounts, pixels = palettes(context, limit=32)
+    background = background_colours(pixels, amounts, 0.15, (16, 16))
+    assert int(background[0].sum()) == 16 and not (amounts[0][background[0]] >= 0.15 * 256).any()
+    memory = filled_memory(background_memory(pixels, background), (16, 16))
+    sprites = find_sprites(pixels, background, usable, (16, 16))
+    assert sprites.clip.numel() == 1 and sprites.at.tolist() == [[6, 4]]
+    torn = frame(5)
+    torn[:, 10] = gradient[:, 11]  # row 10 drawn in row 11's colour
+    drawn = snap(torn[None, None], table, usable, None, background, memory, sprites)[0, 0]
+    torch.testing.assert_close(drawn, frame(5), atol=0.01, rtol=0)
+
+
+def test_a_checker_under_an_object_that_never_moved_is_filled_by_its_period():
+    """A 3x3 object that stood across a checker cell's corner through the whole context: the pixels
+    it hid take the checker's own colours (`filled_memory` finds the period), where the colour of
+    the pixel above them would be the other cell's for two of its rows."""
+    from worldforge.models.palette import background_memory, filled_memory, palettes
+
+    dark, light, red = (
+        torch.tensor([-0.8, -0.8, -0.6]),
+        torch.tensor([-0.2, -0.2, 0.0]),
+        torch.tensor([1.0, -1.0, -1.0]),
+    )
+    colours = torch.stack([dark, light, red])
+    cells = torch.arange(32) // 4
+    checker = (cells[:, None] + cells[None, :]) % 2
+    still = checker.clone()
+    still[11:14, 11:14] = 2  # across rows 11 | 12-13 and columns 11 | 12-13: four cells
+    context = colours[still].permute(2, 0, 1)[None, None].repeat(1, 3, 1, 1, 1)
+    table, _, amounts, pixels = palettes(context, limit=8)
+    background = amounts >= 0.15 * 1024
+    memory = filled_memory(background_memory(pixels, background), (32, 32))
+    filled = table[0, memory[0]].view(32, 32, 3)
+    torch.testing.assert_close(filled, colours[checker], atol=0.01, rtol=0)
+
+
+def test_overlapping_sprites_keep_the_order_the_network_drew():
+    """Where two sprites overlap, the one whose colour the network drew there is on top, and stays
+    on top in later frames where the network draws neither there; before any such frame, the
+    smaller is on top."""
+    from worldforge.models.palette import background_memory, filled_memory, find_sprites, palettes, snap
+
+    green, red, white = torch.tensor([-1.0, 0.2, -1.0]), torch.tensor([1.0, -1.0, -1.0]), torch.ones(3)
+    colours = torch.stack([green, red, white])
+
+    def frame(ball: tuple[int, int] | None, overlap: int | None = None) -> torch.Tensor:
+        index = torch.zeros(16, 16, dtype=torch.int64)
+        index[6:10, 6:10] = 2  # the agent, 4x4
+        if ball is not None:
+            index[ball[0] : ball[0] + 2, ball[1] : ball[1] + 2] = 1
+        if overlap is not None:
+            index[6, 6] = overlap  # what the network drew where the ball (5-6, 5-6) meets the agent
+        return colours[index].permute(2, 0, 1)
+
+    context = torch.stack([frame((3, 3)), frame((3, 3))])[None]
+    table, usable, amounts, pixels = palettes(context, limit=8)
+    background = amounts >= 0.15 * 256
+
+    def fresh():
+        return filled_memory(background_memory(pixels, background), (16, 16)), find_sprites(
+            pixels, background, usable, (16, 16)
+        )
+
+    def at_overlap(network: torch.Tensor, memory, sprites) -> int:
+        drawn = snap(network[None, None], table, usable, None, background, memory, sprites)[0, 0, :, 6, 6]
+        return int((drawn[:, None] - colours.T).abs().amax(dim=0).argmin())
+
+    memory, sprites = fresh()
+    assert (
+        at_overlap(frame((5, 5), overlap=2), memory, sprites) == 2
+    )  # the network drew the agent over the ball
+    assert sprites.at.tolist() == [[5, 5], [6, 6]]
+    assert at_overlap(frame((5, 5), overlap=0), memory, sprites) == 2  # drew neither: the agent stays on top
+    memory, sprites = fresh()
+    sprites.position = torch.tensor([[5.0, 5.0], [6.0, 6.0]])  # already overlapping, no order drawn yet
+    assert at_overlap(frame((5, 5), overlap=0), memory, sprites) == 1  # the smaller on top

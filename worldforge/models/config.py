@@ -403,7 +403,8 @@ class SamplerConfig(Section):
         0.0,
         ge=0.0,
         le=1.0,
-        description="with sampler.palette: a colour covering at least this share of a context frame is background, "
+        description="with sampler.palette: a colour covering at least this share of a context frame, or reaching "
+        "from one edge of a context frame to the opposite one (a gradient's row, a stripe), is background, "
         "and a pixel the network draws in a background colour takes the background colour that pixel last "
         "showed (in the context or the rollout), so that a still background is kept as it was; for worlds "
         "whose background does not move. 0: off",
@@ -413,7 +414,9 @@ class SamplerConfig(Section):
         description="with sampler.palette_background: every other colour that a context frame shows as one "
         "connected piece is a sprite of that shape, drawn whole in each generated frame, moved as far as the "
         "network moved its colour near it (its position kept to a fraction of a cell, drawn at whole cells); "
-        "the network's other pixels of it become the background they remember. The network decides where "
-        "each object goes, the context its shape; for sprite worlds with one object per colour; nothing "
+        "the network's other pixels of it become the background they remember; where sprites overlap, the one "
+        "the network has drawn there more often in the rollout is on top. The network decides where "
+        "each object goes and which hides which, the context its shape; for sprite worlds with one object per "
+        "colour; nothing "
         "without sampler.palette and palette_background",
     )

@@ -19,19 +19,23 @@ farthest from the colour go to their next nearest colour instead, and the object
 the network drew most surely.
 
 `sampler.palette_background` holds a still background: a colour that covers at least that share
-of a context frame is background, each pixel remembers the background colour it last showed, and
-wherever the network draws a background colour the pixel takes the one it remembers. The network
-then only decides where the objects are; a stripe cannot be torn into its neighbour's colour.
+of a context frame, or that reaches from one edge of a context frame to the opposite one (a
+gradient's row, a stripe), is background; each pixel remembers the background colour it last
+showed, and wherever the network draws a background colour the pixel takes the one it remembers.
+The network then only decides where the objects are; a stripe cannot be torn into its neighbour's
+colour.
 
 `sampler.palette_sprites` keeps each object's shape: every colour that is not background and that
 one context frame shows as one connected piece is a sprite of that shape (a ball's disc, the
-agent's square, a gradient's row). In each generated frame the sprite moves as far as the network
-moved its colour (the centre of what it drew in that colour near the sprite, against the centre
-of the sprite as last drawn), to a fraction of a cell, and is drawn whole at that position rounded
-to whole cells; the network's other pixels of its colour become the background they remember.
-The network decides where each object goes and whether it is still there (a sprite whose colour
-the network no longer draws within `SPRITE_REACH` is gone); the shape is the context's. For sprite
-worlds: objects that keep their shape, one object per colour.
+agent's square). In each generated frame the sprite moves as far as the network moved its colour
+(the centre of what it drew in that colour near the sprite, against the centre of the sprite as
+last drawn), to a fraction of a cell, and is drawn whole at that position rounded to whole cells;
+the network's other pixels of its colour become the background they remember. Where sprites
+overlap, the one on top is the one whose colour the network has drawn more often where the two
+overlapped so far in the rollout. The network decides where each object goes, whether it is still
+there (a sprite whose colour the network no longer draws within `SPRITE_REACH` is gone) and which
+hides which; the shape is the context's. For sprite worlds: objects that keep their shape, one
+object per colour.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ class Sprites:
     position: torch.Tensor  # (S, 2) float: the box's top-left corner, to a fraction of a cell
     alive: torch.Tensor  # (S,) bool: still drawn (a sprite the network stops drawing is gone)
     owned: torch.Tensor  # (B, K) bool: the colours that are some sprite's (gone ones included)
+    depth: torch.Tensor  # (S, S) float: [i, j], the overlaps of i and j in which the network drew i (`draw_sprites`)
 
     @property
     def at(self) -> torch.Tensor:
@@ -185,6 +190,31 @@ def snap(
     return drawn.reshape(b, t, h, w, c).permute(0, 1, 4, 2, 3).to(frames.dtype).contiguous()
 
 
+def background_colours(
+    pixels: torch.Tensor, amounts: torch.Tensor, share: float, size: tuple[int, int]
+) -> torch.Tensor:
+    """`sampler.palette_background`: (B, K) bool, the colours of each clip's context that are
+    background: those covering at least `share` of a context frame (`amounts`, from `palettes`), and
+    those that some context frame shows reaching from one edge of the frame to the opposite one (a
+    gradient's row or column, a stripe: each covers little of a frame, but no object of a sprite world
+    spans it). `pixels` (B, T, H W): the context frames' colours (`palettes`' table indices)."""
+    h, w = size
+    b, t, n = pixels.shape
+    k = amounts.shape[1]
+    index = pixels.reshape(b * t, n)
+    cells = torch.arange(n, device=pixels.device)
+
+    def extent(coordinate: torch.Tensor, reduce: str, start: int) -> torch.Tensor:
+        out = torch.full((b * t, k), start, dtype=torch.int64, device=pixels.device)
+        return out.scatter_reduce_(1, index, coordinate.expand(b * t, n), reduce)
+
+    rows, cols = cells // w, cells % w
+    tall = (extent(rows, "amin", h) == 0) & (extent(rows, "amax", -1) == h - 1)
+    wide = (extent(cols, "amin", w) == 0) & (extent(cols, "amax", -1) == w - 1)
+    spans = (tall | wide).view(b, t, k).any(dim=1)
+    return (amounts >= share * n) | spans
+
+
 def background_memory(pixels: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
     """(B, H W) int64: each pixel's last background colour in frames whose pixels' colours are
     `pixels` (B, T, H W) (`palettes`' table indices), -1 where it never showed one."""
@@ -195,14 +225,50 @@ def background_memory(pixels: torch.Tensor, background: torch.Tensor) -> torch.T
     return memory
 
 
+def _periods(known: torch.Tensor, reach: int) -> tuple[list[tuple[int, int]], torch.Tensor]:
+    """The shifts (dy, dx) (0 <= dy <= reach, |dx| <= reach, not both 0, nearest first) and, for
+    each clip of `known` (B, H, W) (colour indices, -1 unknown), whether the clip's background is
+    the same when shifted by it: every pixel known both here and there has one colour, and such
+    pixels cover at least half the frame. (B, len(shifts)) bool."""
+    b, h, w = known.shape
+    padded = F.pad(known, (reach, reach, reach, reach), value=-1)
+    shifts = sorted(
+        ((dy, dx) for dy in range(reach + 1) for dx in range(-reach, reach + 1) if (dy, dx) > (0, 0)),
+        key=lambda shift: (shift[0] ** 2 + shift[1] ** 2, shift),
+    )
+    ok = torch.zeros(b, len(shifts), dtype=torch.bool, device=known.device)
+    for index, (dy, dx) in enumerate(shifts):
+        other = padded[:, reach + dy : reach + dy + h, reach + dx : reach + dx + w]
+        both = (known >= 0) & (other >= 0)
+        agree = (known == other) & both
+        ok[:, index] = (both.sum(dim=(1, 2)) * 2 >= h * w) & (agree.sum(dim=(1, 2)) == both.sum(dim=(1, 2)))
+    return shifts, ok
+
+
 def filled_memory(memory: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """`background_memory` (B, H W) with every pixel that never showed the background (an object
-    stood on it through the whole context) given the remembered colour of its nearest pixel above
-    or below, else beside it (stripes run down a frame), repeated outwards; -1 stays only in a clip
-    that showed no background at all. A sprite that leaves such a pixel uncovers that colour: the
-    network's own guess there, learned into the memory, was often the other stripe's and stayed."""
+    stood on it through the whole context) given a colour. A background that repeats under a shift
+    (a stripe down the frame, a checker's period, a gradient's row: `_periods`, shifts up to a
+    quarter of the frame's side) gives the pixel the colour of a pixel that shift away, nearest
+    shifts first; what is left takes the remembered colour of its nearest pixel above or below,
+    else beside it, repeated outwards; -1 stays only in a clip that showed no background at all. A
+    sprite that leaves such a pixel uncovers that colour: the network's own guess there, learned
+    into the memory, was often the other stripe's and stayed, and a neighbour's colour is wrong at
+    the edge of a checker's cell."""
     h, w = size
     filled = memory.view(-1, h, w).clone()
+    reach = max(1, min(h, w) // 4)
+    if (filled < 0).any():
+        shifts, ok = _periods(filled, reach)
+        padded = F.pad(filled, (reach, reach, reach, reach), value=-1)
+        for index, (dy, dx) in enumerate(shifts):
+            if not ok[:, index].any():
+                continue
+            for sy, sx in ((dy, dx), (-dy, -dx)):
+                other = padded[:, reach + sy : reach + sy + h, reach + sx : reach + sx + w]
+                take = (filled < 0) & (other >= 0) & ok[:, index, None, None]
+                filled = torch.where(take, other, filled)
+            padded = F.pad(filled, (reach, reach, reach, reach), value=-1)
     for _ in range(h + w):
         if not (filled < 0).any():
             break
@@ -277,6 +343,7 @@ def find_sprites(pixels: torch.Tensor, background: torch.Tensor, usable: torch.T
         position=column(3).view(count, 2).float(),
         alive=torch.ones(count, dtype=torch.bool, device=device),
         owned=owned,
+        depth=torch.zeros(count, count, device=device),
     )
 
 
@@ -288,8 +355,11 @@ def draw_sprites(nearest: torch.Tensor, sprites: Sprites, memory: torch.Tensor, 
     rounded, so that a world moving less than half a cell a frame still moves (a sprite drawn at
     the whole cell nearest the network's own drawing would stand still); a sprite with none of its
     colour within reach is gone. Pixels drawn in a sprite's colour take their remembered background
-    colour (`memory` (B, H W), `filled_memory`), then the sprites are drawn on top, the smallest
-    last. `sprites`' places and `alive` are updated."""
+    colour (`memory` (B, H W), `filled_memory`), then the sprites are drawn on top. Where sprites
+    overlap, each pixel the network drew in one of their colours is a vote that that one is on top
+    (`Sprites.depth`, summed over the rollout): the one with more votes against each other is
+    drawn over it, the smaller where neither has more. `sprites`' places, `alive` and `depth` are
+    updated."""
     h, w = size
     b = nearest.shape[0]
     count = sprites.clip.shape[0]
@@ -317,13 +387,42 @@ def draw_sprites(nearest: torch.Tensor, sprites: Sprites, memory: torch.Tensor, 
     moved = (sprites.position + centre - shown).clamp(min=torch.zeros_like(limit), max=limit)
     sprites.position = torch.where(sprites.alive[:, None], moved, sprites.position)
     at = sprites.at
-    # each pixel takes the smallest sprite over it (drawn largest first, the smallest last)
     painted = sprites.cells & sprites.alive[:, None]  # (S, N)
     pixel = sprites.clip[:, None] * h * w + (at[:, :1] + sprites.rows) * w + at[:, 1:] + sprites.cols
-    key = (area * count + torch.arange(count, device=device))[:, None].expand_as(pixel)
-    none = int(area.max()) * count + count
-    top = torch.full((b * h * w,), none, dtype=torch.int64, device=device)
-    top.scatter_reduce_(0, pixel[painted], key[painted], "amin")
+    # a clip's sprites are consecutive (`find_sprites`): each has a slot among its clip's, and a pixel
+    # the sprites of its clip that cover it, (B H W, most sprites of a clip) bool
+    index = torch.arange(count, device=device)
+    first = torch.full((b,), count, dtype=torch.int64, device=device).scatter_reduce_(
+        0, sprites.clip, index, "amin"
+    )
+    slot = index - first[sprites.clip]
+    cover = torch.zeros(b * h * w, int(slot.max()) + 1, dtype=torch.bool, device=device)
+    cover[pixel[painted], slot[:, None].expand_as(pixel)[painted]] = True
     out = frame.flatten().clone()
-    out[top < none] = sprites.colour[top[top < none] % count]
+    covered = cover.any(dim=1)
+    at_pixel = first.repeat_interleave(h * w)[:, None] + torch.arange(
+        cover.shape[1], device=device
+    )  # (B H W, M)
+    at_pixel = at_pixel.clamp(max=count - 1)
+    lone = cover[covered].float().argmax(dim=1)  # a pixel one sprite covers
+    out[covered] = sprites.colour[at_pixel[covered].gather(1, lone[:, None])[:, 0]]
+    shared = cover.sum(dim=1) >= 2
+    if shared.any():  # which is on top: what the network drew where they overlap, so far in the rollout
+        on, who = cover[shared], at_pixel[shared]  # (P, M): the pixels two or more sprites cover
+        drew = on & (nearest.flatten()[shared][:, None] == sprites.colour[who])
+        pairs = drew[:, :, None] & on[:, None, :]  # (P, M, M): both cover it, the network drew the first
+        sprites.depth.index_put_(
+            (who[:, :, None].expand_as(pairs)[pairs], who[:, None, :].expand_as(pairs)[pairs]),
+            torch.ones(int(pairs.sum()), device=device),
+            accumulate=True,
+        )
+        rank = area * count + index  # no overlap drawn either way yet: the smallest on top
+        beats = (sprites.depth > sprites.depth.T) | (
+            (sprites.depth == sprites.depth.T) & (rank[:, None] < rank[None, :])
+        )  # (S, S): i is drawn over j
+        over = beats[who[:, :, None], who[:, None, :]] & on[:, None, :]  # (P, M, M)
+        score = torch.where(
+            on, over.sum(dim=2) * (int(rank.max()) + 1) - rank[who], -1
+        )  # most others under it
+        out[shared] = sprites.colour[who.gather(1, score.argmax(dim=1, keepdim=True))[:, 0]]
     return out.view(b, h * w)

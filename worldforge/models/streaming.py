@@ -20,7 +20,15 @@ import torch
 
 from worldforge.models.config import ModelConfigError
 from worldforge.models.flow import next_anchor
-from worldforge.models.palette import Palette, background_memory, filled_memory, find_sprites, palettes, snap
+from worldforge.models.palette import (
+    Palette,
+    background_colours,
+    background_memory,
+    filled_memory,
+    find_sprites,
+    palettes,
+    snap,
+)
 from worldforge.models.sampler import VelocityFn, sample
 from worldforge.models.world_model import WorldModel
 
@@ -116,7 +124,7 @@ def context_palette(model: WorldModel, context: torch.Tensor) -> Palette | None:
     caps = torch.ceil(amounts * config.palette_counts).to(torch.int64) if config.palette_counts else None
     background = memory = sprites = None
     if config.palette_background:  # colours that cover that share of a context frame or more
-        background = amounts >= config.palette_background * pixels.shape[-1]
+        background = background_colours(pixels, amounts, config.palette_background, tuple(frames.shape[-2:]))
         memory = background_memory(pixels, background)
         if config.palette_sprites:
             size = tuple(frames.shape[-2:])
