@@ -507,3 +507,23 @@ def test_overlapping_sprites_keep_the_order_the_network_drew():
     memory, sprites = fresh()
     sprites.position = torch.tensor([[5.0, 5.0], [6.0, 6.0]])  # already overlapping, no order drawn yet
     assert at_overlap(frame((5, 5), overlap=0), memory, sprites) == 1  # the smaller on top
+
+
+def test_the_colour_cap_bounds_the_objects_and_not_the_background(make_world_model):
+    """With sampler.palette_counts and palette_background, a background colour is not capped (an
+    object that moves off it uncovers more of it than any context frame showed), while an object's
+    colour is capped at its size in every generated frame."""
+    from worldforge.models.config import SamplerConfig, TokenizerConfig
+    from worldforge.models.streaming import context_palette
+
+    colours = torch.tensor([[-0.6, -0.2, 0.1], [0.3, 0.3, 0.5], [1.0, -1.0, -1.0]])
+    context = (torch.arange(32) // 4 % 2).expand(32, 32).repeat(2, 3, 1, 1).clone()
+    context[:, :, 10:13, 10:13] = 2  # a red square standing on both stripes
+    sampler = SamplerConfig(palette=True, palette_counts=1.0, palette_background=0.2)
+    model = make_world_model(tokenizer=TokenizerConfig(frame_size=(32, 32), patch_size=4), sampler=sampler, patch_size=2)
+    latent = model.tokenizer.encode(colours[context].permute(0, 1, 4, 2, 3))
+    palette = context_palette(model, latent)
+    index = (palette.table[0, :, None] - colours[None]).abs().amax(dim=-1).argmin(dim=-1)  # table -> colours
+    assert palette.caps[0, index.argsort()].tolist() == [1024, 1024, 9]
+    _, drawn = palette_rollout(make_world_model, context, colours, True, palette_counts=1.0, palette_background=0.2)
+    assert ((drawn == 2).sum(dim=(2, 3)) <= 9).all()

@@ -48,6 +48,8 @@ import torch
 import torch.nn.functional as F
 
 FAR = 1.0e4  # the distance to a padding slot: never the nearest colour
+# _periodic_fill's shifts: along rows, columns and diagonals
+_DIRECTIONS = ((0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (-1, -1), (1, -1), (-1, 1))
 SPRITE_REACH = 0.1  # sampler.palette_sprites: a sprite moves at most this share of the frame's side per frame
 
 
@@ -65,7 +67,7 @@ class Sprites:
     position: torch.Tensor  # (S, 2) float: the box's top-left corner, to a fraction of a cell
     alive: torch.Tensor  # (S,) bool: still drawn (a sprite the network stops drawing is gone)
     owned: torch.Tensor  # (B, K) bool: the colours that are some sprite's (gone ones included)
-    depth: torch.Tensor  # (S, S) float: [i, j], the overlaps of i and j in which the network drew i (`draw_sprites`)
+    depth: torch.Tensor  # (S, S) float: [i, j], pixels where i and j overlapped and the network drew i
 
     @property
     def at(self) -> torch.Tensor:
@@ -125,6 +127,9 @@ def capped_nearest(distance: torch.Tensor, caps: torch.Tensor, passes: int = 8) 
     pixel never moves past its clip's last colour (capped above 0: padding slots have cap 0), so a
     colour may stay over its cap where the caps leave no room."""
     n = distance.shape[1]
+    nearest = distance.argmin(dim=-1)  # most frames hold no colour over its cap: no sorting for them
+    if not (torch.zeros_like(caps).scatter_add_(1, nearest, torch.ones_like(nearest)) > caps).any():
+        return nearest
     near, colours = distance.sort(dim=-1)  # (B, N, K): each pixel's colours, nearest first
     # distances as integers (1e-6 apart), so that one integer sort orders pixels by colour, then distance
     near = (near.clamp(0, FAR) * 1e6).to(torch.int64)
@@ -225,50 +230,47 @@ def background_memory(pixels: torch.Tensor, background: torch.Tensor) -> torch.T
     return memory
 
 
-def _periods(known: torch.Tensor, reach: int) -> tuple[list[tuple[int, int]], torch.Tensor]:
-    """The shifts (dy, dx) (0 <= dy <= reach, |dx| <= reach, not both 0, nearest first) and, for
-    each clip of `known` (B, H, W) (colour indices, -1 unknown), whether the clip's background is
-    the same when shifted by it: every pixel known both here and there has one colour, and such
-    pixels cover at least half the frame. (B, len(shifts)) bool."""
-    b, h, w = known.shape
-    padded = F.pad(known, (reach, reach, reach, reach), value=-1)
-    shifts = sorted(
-        ((dy, dx) for dy in range(reach + 1) for dx in range(-reach, reach + 1) if (dy, dx) > (0, 0)),
-        key=lambda shift: (shift[0] ** 2 + shift[1] ** 2, shift),
-    )
-    ok = torch.zeros(b, len(shifts), dtype=torch.bool, device=known.device)
-    for index, (dy, dx) in enumerate(shifts):
-        other = padded[:, reach + dy : reach + dy + h, reach + dx : reach + dx + w]
-        both = (known >= 0) & (other >= 0)
-        agree = (known == other) & both
-        ok[:, index] = (both.sum(dim=(1, 2)) * 2 >= h * w) & (agree.sum(dim=(1, 2)) == both.sum(dim=(1, 2)))
-    return shifts, ok
+def _periodic_fill(known: torch.Tensor, reach: int) -> torch.Tensor:
+    """One clip's colour indices (H, W), -1 unknown, with each unknown pixel given the colour of the
+    nearest pixel d away along a row, a column or a diagonal (d up to `reach`) for a shift under
+    which the clip's background is the same: every pixel known both at p and at p + d has one
+    colour, and such pixels cover at least half the frame (a stripe's run, a checker's period, a
+    gradient's row)."""
+    h, w = known.shape
+    padded = F.pad(known[None, None], (reach, reach, reach, reach), value=-1)[0, 0]
+    shifts = [(d * sy, d * sx) for d in range(1, reach + 1) for sy, sx in _DIRECTIONS]  # nearest first
+    windows = torch.stack(
+        [padded[reach + dy : reach + dy + h, reach + dx : reach + dx + w].reshape(-1) for dy, dx in shifts]
+    )  # (shifts, H W): the pixel each shift away
+    here = known.view(-1)
+    seen = here >= 0
+    there = windows[:, seen]
+    ok = ((there == here[seen]) | (there < 0)).all(dim=1) & ((there >= 0).sum(dim=1) * 2 >= h * w)
+    filled = here.clone()
+    if ok.any():
+        candidates = windows[ok][:, ~seen]  # (shifts the background repeats under, unknown pixels)
+        usable = candidates >= 0
+        value = candidates.gather(0, usable.to(torch.uint8).argmax(dim=0)[None])[0]
+        filled[~seen] = torch.where(usable.any(dim=0), value, -1)
+    return filled.view(h, w)
 
 
 def filled_memory(memory: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """`background_memory` (B, H W) with every pixel that never showed the background (an object
     stood on it through the whole context) given a colour. A background that repeats under a shift
-    (a stripe down the frame, a checker's period, a gradient's row: `_periods`, shifts up to a
-    quarter of the frame's side) gives the pixel the colour of a pixel that shift away, nearest
-    shifts first; what is left takes the remembered colour of its nearest pixel above or below,
-    else beside it, repeated outwards; -1 stays only in a clip that showed no background at all. A
-    sprite that leaves such a pixel uncovers that colour: the network's own guess there, learned
-    into the memory, was often the other stripe's and stayed, and a neighbour's colour is wrong at
-    the edge of a checker's cell."""
+    (a stripe down the frame, a checker's period, a gradient's row; `_periodic_fill`: shifts along
+    rows, columns and diagonals, up to a quarter of the frame's side) gives the pixel the colour of
+    a pixel that shift away, nearest shifts first; what is left takes the remembered colour of its
+    nearest pixel above or below, else beside it, repeated outwards; -1 stays only in a clip that
+    showed no background at all. A sprite that leaves such a pixel uncovers that colour: the
+    network's own guess there, learned into the memory, was often the other stripe's and stayed,
+    and a neighbour's colour is wrong at the edge of a checker's cell."""
     h, w = size
     filled = memory.view(-1, h, w).clone()
     reach = max(1, min(h, w) // 4)
-    if (filled < 0).any():
-        shifts, ok = _periods(filled, reach)
-        padded = F.pad(filled, (reach, reach, reach, reach), value=-1)
-        for index, (dy, dx) in enumerate(shifts):
-            if not ok[:, index].any():
-                continue
-            for sy, sx in ((dy, dx), (-dy, -dx)):
-                other = padded[:, reach + sy : reach + sy + h, reach + sx : reach + sx + w]
-                take = (filled < 0) & (other >= 0) & ok[:, index, None, None]
-                filled = torch.where(take, other, filled)
-            padded = F.pad(filled, (reach, reach, reach, reach), value=-1)
+    for clip in range(filled.shape[0]):
+        if (filled[clip] < 0).any() and (filled[clip] >= 0).any():
+            filled[clip] = _periodic_fill(filled[clip], reach)
     for _ in range(h + w):
         if not (filled < 0).any():
             break

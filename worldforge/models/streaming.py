@@ -125,6 +125,8 @@ def context_palette(model: WorldModel, context: torch.Tensor) -> Palette | None:
     background = memory = sprites = None
     if config.palette_background:  # colours that cover that share of a context frame or more
         background = background_colours(pixels, amounts, config.palette_background, tuple(frames.shape[-2:]))
+        if caps is not None:  # the cap is an object's size: a background uncovered by objects grows
+            caps = torch.where(background, pixels.shape[-1], caps)
         memory = background_memory(pixels, background)
         if config.palette_sprites:
             size = tuple(frames.shape[-2:])
