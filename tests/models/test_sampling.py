@@ -293,7 +293,8 @@ def test_sprites_move_whole_as_far_as_the_network_moved_their_colour():
     centre is one column on is drawn whole one column on, the smear's other cells in the
     background, and the agent the network drew with a cell missing is drawn whole where it was. A
     ball drawn a third of a column on stands the first time and moves a column the second (its
-    position keeps the fraction). Drawn with none of its colour, a sprite is gone."""
+    position keeps the fraction). Drawn with none of its colour, a sprite waits where it was, and
+    is gone on the third such frame in a row (`SPRITE_PATIENCE`)."""
     from worldforge.models.palette import background_memory, filled_memory, find_sprites, palettes, snap
 
     green, orange, white = torch.tensor([-1.0, 0.2, -1.0]), torch.tensor([1.0, 0.0, -1.0]), torch.ones(3)
@@ -325,7 +326,9 @@ def test_sprites_move_whole_as_far_as_the_network_moved_their_colour():
     nudged[:, 3, 7] = orange  # one more cell to the right: the centre a third of a column on
     torch.testing.assert_close(drawn_as(nudged), frame(4), atol=0.01, rtol=0)
     torch.testing.assert_close(drawn_as(nudged), frame(5), atol=0.01, rtol=0)
-    torch.testing.assert_close(drawn_as(frame(None)), frame(None), atol=0.01, rtol=0)
+    for _ in range(2):  # not drawn: it waits where it was, two frames
+        torch.testing.assert_close(drawn_as(frame(None)), frame(5), atol=0.01, rtol=0)
+    torch.testing.assert_close(drawn_as(frame(None)), frame(None), atol=0.01, rtol=0)  # the third: gone
     assert sorted(zip(sprites.alive.tolist(), sprites.at.tolist())) == [(False, [2, 5]), (True, [8, 8])]
 
 
@@ -527,3 +530,46 @@ def test_the_colour_cap_bounds_the_objects_and_not_the_background(make_world_mod
     assert palette.caps[0, index.argsort()].tolist() == [1024, 1024, 9]
     _, drawn = palette_rollout(make_world_model, context, colours, True, palette_counts=1.0, palette_background=0.2)
     assert ((drawn == 2).sum(dim=(2, 3)) <= 9).all()
+
+
+def test_a_sprite_that_touches_one_the_network_draws_is_hidden_not_gone():
+    """Two objects that meet are often drawn as one: a ball the network stops drawing while its box
+    touches the agent's, which the network does draw, is not counted as missed however long that
+    lasts; once apart and still not drawn it is gone after `SPRITE_PATIENCE` frames."""
+    from worldforge.models.palette import (
+        SPRITE_PATIENCE,
+        background_memory,
+        filled_memory,
+        find_sprites,
+        palettes,
+        snap,
+    )
+
+    green, red, white = torch.tensor([-1.0, 0.2, -1.0]), torch.tensor([1.0, -1.0, -1.0]), torch.ones(3)
+    colours = torch.stack([green, red, white])
+
+    def frame(ball: tuple[int, int] | None, agent: int = 6) -> torch.Tensor:
+        index = torch.zeros(16, 16, dtype=torch.int64)
+        if ball is not None:
+            index[ball[0] : ball[0] + 2, ball[1] : ball[1] + 2] = 1
+        index[6:10, agent : agent + 4] = 2  # the agent, 4x4, drawn over the ball
+        return colours[index].permute(2, 0, 1)
+
+    context = torch.stack([frame((5, 4)), frame((5, 5))])[None]  # the ball reaches the agent's corner
+    table, usable, amounts, pixels = palettes(context, limit=8)
+    background = amounts >= 0.15 * 256
+    memory = filled_memory(background_memory(pixels, background), (16, 16))
+    sprites = find_sprites(pixels, background, usable, (16, 16))
+
+    def draw(network: torch.Tensor) -> None:
+        snap(network[None, None], table, usable, None, background, memory, sprites)
+
+    for _ in range(2 * SPRITE_PATIENCE):  # merged into the agent: the network draws the agent alone
+        draw(frame(None))
+    assert sprites.alive.all() and sprites.missed.tolist() == [0, 0]
+    draw(frame(None, agent=11))  # the agent walks off to the right (it touched the ball when it left)
+    for missed in range(1, SPRITE_PATIENCE + 1):  # the ball, alone, is missed
+        assert sprites.alive.tolist() == [True, True]
+        draw(frame(None, agent=11))
+        assert sprites.missed.tolist() == [missed, 0]
+    assert sprites.alive.tolist() == [False, True]

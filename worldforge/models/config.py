@@ -415,7 +415,8 @@ class SamplerConfig(Section):
         "connected piece is a sprite of that shape, drawn whole in each generated frame, moved as far as the "
         "network moved its colour near it (its position kept to a fraction of a cell, drawn at whole cells); "
         "the network's other pixels of it become the background they remember; where sprites overlap, the one "
-        "the network has drawn there more often in the rollout is on top. The network decides where "
+        "the network has drawn there more often in the rollout is on top; a sprite the network leaves "
+        "undrawn 3 frames in a row, touching no sprite it draws, is gone. The network decides where "
         "each object goes and which hides which, the context its shape; for sprite worlds with one object per "
         "colour; nothing "
         "without sampler.palette and palette_background",

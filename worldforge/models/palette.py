@@ -33,8 +33,10 @@ last drawn), to a fraction of a cell, and is drawn whole at that position rounde
 the network's other pixels of its colour become the background they remember. Where sprites
 overlap, the one on top is the one whose colour the network has drawn more often where the two
 overlapped so far in the rollout. The network decides where each object goes, whether it is still
-there (a sprite whose colour the network no longer draws within `SPRITE_REACH` is gone) and which
-hides which; the shape is the context's. For sprite worlds: objects that keep their shape, one
+there and which hides which; the shape is the context's. A sprite whose colour the network draws
+nowhere within `SPRITE_REACH` stays where it was, and is gone after `SPRITE_PATIENCE` such frames
+in a row; while it touches a sprite the network does draw, it is taken as hidden, not missed (two
+objects that meet are often drawn as one). For sprite worlds: objects that keep their shape, one
 object per colour.
 """
 
@@ -50,6 +52,7 @@ import torch.nn.functional as F
 FAR = 1.0e4  # the distance to a padding slot: never the nearest colour
 # _periodic_fill's shifts: along rows, columns and diagonals
 _DIRECTIONS = ((0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (-1, -1), (1, -1), (-1, 1))
+SPRITE_PATIENCE = 3  # sampler.palette_sprites: a sprite left undrawn this many frames in a row is gone
 SPRITE_REACH = 0.1  # sampler.palette_sprites: a sprite moves at most this share of the frame's side per frame
 
 
@@ -66,6 +69,7 @@ class Sprites:
     size: torch.Tensor  # (S, 2) its shape's box, rows and columns
     position: torch.Tensor  # (S, 2) float: the box's top-left corner, to a fraction of a cell
     alive: torch.Tensor  # (S,) bool: still drawn (a sprite the network stops drawing is gone)
+    missed: torch.Tensor  # (S,) int64: frames in a row it was drawn nowhere near, nor anything it touches
     owned: torch.Tensor  # (B, K) bool: the colours that are some sprite's (gone ones included)
     depth: torch.Tensor  # (S, S) float: [i, j], pixels where i and j overlapped and the network drew i
 
@@ -344,6 +348,7 @@ def find_sprites(pixels: torch.Tensor, background: torch.Tensor, usable: torch.T
         size=torch.tensor([tuple(item[2].shape) for item in found], dtype=torch.int64, device=device).view(count, 2),
         position=column(3).view(count, 2).float(),
         alive=torch.ones(count, dtype=torch.bool, device=device),
+        missed=torch.zeros(count, dtype=torch.int64, device=device),
         owned=owned,
         depth=torch.zeros(count, count, device=device),
     )
@@ -355,13 +360,14 @@ def draw_sprites(nearest: torch.Tensor, sprites: Sprites, memory: torch.Tensor, 
     of a frame's side of its box, less the centre of its shape where it was drawn last. The move is
     added to its position to a fraction of a cell, and the sprite is drawn at that position
     rounded, so that a world moving less than half a cell a frame still moves (a sprite drawn at
-    the whole cell nearest the network's own drawing would stand still); a sprite with none of its
-    colour within reach is gone. Pixels drawn in a sprite's colour take their remembered background
-    colour (`memory` (B, H W), `filled_memory`), then the sprites are drawn on top. Where sprites
-    overlap, each pixel the network drew in one of their colours is a vote that that one is on top
-    (`Sprites.depth`, summed over the rollout): the one with more votes against each other is
-    drawn over it, the smaller where neither has more. `sprites`' places, `alive` and `depth` are
-    updated."""
+    the whole cell nearest the network's own drawing would stand still). A sprite with none of its
+    colour within reach stays where it was, and is gone after `SPRITE_PATIENCE` such frames in a
+    row, not counting frames in which its box touches that of a sprite that was drawn. Pixels
+    drawn in a sprite's colour take their remembered background colour (`memory` (B, H W),
+    `filled_memory`), then the sprites are drawn on top. Where sprites overlap, each pixel the
+    network drew in one of their colours is a vote that that one is on top (`Sprites.depth`, summed
+    over the rollout): the one with more votes against each other is drawn over it, the smaller
+    where neither has more. `sprites`' places, `alive`, `missed` and `depth` are updated."""
     h, w = size
     b = nearest.shape[0]
     count = sprites.clip.shape[0]
@@ -379,7 +385,14 @@ def draw_sprites(nearest: torch.Tensor, sprites: Sprites, memory: torch.Tensor, 
     )[:, None, :]  # (S, h, w)
     drawn = (nearest[sprites.clip].view(count, h, w) == sprites.colour[:, None, None]) & near
     found = drawn.sum(dim=(1, 2))
-    sprites.alive = sprites.alive & (found > 0)
+    seen = found > 0
+    # not drawn, but touching a sprite of its clip that is: hidden behind it (or it behind this one)
+    top, bottom = at, at + sprites.size - 1
+    touching = ((top[:, None] <= bottom[None]) & (bottom[:, None] >= top[None])).all(dim=-1)
+    touching &= (sprites.clip[:, None] == sprites.clip[None]) & (sprites.alive & seen)[None]
+    touching.fill_diagonal_(False)
+    sprites.missed = torch.where(seen | touching.any(dim=1), 0, sprites.missed + 1)
+    sprites.alive = sprites.alive & (sprites.missed < SPRITE_PATIENCE)
     found = found.clamp_min(1).float()
     centre = torch.stack([(drawn.sum(dim=2) * rows).sum(dim=1), (drawn.sum(dim=1) * cols).sum(dim=1)], dim=1) / found[:, None]
     area = sprites.cells.sum(dim=1)
@@ -387,7 +400,7 @@ def draw_sprites(nearest: torch.Tensor, sprites: Sprites, memory: torch.Tensor, 
     shown = at + own / area[:, None]  # the centre of its shape where it was drawn last
     limit = torch.tensor([h, w], device=device) - sprites.size
     moved = (sprites.position + centre - shown).clamp(min=torch.zeros_like(limit), max=limit)
-    sprites.position = torch.where(sprites.alive[:, None], moved, sprites.position)
+    sprites.position = torch.where((sprites.alive & seen)[:, None], moved, sprites.position)  # missed: waits
     at = sprites.at
     painted = sprites.cells & sprites.alive[:, None]  # (S, N)
     pixel = sprites.clip[:, None] * h * w + (at[:, :1] + sprites.rows) * w + at[:, 1:] + sprites.cols
