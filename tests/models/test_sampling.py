@@ -295,7 +295,7 @@ def test_sprites_move_whole_as_far_as_the_network_moved_their_colour():
     ball drawn a third of a column on stands the first time and moves a column the second (its
     position keeps the fraction). Drawn with none of its colour, a sprite waits where it was, and
     is gone on the third such frame in a row (`SPRITE_PATIENCE`)."""
-    from worldforge.models.palette import background_memory, filled_memory, find_sprites, palettes, snap
+    from worldforge.models.palette import frames_palette, snap
 
     green, orange, white = torch.tensor([-1.0, 0.2, -1.0]), torch.tensor([1.0, 0.0, -1.0]), torch.ones(3)
     plus = torch.tensor([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=torch.bool)
@@ -308,10 +308,7 @@ def test_sprites_move_whole_as_far_as_the_network_moved_their_colour():
         return image
 
     context = torch.stack([frame(1), frame(2), frame(3)])[None]  # the ball moves right, the agent stands
-    table, usable, amounts, pixels = palettes(context, limit=8)
-    background = amounts >= 0.15 * 144
-    memory = filled_memory(background_memory(pixels, background), (12, 12))
-    sprites = find_sprites(pixels, background, usable, (12, 12))
+    table, usable, _, background, memory, sprites = frames_palette(context, 8, background=0.15, sprites=True)
     assert sorted(sprites.at.tolist()) == [[2, 3], [8, 8]]
 
     def drawn_as(network: torch.Tensor) -> torch.Tensor:
@@ -336,7 +333,7 @@ def test_a_sprite_leaving_a_place_it_never_left_shows_the_stripe_above_it():
     """A ball that stood on two stripes through the whole context leaves pixels that never showed
     the background: when it moves away they take the stripe colour of the pixels above them
     (`filled_memory`), whatever colour the network guessed there."""
-    from worldforge.models.palette import background_memory, filled_memory, find_sprites, palettes, snap
+    from worldforge.models.palette import frames_palette, snap
 
     dark, light, red = torch.tensor([-0.8, -0.8, -0.6]), torch.tensor([-0.2, -0.2, 0.0]), torch.tensor([1.0, -1.0, -1.0])
     colours = torch.stack([dark, light, red])
@@ -344,10 +341,7 @@ def test_a_sprite_leaving_a_place_it_never_left_shows_the_stripe_above_it():
     still = stripes.clone()
     still[4:6, 3:5] = 2  # a 2x2 ball on a light (column 3) and a dark stripe (column 4)
     context = colours[still].permute(2, 0, 1)[None, None].repeat(1, 3, 1, 1, 1)
-    table, usable, amounts, pixels = palettes(context, limit=8)
-    background = amounts >= 0.15 * 1024
-    memory = filled_memory(background_memory(pixels, background), (32, 32))
-    sprites = find_sprites(pixels, background, usable, (32, 32))
+    table, usable, _, background, memory, sprites = frames_palette(context, 8, background=0.15, sprites=True)
     network = stripes.clone()
     network[4:6, 3] = 0  # the network guesses the dark stripe where the ball stood: wrong
     network[4:6, 4:8] = 2  # and red whose centre is 2 columns on
@@ -396,14 +390,11 @@ def test_a_sprite_rollout_draws_each_object_in_its_context_shape(make_world_mode
 def test_a_context_without_objects_has_no_sprites_and_is_drawn_as_without_them():
     """A context of background alone (two stripes) gives no sprites, and its frames are snapped as
     the still background alone snaps them."""
-    from worldforge.models.palette import background_memory, filled_memory, find_sprites, palettes, snap
+    from worldforge.models.palette import frames_palette, snap
 
     colours = torch.tensor([[-0.8, -0.8, -0.6], [-0.2, -0.2, 0.0]])
     frames = colours[(torch.arange(8) // 2 % 2).expand(1, 2, 8, 8)].permute(0, 1, 4, 2, 3)
-    table, usable, amounts, pixels = palettes(frames, limit=8)
-    background = amounts >= 0.15 * 64
-    memory = filled_memory(background_memory(pixels, background), (8, 8))
-    sprites = find_sprites(pixels, background, usable, (8, 8))
+    table, usable, _, background, memory, sprites = frames_palette(frames, 8, background=0.15, sprites=True)
     assert sprites.clip.numel() == 0 and sprites.at.shape == (0, 2)
     drawn = frames[:, :1] + 0.1 * torch.randn(1, 1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     with_sprites = snap(drawn, table, usable, None, background, memory.clone(), sprites)
@@ -415,14 +406,7 @@ def test_a_gradient_s_rows_are_background_and_a_torn_gradient_is_mended():
     background because each row reaches from edge to edge (`background_colours`), so its rows are
     no sprites and a row the network draws in its neighbour's colour takes its own back; the ball,
     which spans nothing, is the one sprite."""
-    from worldforge.models.palette import (
-        background_colours,
-        background_memory,
-        filled_memory,
-        find_sprites,
-        palettes,
-        snap,
-    )
+    from worldforge.models.palette import frames_palette, palettes, snap
 
     rows = torch.linspace(-0.9, -0.3, 16)
     gradient = torch.stack([rows, rows.flip(0), torch.full((16,), -0.5)])[:, :, None].expand(3, 16, 16)
@@ -434,11 +418,9 @@ def test_a_gradient_s_rows_are_background_and_a_torn_gradient_is_mended():
         return image
 
     context = torch.stack([frame(3), frame(4)])[None]
-    table, usable, amounts, pixels = palettes(context, limit=32)
-    background = background_colours(pixels, amounts, 0.15, (16, 16))
+    table, usable, _, background, memory, sprites = frames_palette(context, 32, background=0.15, sprites=True)
+    amounts = palettes(context, limit=32)[2]
     assert int(background[0].sum()) == 16 and not (amounts[0][background[0]] >= 0.15 * 256).any()
-    memory = filled_memory(background_memory(pixels, background), (16, 16))
-    sprites = find_sprites(pixels, background, usable, (16, 16))
     assert sprites.clip.numel() == 1 and sprites.at.tolist() == [[6, 4]]
     torn = frame(5)
     torn[:, 10] = gradient[:, 11]  # row 10 drawn in row 11's colour
@@ -450,7 +432,7 @@ def test_a_checker_under_an_object_that_never_moved_is_filled_by_its_period():
     """A 3x3 object that stood across a checker cell's corner through the whole context: the pixels
     it hid take the checker's own colours (`filled_memory` finds the period), where the colour of
     the pixel above them would be the other cell's for two of its rows."""
-    from worldforge.models.palette import background_memory, filled_memory, palettes
+    from worldforge.models.palette import frames_palette
 
     dark, light, red = (
         torch.tensor([-0.8, -0.8, -0.6]),
@@ -463,9 +445,8 @@ def test_a_checker_under_an_object_that_never_moved_is_filled_by_its_period():
     still = checker.clone()
     still[11:14, 11:14] = 2  # across rows 11 | 12-13 and columns 11 | 12-13: four cells
     context = colours[still].permute(2, 0, 1)[None, None].repeat(1, 3, 1, 1, 1)
-    table, _, amounts, pixels = palettes(context, limit=8)
-    background = amounts >= 0.15 * 1024
-    memory = filled_memory(background_memory(pixels, background), (32, 32))
+    palette = frames_palette(context, 8, background=0.15, sprites=True)
+    table, memory = palette.table, palette.memory
     filled = table[0, memory[0]].view(32, 32, 3)
     torch.testing.assert_close(filled, colours[checker], atol=0.01, rtol=0)
 
@@ -474,7 +455,7 @@ def test_overlapping_sprites_keep_the_order_the_network_drew():
     """Where two sprites overlap, the one whose colour the network drew there is on top, and stays
     on top in later frames where the network draws neither there; before any such frame, the
     smaller is on top."""
-    from worldforge.models.palette import background_memory, filled_memory, find_sprites, palettes, snap
+    from worldforge.models.palette import frames_palette, snap
 
     green, red, white = torch.tensor([-1.0, 0.2, -1.0]), torch.tensor([1.0, -1.0, -1.0]), torch.ones(3)
     colours = torch.stack([green, red, white])
@@ -489,13 +470,10 @@ def test_overlapping_sprites_keep_the_order_the_network_drew():
         return colours[index].permute(2, 0, 1)
 
     context = torch.stack([frame((3, 3)), frame((3, 3))])[None]
-    table, usable, amounts, pixels = palettes(context, limit=8)
-    background = amounts >= 0.15 * 256
+    table, usable, _, background, _, _ = frames_palette(context, 8, background=0.15, sprites=True)
 
     def fresh():
-        return filled_memory(background_memory(pixels, background), (16, 16)), find_sprites(
-            pixels, background, usable, (16, 16)
-        )
+        return frames_palette(context, 8, background=0.15, sprites=True)[-2:]  # memory, sprites
 
     def at_overlap(network: torch.Tensor, memory, sprites) -> int:
         drawn = snap(network[None, None], table, usable, None, background, memory, sprites)[0, 0, :, 6, 6]
@@ -536,14 +514,7 @@ def test_a_sprite_that_touches_one_the_network_draws_is_hidden_not_gone():
     """Two objects that meet are often drawn as one: a ball the network stops drawing while its box
     touches the agent's, which the network does draw, is not counted as missed however long that
     lasts; once apart and still not drawn it is gone after `SPRITE_PATIENCE` frames."""
-    from worldforge.models.palette import (
-        SPRITE_PATIENCE,
-        background_memory,
-        filled_memory,
-        find_sprites,
-        palettes,
-        snap,
-    )
+    from worldforge.models.palette import SPRITE_PATIENCE, frames_palette, snap
 
     green, red, white = torch.tensor([-1.0, 0.2, -1.0]), torch.tensor([1.0, -1.0, -1.0]), torch.ones(3)
     colours = torch.stack([green, red, white])
@@ -556,10 +527,7 @@ def test_a_sprite_that_touches_one_the_network_draws_is_hidden_not_gone():
         return colours[index].permute(2, 0, 1)
 
     context = torch.stack([frame((5, 4)), frame((5, 5))])[None]  # the ball reaches the agent's corner
-    table, usable, amounts, pixels = palettes(context, limit=8)
-    background = amounts >= 0.15 * 256
-    memory = filled_memory(background_memory(pixels, background), (16, 16))
-    sprites = find_sprites(pixels, background, usable, (16, 16))
+    table, usable, _, background, memory, sprites = frames_palette(context, 8, background=0.15, sprites=True)
 
     def draw(network: torch.Tensor) -> None:
         snap(network[None, None], table, usable, None, background, memory, sprites)

@@ -418,6 +418,5 @@ class SamplerConfig(Section):
         "the network has drawn there more often in the rollout is on top; a sprite the network leaves "
         "undrawn 3 frames in a row, touching no sprite it draws, is gone. The network decides where "
         "each object goes and which hides which, the context its shape; for sprite worlds with one object per "
-        "colour; nothing "
-        "without sampler.palette and palette_background",
+        "colour; nothing without sampler.palette and palette_background",
     )

@@ -80,7 +80,7 @@ class Sprites:
 
 
 class Palette(NamedTuple):
-    """What a rollout redraws its frames with (`streaming.context_palette`), in `snap`'s order."""
+    """What a rollout redraws its frames with (`frames_palette`), in `snap`'s order."""
 
     table: torch.Tensor  # (B, K, C) the context's colours
     usable: torch.Tensor  # (B,) bool: the clip has a palette
@@ -415,15 +415,14 @@ def draw_sprites(nearest: torch.Tensor, sprites: Sprites, memory: torch.Tensor, 
     cover[pixel[painted], slot[:, None].expand_as(pixel)[painted]] = True
     out = frame.flatten().clone()
     covered = cover.any(dim=1)
-    at_pixel = first.repeat_interleave(h * w)[:, None] + torch.arange(
-        cover.shape[1], device=device
-    )  # (B H W, M)
-    at_pixel = at_pixel.clamp(max=count - 1)
+    slots = torch.arange(cover.shape[1], device=device)
+    # (B H W, M): the sprite in each slot of each pixel's clip
+    owner = (first.repeat_interleave(h * w)[:, None] + slots).clamp(max=count - 1)
     lone = cover[covered].float().argmax(dim=1)  # a pixel one sprite covers
-    out[covered] = sprites.colour[at_pixel[covered].gather(1, lone[:, None])[:, 0]]
+    out[covered] = sprites.colour[owner[covered].gather(1, lone[:, None])[:, 0]]
     shared = cover.sum(dim=1) >= 2
     if shared.any():  # which is on top: what the network drew where they overlap, so far in the rollout
-        on, who = cover[shared], at_pixel[shared]  # (P, M): the pixels two or more sprites cover
+        on, who = cover[shared], owner[shared]  # (P, M): the pixels two or more sprites cover
         drew = on & (nearest.flatten()[shared][:, None] == sprites.colour[who])
         pairs = drew[:, :, None] & on[:, None, :]  # (P, M, M): both cover it, the network drew the first
         sprites.depth.index_put_(
@@ -436,8 +435,32 @@ def draw_sprites(nearest: torch.Tensor, sprites: Sprites, memory: torch.Tensor, 
             (sprites.depth == sprites.depth.T) & (rank[:, None] < rank[None, :])
         )  # (S, S): i is drawn over j
         over = beats[who[:, :, None], who[:, None, :]] & on[:, None, :]  # (P, M, M)
-        score = torch.where(
-            on, over.sum(dim=2) * (int(rank.max()) + 1) - rank[who], -1
-        )  # most others under it
+        score = torch.where(on, over.sum(dim=2) * (int(rank.max()) + 1) - rank[who], -1)  # most others under it
         out[shared] = sprites.colour[who.gather(1, score.argmax(dim=1, keepdim=True))[:, 0]]
     return out.view(b, h * w)
+
+
+def frames_palette(
+    frames: torch.Tensor, limit: int, counts: float = 0.0, background: float = 0.0, sprites: bool = False
+) -> Palette:
+    """What a rollout after the context `frames` (B, T, C, H, W) in [-1, 1] redraws its frames with
+    (`snap`'s arguments after the frames): their colours (`palettes`, at most `limit` a clip); with
+    `counts` (`sampler.palette_counts`) each colour's cap, that factor of the most pixels one frame
+    gives it; with `background` (`sampler.palette_background`), which colours are background
+    (`background_colours`; not capped: an object moving off the background uncovers more of it)
+    and each pixel's background colour (`background_memory`, updated as the rollout goes); and with
+    `sprites` too, the objects (`find_sprites`, moved as the rollout goes) over a memory in which
+    every pixel has a background colour (`filled_memory`)."""
+    table, usable, amounts, pixels = palettes(frames, limit)
+    size = tuple(frames.shape[-2:])
+    caps = torch.ceil(amounts * counts).to(torch.int64) if counts else None
+    ground = memory = found = None
+    if background:
+        ground = background_colours(pixels, amounts, background, size)
+        if caps is not None:
+            caps = torch.where(ground, pixels.shape[-1], caps)
+        memory = background_memory(pixels, ground)
+        if sprites:
+            memory = filled_memory(memory, size)
+            found = find_sprites(pixels, ground, usable, size)
+    return Palette(table, usable, caps, ground, memory, found)

@@ -20,15 +20,7 @@ import torch
 
 from worldforge.models.config import ModelConfigError
 from worldforge.models.flow import next_anchor
-from worldforge.models.palette import (
-    Palette,
-    background_colours,
-    background_memory,
-    filled_memory,
-    find_sprites,
-    palettes,
-    snap,
-)
+from worldforge.models.palette import Palette, frames_palette, snap
 from worldforge.models.sampler import VelocityFn, sample
 from worldforge.models.world_model import WorldModel
 
@@ -110,29 +102,20 @@ def recomputed_velocity(
 
 
 def context_palette(model: WorldModel, context: torch.Tensor) -> Palette | None:
-    """`sampler.palette`: the colours of the clean latent `context` (B, Tc', c, h, w) as frames
-    (`palette.palettes`), with each colour's cap under `sampler.palette_counts` and, under
-    `sampler.palette_background`, which colours are background and each pixel's background colour
-    (`palette.background_memory`, updated as the rollout goes) and, under `sampler.palette_sprites`,
-    its objects (`palette.find_sprites`, moved as the rollout goes) over a memory in which every pixel
-    has a background colour (`palette.filled_memory`); None when the palette is off."""
+    """`sampler.palette`: what a rollout from the clean latent `context` (B, Tc', c, h, w) redraws its
+    frames with (`palette.frames_palette`, on the context decoded to frames, under the sampler's
+    `palette_max`, `palette_counts`, `palette_background` and `palette_sprites`); None when the
+    palette is off."""
     config = model.sampler_cfg
     if not config.palette:
         return None
-    frames = model.tokenizer.decode(context)
-    table, usable, amounts, pixels = palettes(frames, config.palette_max)
-    caps = torch.ceil(amounts * config.palette_counts).to(torch.int64) if config.palette_counts else None
-    background = memory = sprites = None
-    if config.palette_background:  # colours that cover that share of a context frame or more
-        background = background_colours(pixels, amounts, config.palette_background, tuple(frames.shape[-2:]))
-        if caps is not None:  # the cap is an object's size: a background uncovered by objects grows
-            caps = torch.where(background, pixels.shape[-1], caps)
-        memory = background_memory(pixels, background)
-        if config.palette_sprites:
-            size = tuple(frames.shape[-2:])
-            memory = filled_memory(memory, size)
-            sprites = find_sprites(pixels, background, usable, size)
-    return Palette(table, usable, caps, background, memory, sprites)
+    return frames_palette(
+        model.tokenizer.decode(context),
+        config.palette_max,
+        config.palette_counts,
+        config.palette_background,
+        config.palette_sprites,
+    )
 
 
 def in_palette(model: WorldModel, latent: torch.Tensor, palette: Palette | None) -> torch.Tensor:
