@@ -541,3 +541,54 @@ def test_a_sprite_that_touches_one_the_network_draws_is_hidden_not_gone():
         draw(frame(None, agent=11))
         assert sprites.missed.tolist() == [missed, 0]
     assert sprites.alive.tolist() == [False, True]
+
+
+def test_sprites_are_the_colours_in_one_piece_placed_where_their_shape_covers_most_of_the_last_frame():
+    """`find_sprites` over a batch: a colour in two pieces is no sprite, cells touching at a corner
+    are one piece, a colour gone from the last context frame is no sprite, and a shape that the
+    last frame shows cut by the frame's edge is placed, wholly inside the frame, where it covers
+    most of what is left; sprites come by clip, then colour, a clip without a palette has none."""
+    from worldforge.models.palette import frames_palette
+
+    colours = {
+        "ground": [-1.0, -0.6, -1.0],
+        "twins": [1.0, -1.0, -1.0],
+        "chain": [-1.0, -1.0, 1.0],
+        "gone": [1.0, 1.0, -1.0],
+        "bar": [1.0, 0.0, 1.0],
+    }
+
+    def frame(last: bool) -> torch.Tensor:
+        image = torch.tensor(colours["ground"]).view(3, 1, 1).repeat(1, 12, 12)
+
+        def paint(name: str, rows: slice, cols: slice) -> None:
+            image[:, rows, cols] = torch.tensor(colours[name]).view(3, 1, 1)
+
+        paint("twins", slice(0, 2), slice(0, 2))
+        paint("twins", slice(0, 2), slice(6, 8))
+        for d in range(3):  # a diagonal: one piece, 8-connected
+            paint("chain", slice(5 + d, 6 + d), slice(1 + d, 2 + d))
+        if not last:
+            paint("gone", slice(9, 11), slice(1, 3))
+        if last:  # the bar's right column past the frame's edge
+            paint("bar", slice(10, 12), slice(10, 12))
+        else:
+            paint("bar", slice(6, 8), slice(7, 10))
+        return image
+
+    clip = torch.stack([frame(False), frame(False), frame(True)])
+    photo = torch.rand(3, 3, 12, 12) * 2 - 1  # more colours than the palette takes: no palette
+    palette = frames_palette(torch.stack([photo, clip]), 8, background=0.15, sprites=True)
+    sprites, table = palette.sprites, palette.table
+    assert palette.usable.tolist() == [False, True]
+    slot = {name: int((table[1] - torch.tensor(v)).abs().sum(-1).argmin()) for name, v in colours.items()}
+    found = [next(name for name, c in slot.items() if c == colour) for colour in sprites.colour.tolist()]
+    assert sprites.clip.tolist() == [1, 1] and sorted(found) == ["bar", "chain"]
+    assert sprites.colour.tolist() == sorted(sprites.colour.tolist())
+    chain, bar = found.index("chain"), found.index("bar")
+    assert sprites.size[chain].tolist() == [3, 3] and int(sprites.cells[chain].sum()) == 3
+    assert sprites.at[chain].tolist() == [5, 1]
+    assert sprites.size[bar].tolist() == [2, 3] and int(sprites.cells[bar].sum()) == 6
+    assert sprites.at[bar].tolist() == [10, 9]  # wholly inside the frame, over the four cells left of it
+    assert sprites.owned[1].nonzero()[:, 0].tolist() == sorted([slot["chain"], slot["bar"]])
+    assert not sprites.owned[0].any()

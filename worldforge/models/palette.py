@@ -235,28 +235,29 @@ def background_memory(pixels: torch.Tensor, background: torch.Tensor) -> torch.T
 
 
 def _periodic_fill(known: torch.Tensor, reach: int) -> torch.Tensor:
-    """One clip's colour indices (H, W), -1 unknown, with each unknown pixel given the colour of the
-    nearest pixel d away along a row, a column or a diagonal (d up to `reach`) for a shift under
-    which the clip's background is the same: every pixel known both at p and at p + d has one
+    """Each clip's colour indices (B, H, W), -1 unknown, with each unknown pixel given the colour of
+    the nearest pixel d away along a row, a column or a diagonal (d up to `reach`) for a shift under
+    which that clip's background is the same: every pixel known both at p and at p + d has one
     colour, and such pixels cover at least half the frame (a stripe's run, a checker's period, a
     gradient's row)."""
-    h, w = known.shape
-    padded = F.pad(known[None, None], (reach, reach, reach, reach), value=-1)[0, 0]
-    shifts = [(d * sy, d * sx) for d in range(1, reach + 1) for sy, sx in _DIRECTIONS]  # nearest first
-    windows = torch.stack(
-        [padded[reach + dy : reach + dy + h, reach + dx : reach + dx + w].reshape(-1) for dy, dx in shifts]
-    )  # (shifts, H W): the pixel each shift away
-    here = known.view(-1)
+    b, h, w = known.shape
+    wide = w + 2 * reach
+    padded = F.pad(known, (reach, reach, reach, reach), value=-1).reshape(b, -1)
+    shifts = torch.tensor(
+        [(d * sy, d * sx) for d in range(1, reach + 1) for sy, sx in _DIRECTIONS], device=known.device
+    )  # nearest first
+    rows, cols = torch.arange(h, device=known.device), torch.arange(w, device=known.device)
+    base = ((rows[:, None] + reach) * wide + cols[None, :] + reach).reshape(-1)  # (H W) in the padded frame
+    windows = padded[:, (base[None, :] + shifts[:, :1] * wide + shifts[:, 1:]).reshape(-1)].view(b, len(shifts), h * w)
+    here = known.reshape(b, 1, h * w)
     seen = here >= 0
-    there = windows[:, seen]
-    ok = ((there == here[seen]) | (there < 0)).all(dim=1) & ((there >= 0).sum(dim=1) * 2 >= h * w)
-    filled = here.clone()
-    if ok.any():
-        candidates = windows[ok][:, ~seen]  # (shifts the background repeats under, unknown pixels)
-        usable = candidates >= 0
-        value = candidates.gather(0, usable.to(torch.uint8).argmax(dim=0)[None])[0]
-        filled[~seen] = torch.where(usable.any(dim=0), value, -1)
-    return filled.view(h, w)
+    there = windows >= 0  # (B, shifts, H W): the pixel each shift away is known
+    agree = ((windows == here) | ~there | ~seen).all(dim=2)
+    ok = agree & ((there & seen).sum(dim=2) * 2 >= h * w)  # (B, shifts): shifts the background repeats under
+    usable = ok[:, :, None] & there
+    value = windows.gather(1, usable.to(torch.uint8).argmax(dim=1, keepdim=True))  # the nearest such shift's
+    filled = torch.where(~seen & usable.any(dim=1, keepdim=True), value, here)
+    return filled.view(b, h, w)
 
 
 def filled_memory(memory: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -271,10 +272,8 @@ def filled_memory(memory: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     and a neighbour's colour is wrong at the edge of a checker's cell."""
     h, w = size
     filled = memory.view(-1, h, w).clone()
-    reach = max(1, min(h, w) // 4)
-    for clip in range(filled.shape[0]):
-        if (filled[clip] < 0).any() and (filled[clip] >= 0).any():
-            filled[clip] = _periodic_fill(filled[clip], reach)
+    if (filled < 0).any():
+        filled = _periodic_fill(filled, max(1, min(h, w) // 4))
     for _ in range(h + w):
         if not (filled < 0).any():
             break
@@ -285,68 +284,80 @@ def filled_memory(memory: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return filled.view(-1, h * w)
 
 
-def _one_piece(mask: torch.Tensor) -> bool:
-    """Whether the set cells of `mask` (h, w) bool form one 8-connected piece."""
-    grown = torch.zeros_like(mask)
-    grown.view(-1)[int(mask.view(-1).nonzero()[0])] = True
-    while True:
-        step = F.max_pool2d(grown[None, None].float(), 3, stride=1, padding=1)[0, 0].bool() & mask
-        if torch.equal(step, grown):
-            return bool(torch.equal(grown, mask))
-        grown = step
-
-
-def _place(shape: torch.Tensor, mask: torch.Tensor) -> tuple[int, int]:
-    """The top-left cell at which `shape` (kh, kw) covers most of `mask` (h, w), wholly inside it."""
-    score = F.conv2d(mask[None, None].float(), shape[None, None].float())[0, 0]
-    flat = int(score.argmax())
-    return flat // score.shape[1], flat % score.shape[1]
+def _pieces(masks: torch.Tensor) -> torch.Tensor:
+    """(S,) bool: whether the set cells of each of `masks` (S, h, w) bool form one 8-connected piece.
+    Every cell starts with its own label and takes the largest of its piece's neighbours' until no
+    label changes: a mask is one piece when one label is left on it."""
+    h, w = masks.shape[1:]
+    cells = torch.arange(1, h * w + 1, dtype=torch.float32, device=masks.device).view(1, h, w)
+    labels = torch.where(masks, cells, 0.0)[:, None]  # (S, 1, h, w)
+    on = masks[:, None]
+    for _ in range(h * w):
+        grown = torch.where(on, F.max_pool2d(labels, 3, stride=1, padding=1), 0.0)
+        if torch.equal(grown, labels):
+            break
+        labels = grown
+    labels = labels[:, 0]
+    highest = labels.amax(dim=(1, 2))
+    lowest = torch.where(masks, labels, math.inf).amin(dim=(1, 2))
+    return masks.any(dim=(1, 2)) & (highest == lowest)
 
 
 def find_sprites(pixels: torch.Tensor, background: torch.Tensor, usable: torch.Tensor, size: tuple[int, int]) -> Sprites:
     """`sampler.palette_sprites`: the objects of each clip's context frames, whose pixels' colours
     are `pixels` (B, T, H W) (`palettes`' table indices). A colour that is not `background` (B, K)
     and that its fullest context frame shows as one connected piece is a sprite of that piece's
-    shape, placed where that shape lies in the last context frame; a colour absent from the last
-    frame is no sprite."""
+    shape, placed where that shape lies in the last context frame (the top-left cell at which it
+    covers most of that frame's pixels of its colour, wholly inside the frame); a colour absent
+    from the last frame is no sprite. Sprites are ordered by clip, then colour."""
     h, w = size
-    owned = torch.zeros_like(background)
-    found = []  # (clip, colour, shape, at)
-    for clip in range(pixels.shape[0]):
-        if not usable[clip]:
-            continue
-        frames = pixels[clip].view(-1, h, w)
-        for colour in frames.unique().tolist():
-            if background[clip, colour]:
-                continue
-            masks = frames == colour  # (T, h, w)
-            fullest = masks[int(masks.sum(dim=(1, 2)).argmax())]
-            if not masks[-1].any() or not _one_piece(fullest):
-                continue
-            rows, cols = fullest.any(dim=1).nonzero()[:, 0], fullest.any(dim=0).nonzero()[:, 0]
-            shape = fullest[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-            found.append((clip, colour, shape, _place(shape, masks[-1])))
-            owned[clip, colour] = True
     device = pixels.device
-    count, most = len(found), max([int(item[2].sum()) for item in found], default=1)
+    b, t, _ = pixels.shape
+    k = background.shape[1]
+    counts = torch.zeros(b, t, k, dtype=torch.int64, device=device).scatter_add_(
+        2, pixels, torch.ones_like(pixels)
+    )  # (B, T, K): each colour's pixels in each context frame
+    candidate = usable[:, None] & ~background & (counts[:, -1] > 0)
+    clip, colour = candidate.nonzero(as_tuple=True)  # by clip, then colour
+    fullest = counts.argmax(dim=1)[clip, colour]  # the context frame with most of it (the first such)
+    shapes = (pixels[clip, fullest] == colour[:, None]).view(-1, h, w)  # (S0, h, w)
+    last = (pixels[clip, -1] == colour[:, None]).view(-1, h, w)
+    keep = _pieces(shapes)
+    clip, colour, shapes, last = clip[keep], colour[keep], shapes[keep], last[keep]
+    count = len(clip)
+    owned = torch.zeros_like(background)
+    owned[clip, colour] = True
+    rows_in, cols_in = shapes.any(dim=2), shapes.any(dim=1)  # (S, h), (S, w)
+    top, left = rows_in.to(torch.uint8).argmax(dim=1), cols_in.to(torch.uint8).argmax(dim=1)
+    bottom = h - 1 - rows_in.flip(1).to(torch.uint8).argmax(dim=1)
+    right = w - 1 - cols_in.flip(1).to(torch.uint8).argmax(dim=1)
+    box = torch.stack([bottom - top + 1, right - left + 1], dim=1)  # (S, 2)
+    which, row, col = shapes.nonzero(as_tuple=True)  # each shape's cells, row by row
+    area = shapes.sum(dim=(1, 2))
+    most = int(area.max()) if count else 1
+    slot = torch.arange(len(which), device=device) - (area.cumsum(0) - area)[which]
     rows = torch.zeros(count, most, dtype=torch.int64, device=device)
     cols, cells = torch.zeros_like(rows), torch.zeros(count, most, dtype=torch.bool, device=device)
-    for index, (_, _, shape, _) in enumerate(found):
-        where = shape.nonzero()
-        rows[index, : len(where)], cols[index, : len(where)], cells[index, : len(where)] = where[:, 0], where[:, 1], True
-
-    def column(position: int) -> torch.Tensor:
-        values = torch.tensor([item[position] for item in found], dtype=torch.int64, device=device)
-        return values.view(count, -1) if count else values.view(0, 2)
-
+    rows[which, slot], cols[which, slot], cells[which, slot] = row - top[which], col - left[which], True
+    at = torch.zeros(count, 2, dtype=torch.int64, device=device)
+    if count:  # where each shape covers most of its colour in the last frame: one grouped convolution
+        kh, kw = int(box[:, 0].max()), int(box[:, 1].max())
+        kernels = torch.zeros(count, 1, kh, kw, device=device)
+        kernels[which, 0, row - top[which], col - left[which]] = 1.0
+        score = F.conv2d(F.pad(last.float()[None], (0, kw - 1, 0, kh - 1)), kernels, groups=count)[0]  # (S, h, w)
+        inside = (torch.arange(h, device=device)[None, :, None] <= (h - box[:, 0])[:, None, None]) & (
+            torch.arange(w, device=device)[None, None, :] <= (w - box[:, 1])[:, None, None]
+        )
+        flat = torch.where(inside, score, -1.0).view(count, -1).argmax(dim=1)
+        at = torch.stack([flat // w, flat % w], dim=1)
     return Sprites(
-        clip=column(0)[:, 0],
-        colour=column(1)[:, 0],
+        clip=clip,
+        colour=colour,
         rows=rows,
         cols=cols,
         cells=cells,
-        size=torch.tensor([tuple(item[2].shape) for item in found], dtype=torch.int64, device=device).view(count, 2),
-        position=column(3).view(count, 2).float(),
+        size=box,
+        position=at.float(),
         alive=torch.ones(count, dtype=torch.bool, device=device),
         missed=torch.zeros(count, dtype=torch.int64, device=device),
         owned=owned,
