@@ -415,6 +415,11 @@ def draw_sprites(nearest: torch.Tensor, sprites: Sprites, memory: torch.Tensor, 
     at = sprites.at
     painted = sprites.cells & sprites.alive[:, None]  # (S, N)
     pixel = sprites.clip[:, None] * h * w + (at[:, :1] + sprites.rows) * w + at[:, 1:] + sprites.cols
+    out = frame.flatten().clone()
+    drawn_at = pixel[painted]
+    if int(torch.bincount(drawn_at, minlength=1).max()) <= 1:  # no two sprites overlap: each drawn as it is
+        out[drawn_at] = sprites.colour[:, None].expand_as(pixel)[painted]
+        return out.view(b, h * w)
     # a clip's sprites are consecutive (`find_sprites`): each has a slot among its clip's, and a pixel
     # the sprites of its clip that cover it, (B H W, most sprites of a clip) bool
     index = torch.arange(count, device=device)
@@ -423,8 +428,7 @@ def draw_sprites(nearest: torch.Tensor, sprites: Sprites, memory: torch.Tensor, 
     )
     slot = index - first[sprites.clip]
     cover = torch.zeros(b * h * w, int(slot.max()) + 1, dtype=torch.bool, device=device)
-    cover[pixel[painted], slot[:, None].expand_as(pixel)[painted]] = True
-    out = frame.flatten().clone()
+    cover[drawn_at, slot[:, None].expand_as(pixel)[painted]] = True
     covered = cover.any(dim=1)
     slots = torch.arange(cover.shape[1], device=device)
     # (B H W, M): the sprite in each slot of each pixel's clip
