@@ -6,8 +6,8 @@
 What a person at the play page does: hold an arrow key and watch the agent go. Each package rolls
 out the same held-out simulator episodes from their first `eval.context_frames` (4) recorded
 frames, then with one arrow key held for `--frames` frames (right, left, up, down in turn), with
-its own sampler and the evaluation's seed. The simulator is continued from the recorded state of
-the last context frame under the same key. The agent's displacement along the key's axis is read
+its own sampler and the evaluation's seed. The simulator replays each episode under the same actions
+(its recorded ones, then the key). The agent's displacement along the key's axis is read
 in the model's frames (`evaluation/realism.py`'s fitted positions) and taken from the simulator's
 state, in pixels. Per package and key, the table gives:
 
@@ -22,14 +22,14 @@ state, in pixels. Per package and key, the table gives:
 from __future__ import annotations
 
 import argparse
-import copy
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from worldforge.data.samples import iter_episodes
-from worldforge.data.sources.simulator import World
+from worldforge.data.config import SimulatorConfig
+from worldforge.data.manifest import read_manifest
+from worldforge.data.sources.simulator import record_episode
 from worldforge.evaluation.config import EvalConfig
 from worldforge.evaluation.realism import read_positions
 from worldforge.evaluation.rollout_eval import load_clips
@@ -40,33 +40,33 @@ KEYS = (("right", 4, 0, 1.0), ("left", 3, 0, -1.0), ("down", 2, 1, 1.0), ("up", 
 NUDGE = 0.25  # pixels: a move smaller than this is no move
 
 
-def continued(world: World, state: np.ndarray, actions) -> World:
-    """A copy of an episode's `world` set to a recorded `state` (`simulator.STATE_LAYOUT`), stepped
-    under each of `actions` in turn: the simulator's own continuation of the recording from there."""
-    world = copy.deepcopy(world)
-    state = np.asarray(state, dtype=np.float64)
-    balls = state[4:].reshape(-1, 4)
-    world.agent, world.agent_v = state[0:2].copy(), state[2:4].copy()
-    world.pos, world.vel = balls[:, :2].copy(), balls[:, 2:].copy()
-    for action in actions:
-        world.step(int(action))
-    return world
+def held(recorded: np.ndarray, context: int, frames: int, action: int) -> np.ndarray:
+    """(N, context + frames) the recorded actions with `action` held from the last context frame on
+    (action t makes frame t + 1: the first frame after the context is the key's)."""
+    actions = np.array(recorded[:, : context + frames])
+    actions[:, context - 1 :] = action
+    return actions
 
 
-def simulator_moves(worlds, states: np.ndarray, action: int, frames: int, axis: int) -> np.ndarray:
-    """(N,) the agent's displacement along `axis` (normalised) after `frames` steps under `action`,
-    each world set to its episode's recorded state `states` (N, S) at the last context frame."""
-    return np.array(
-        [continued(world, state, [action] * frames).agent[axis] - state[axis] for world, state in zip(worlds, states)]
-    )
-
-
-def model_moves(model, clips, action: int, frames: int, axis: int, seed: int, batch: int = 8) -> np.ndarray:
+def simulator_moves(data: dict, episodes: list[int], actions: np.ndarray, context: int, axis: int) -> np.ndarray:
     """(N,) the agent's displacement along `axis` (normalised) from the last context frame to the
-    last of `frames` generated under `action` held, read in the frames; NaN where it is not found."""
-    context = clips.context.shape[1]
-    actions = clips.actions[:, : context + frames].clone()
-    actions[:, context - 1 :] = action  # action t makes frame t + 1: the first generated frame is the key's
+    last frame, each episode of the simulator dataset whose content config is `data`
+    (`manifest.config`) replayed under its `actions` (N, context + frames) (`simulator.record_episode`,
+    as `evaluation.long_play` continues it)."""
+    world = SimulatorConfig.model_validate(data.get("simulator", {}))
+    moves = []
+    for episode, played in zip(episodes, actions):
+        replay = record_episode(world, data["resolution"], len(played), data["seed"], episode, played)
+        moves.append(replay.state[-1, axis] - replay.state[context - 1, axis])
+    return np.array(moves, dtype=np.float64)
+
+
+def model_moves(model, clips, actions: np.ndarray, axis: int, seed: int, batch: int = 8) -> np.ndarray:
+    """(N,) the agent's displacement along `axis` (normalised) from the last context frame to the
+    last frame generated under `actions` (N, context + frames), read in the frames; NaN where it is
+    not found."""
+    frames = actions.shape[1] - clips.context.shape[1]
+    actions = torch.from_numpy(actions)
     generator = torch.Generator().manual_seed(seed)
     made = torch.cat(
         [
@@ -97,8 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     clips = load_clips(args.dataset, config)
     if clips.worlds is None:
         parser.error(f"{args.dataset}: not a simulator dataset with recorded states (needs data.source=simulator)")
-    episodes = {e.episode: e for e in iter_episodes(args.dataset, config.split) if e.episode in set(clips.episodes)}
-    states = np.stack([episodes[i].state[config.context_frames - 1] for i in clips.episodes]).astype(np.float64)
+    data = read_manifest(args.dataset).config
+    context, recorded = config.context_frames, clips.actions.numpy()
+    actions = {name: held(recorded, context, args.frames, action) for name, action, _, _ in KEYS}
     size = clips.frame_size[1]
 
     runs = []
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     header = ["model"] + [f"{name}: moved, response, error" for name, *_ in KEYS] + ["all keys: response, error"]
     print("| " + " | ".join(header) + " |")
     print("|" + " --- |" * len(header))
-    truth = {name: simulator_moves(clips.worlds, states, action, args.frames, axis) * size for name, action, axis, _ in KEYS}
+    truth = {name: simulator_moves(data, clips.episodes, actions[name], context, axis) * size for name, _, axis, _ in KEYS}
     cells = []
     for name, _, _, sign in KEYS:
         cells.append(f"{np.mean(sign * truth[name] >= NUDGE):.2f}, 1.00, 0.00")
@@ -122,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| simulator | " + " | ".join(cells) + f" | 1.00, 0.00 (mean move {everything.mean():.2f}) |", flush=True)
     for label, model in runs:
         cells, ours, theirs = [], [], []
-        for name, action, axis, sign in KEYS:
-            moved = model_moves(model, clips, action, args.frames, axis, args.seed) * size
+        for name, _, axis, sign in KEYS:
+            moved = model_moves(model, clips, actions[name], axis, args.seed) * size
             found = np.isfinite(moved)
             ours.append(sign * moved[found])
             theirs.append(sign * truth[name][found])

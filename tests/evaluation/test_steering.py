@@ -1,5 +1,5 @@
-"""`benchmarks/steering.py`: the simulator continued from a recorded state is the recording's own
-continuation, and a model that learned the actions moves its agent the way a held key pushes it."""
+"""`benchmarks/steering.py`: the simulator replayed under an episode's own actions is its recording,
+and a model that learned the actions moves its agent the way a held key pushes it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import numpy as np
 
 from worldforge.data.manifest import read_manifest
 from worldforge.data.samples import iter_episodes
-from worldforge.evaluation.realism import dataset_worlds
 from worldforge.models.world_model import package_config
 from worldforge.packages import save_package
 
@@ -20,17 +19,20 @@ steering = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(steering)
 
 
-def test_the_simulator_set_to_a_recorded_state_continues_as_recorded(make_dataset):
+def test_the_simulator_replays_the_recording_and_a_held_key_from_where_it_ends(make_dataset):
     dataset = make_dataset("data.episodes=6", "data.splits={train: 0.5, test: 0.5}")
+    data = read_manifest(dataset).config
     episodes = list(iter_episodes(dataset, "test"))
-    worlds = dataset_worlds(read_manifest(dataset).config, episodes, str(dataset))
-    assert worlds is not None and episodes
-    for episode, world in zip(episodes, worlds):
-        for start in (3, 9):
-            world_then = steering.continued(world, episode.state[start], episode.actions[start : start + 6])
-            np.testing.assert_allclose(world_then.state(), episode.state[start + 6], atol=1e-5)
-    held = steering.simulator_moves(worlds, np.stack([e.state[3] for e in episodes]), 4, 4, axis=0)
-    assert (held > 0).mean() > 0.5  # "right" held from wherever the agent was: mostly rightwards
+    assert episodes
+    numbers, recorded = [e.episode for e in episodes], np.stack([e.actions for e in episodes])
+    for context in (4, 10):  # under its own actions, each episode moves as recorded
+        moves = steering.simulator_moves(data, numbers, recorded[:, : context + 6], context, axis=0)
+        expected = [e.state[context + 5, 0] - e.state[context - 1, 0] for e in episodes]
+        np.testing.assert_allclose(moves, expected, atol=1e-6)
+    right = steering.held(recorded, 4, 4, action=4)
+    assert (right[:, :3] == recorded[:, :3]).all() and (right[:, 3:] == 4).all() and right.shape[1] == 8
+    moves = steering.simulator_moves(data, numbers, right, 4, axis=0)
+    assert (moves > 0).mean() > 0.5  # "right" held from wherever the agent was: mostly rightwards
 
 
 def test_the_table_puts_a_trained_model_beside_the_simulator(
