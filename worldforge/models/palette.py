@@ -333,17 +333,18 @@ def find_sprites(pixels: torch.Tensor, background: torch.Tensor, usable: torch.T
     right = w - 1 - cols_in.flip(1).to(torch.uint8).argmax(dim=1)
     box = torch.stack([bottom - top + 1, right - left + 1], dim=1)  # (S, 2)
     which, row, col = shapes.nonzero(as_tuple=True)  # each shape's cells, row by row
+    row, col = row - top[which], col - left[which]  # from its box's top-left corner
     area = shapes.sum(dim=(1, 2))
     most = int(area.max()) if count else 1
     slot = torch.arange(len(which), device=device) - (area.cumsum(0) - area)[which]
     rows = torch.zeros(count, most, dtype=torch.int64, device=device)
     cols, cells = torch.zeros_like(rows), torch.zeros(count, most, dtype=torch.bool, device=device)
-    rows[which, slot], cols[which, slot], cells[which, slot] = row - top[which], col - left[which], True
+    rows[which, slot], cols[which, slot], cells[which, slot] = row, col, True
     at = torch.zeros(count, 2, dtype=torch.int64, device=device)
     if count:  # where each shape covers most of its colour in the last frame: one grouped convolution
         kh, kw = int(box[:, 0].max()), int(box[:, 1].max())
         kernels = torch.zeros(count, 1, kh, kw, device=device)
-        kernels[which, 0, row - top[which], col - left[which]] = 1.0
+        kernels[which, 0, row, col] = 1.0
         score = F.conv2d(F.pad(last.float()[None], (0, kw - 1, 0, kh - 1)), kernels, groups=count)[0]  # (S, h, w)
         inside = (torch.arange(h, device=device)[None, :, None] <= (h - box[:, 0])[:, None, None]) & (
             torch.arange(w, device=device)[None, None, :] <= (w - box[:, 1])[:, None, None]
