@@ -73,6 +73,39 @@ def test_frame_t_is_conditioned_on_action_t_minus_1():
     assert action_condition(actions, 3, 2, config).tolist() == [[[5, 5], [0, 1], [2, 3]]]
 
 
+def test_action_history_gives_each_frame_the_actions_of_the_frames_before_it_newest_first():
+    config = ModelConfig(num_actions=5, action_history=3)
+    actions = torch.tensor([[3, 1, 4, 2]])
+    # frame j: the action that led to it (j - 1), then to j - 1 (j - 2), then to j - 2; 5 = no action
+    expected = [[[5, 5, 5], [3, 5, 5], [1, 3, 5], [4, 1, 3]]]
+    assert action_condition(actions, 4, 1, config).tolist() == expected
+    # two frames per latent frame: lag k holds the pair that led to latent frame j - k
+    actions = torch.tensor([[0, 1, 2, 3, 4]])
+    pairs = action_condition(actions, 3, 2, ModelConfig(num_actions=5, action_history=2)).tolist()
+    assert pairs == [[[5, 5, 5, 5], [0, 1, 5, 5], [2, 3, 0, 1]]]
+    continuous = ModelConfig(action_space="continuous", action_dim=1, action_history=2)
+    flagged = action_condition(torch.tensor([[[0.5], [2.0]]]), 3, 1, continuous).tolist()
+    assert flagged == [[[[0.0, 0.0], [0.0, 0.0]], [[0.5, 1.0], [0.0, 0.0]], [[2.0, 1.0], [0.5, 1.0]]]]
+
+
+def test_an_earlier_action_reaches_a_frame_only_through_the_history(make_model, random_weights, make_clips):
+    """With action_history 3 the action that led to frame t - 2 conditions frame t itself: changing
+    it changes frame t's output even when frames t - 2 and t - 1 are held out of its attention
+    (context window 1), and never an earlier frame's."""
+    torch.manual_seed(0)
+    frames, actions = make_clips(batch=1, frames=6)
+    for history, reaches in ((1, False), (3, True)):
+        model = random_weights(make_model(context_window=1, action_history=history))
+        before = outputs(model, frames, actions)
+        changed = actions.clone()
+        changed[:, 1] = (changed[:, 1] + 1) % 4  # led to frame 2
+        after = outputs(model, frames, changed)
+        assert torch.equal(before[:, :2], after[:, :2])
+        assert not torch.allclose(before[:, 2], after[:, 2])  # its own action, always
+        assert (not torch.allclose(before[:, 4], after[:, 4])) == reaches
+        assert (not torch.allclose(before[:, 5], after[:, 5])) is False
+
+
 def test_continuous_no_action_is_flagged():
     config = ModelConfig(action_space="continuous", action_dim=2)
     condition = action_condition(torch.tensor([[[0.5, -1.0], [2.0, 3.0]]]), 2, 1, config)

@@ -38,6 +38,35 @@ def test_stepping_one_frame_at_a_time_reproduces_the_rollout(package, held_out_d
     assert np.abs(frames.astype(int) - to_uint8(expected).astype(int)).max() <= 1
 
 
+def test_a_model_that_reads_earlier_actions_steps_as_its_rollout_does(tmp_path, make_world_model, held_out_dataset):
+    """With `model.action_history` 3 the session keeps the actions each new frame reads (recorded ones
+    first) and reproduces `rollout`, whose actions are conditioned all at once."""
+    from worldforge.models.world_model import package_config
+    from worldforge.packages import save_package
+
+    model = make_world_model(context_window=3, action_history=3, num_actions=6)
+    with torch.no_grad():  # a noticeable action embedding, so each lag's actions change the frames
+        model.dit.action_embed.embedding.weight.normal_(0, 1.0)
+    package = save_package(tmp_path / "history", package_config(model), model)
+    player = Player.open(package, held_out_dataset, context_frames=CONTEXT)
+    episode = player.episodes[1]
+
+    def played(actions):
+        run = player.begin(episode=1, mode="play", seed=3)
+        return np.stack([run.step(a).frame for a in actions])
+
+    actions = [4, 4, 1, 0, 5, 3]
+    recorded = torch.from_numpy(np.concatenate([episode.actions[: CONTEXT - 1], actions]))[None]
+    expected = rollout(
+        player.model,
+        to_model_frames(episode.frames[:CONTEXT])[None],
+        recorded,
+        horizon=len(actions),
+        generator=torch.Generator().manual_seed(3),
+    ).frames[0]
+    assert np.abs(played(actions).astype(int) - to_uint8(expected).astype(int)).max() <= 1
+
+
 def test_replay_takes_the_recorded_actions_and_returns_the_recording_beside(package, held_out_dataset):
     player = Player.open(package, held_out_dataset, context_frames=CONTEXT)
     run = player.begin(episode=0, mode="replay")

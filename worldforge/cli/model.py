@@ -76,6 +76,8 @@ def info(
         ("tokens per frame", f"{tokens} (DiT patch {m.patch_size})"),
         ("stem / head", f"{m.stem}" + (f", {m.stem_channels} channels at latent resolution" if m.stem == "conv" else "")),
         ("stacked previous frames", str(m.stack_previous)),
+        ("actions per frame", f"{m.action_history} (the one that led to it and the {m.action_history - 1} before)"
+         if m.action_history > 1 else "1 (the one that led to it)"),
         ("depth", str(m.depth)),
         ("width", str(m.width)),
         ("heads x head_dim", f"{_per_block(m.heads_per_block)} x {m.head_dim}"),

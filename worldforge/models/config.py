@@ -124,6 +124,15 @@ class ModelConfig(Section):
         "input (frame stacking): every token sees, at full resolution, the frame it changes from (1) and how "
         "things moved into it (2)",
     )
+    action_history: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="each frame is conditioned on the actions that led to it and on those that led to the "
+        "action_history - 1 frames before it (each lag its own embedding, \"no action\" before the first "
+        "frame): how fast a thing moves that the actions accelerate is then read from the actions, not only "
+        "from its rounded positions in the stacked frames",
+    )
     warp: bool = Field(
         False,
         description="the DiT also draws a motion field (2 more output channels: each latent cell's displacement "

@@ -11,6 +11,10 @@ frame, latent frame j >= 1 is conditioned on the r actions that led to its frame
 (actions r(j-1) .. rj - 1) and latent frame 0 on r "no action" slots. `action_condition` builds
 this from data-convention actions (action t taken after frame t is seen).
 
+With `model.action_history` K > 1, each latent frame also gets the conditioning of the K - 1
+latent frames before it, newest first ("no action" before frame 0): the slots of lag k are the
+actions that led to frame j - k.
+
 Submodule names are stable for compression: `patch_embed`, `t_embed`, `action_embed`,
 `blocks.{i}.adaln`, `blocks.{i}.attn.{qkv,proj}`, `blocks.{i}.mlp.{fc1,fc2}`, `final`.
 """
@@ -45,8 +49,9 @@ def action_condition(
 
     actions: (B, T) int64 in [0, num_actions) or (B, T, A) float; action t taken after frame t.
     Uses actions 0 .. (latent_frames - 1) r - 1; later ones are ignored.
-    Returns (B, T', r) int64, `num_actions` meaning "no action", or (B, T', r, A + 1) float whose
-    last channel is 1 for a real action and 0 for "no action" (then the vector is zeros)."""
+    Returns (B, T', K r) int64, `num_actions` meaning "no action", or (B, T', K r, A + 1) float
+    whose last channel is 1 for a real action and 0 for "no action" (then the vector is zeros);
+    K = `model.action_history`, slots [k r, (k + 1) r) the actions that led to frame j - k."""
     r = frames_per_latent
     needed = (latent_frames - 1) * r
     b = actions.shape[0]
@@ -78,10 +83,24 @@ def action_condition(
                 f"got values in [{int(taken.min())}, {int(taken.max())}]"
             )
         none = no_action(taken.new_zeros((b, r), dtype=torch.long), config)
-        return torch.cat([none, taken.long()], dim=1).view(b, latent_frames, r)
+        return _with_history(torch.cat([none, taken.long()], dim=1).view(b, latent_frames, r), config)
     flagged = torch.cat([taken.float(), taken.new_ones(b, needed, 1, dtype=torch.float32)], dim=-1)
     none = no_action(flagged.new_zeros(b, r, config.action_dim + 1), config)
-    return torch.cat([none, flagged], dim=1).view(b, latent_frames, r, config.action_dim + 1)
+    condition = torch.cat([none, flagged], dim=1).view(b, latent_frames, r, config.action_dim + 1)
+    return _with_history(condition, config)
+
+
+def _with_history(condition: torch.Tensor, config: ModelConfig) -> torch.Tensor:
+    """(B, T', r[, A + 1]) -> (B, T', K r[, A + 1]): each frame's slots followed by those of the
+    K - 1 frames before it, "no action" where there is none."""
+    lags = config.action_history
+    if lags == 1:
+        return condition
+    frames = condition.shape[1]
+    none = no_action(condition[:, :1], config).expand(-1, lags - 1, *condition.shape[2:])
+    padded = torch.cat([none, condition], dim=1)  # (B, K - 1 + T', r[, A + 1])
+    shifted = [padded[:, lags - 1 - k : lags - 1 - k + frames] for k in range(lags)]
+    return torch.cat(shifted, dim=2)
 
 
 class TimestepEmbed(nn.Module):
@@ -110,12 +129,12 @@ class ActionEmbed(nn.Module):
     def __init__(self, config: ModelConfig, width: int, frames_per_latent: int):
         super().__init__()
         self.discrete = config.action_space == "discrete"
-        self.slots = frames_per_latent
+        self.slots = frames_per_latent * config.action_history
         if self.discrete:
             self.table_size = config.num_actions + 1  # the last row is "no action"
-            self.embedding = nn.Embedding(frames_per_latent * self.table_size, width)
+            self.embedding = nn.Embedding(self.slots * self.table_size, width)
         else:
-            self.fc1 = nn.Linear(frames_per_latent * (config.action_dim + 1), width)
+            self.fc1 = nn.Linear(self.slots * (config.action_dim + 1), width)
             self.fc2 = nn.Linear(width, width)
 
     def forward(self, condition: torch.Tensor) -> torch.Tensor:

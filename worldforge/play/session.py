@@ -68,6 +68,8 @@ class Run:
         # Recorded actions 0 .. Tc - 2 led to the context frames; the ones that follow are the person's.
         recorded = [self._tensor(a) for a in episode.actions[: self.count - 1]]
         condition = model.action_condition(self._batch(recorded), self.known)
+        # Actions that led to the frames so far, as far back as `model.action_history` reads them.
+        self.history = recorded[: (self.known - 1) * self.r][-model.model_cfg.action_history * self.r :]
         self.stream = LatentStream(model, context, condition, generator)
         self.latents = [context[:, -1:]]  # recent latent frames, in front of the new one when decoding
         self.generated = 0
@@ -107,11 +109,13 @@ class Run:
         start = time.perf_counter()
         model = self.player.model
         with torch.no_grad():
-            # A latent frame's conditioning depends only on the r actions that lead to it (the action
-            # after each of the previous latent frame's frames), so no history is kept however long
-            # a person plays: conditioning of a 2-frame sequence, its second frame.
-            own = self._batch([self._tensor(action)] * self.r)
-            condition = model.action_condition(own, 2)[:, 1:]
+            # A latent frame's conditioning depends only on the r actions that lead to it and those
+            # of the `model.action_history` - 1 latent frames before it, so only that much history is
+            # kept however long a person plays: the last frame of a sequence led to by those actions
+            # ("no action" where a rollout has fewer behind it, as when it is conditioned at once).
+            lags = model.model_cfg.action_history
+            self.history = (self.history + [self._tensor(action)] * self.r)[-lags * self.r :]
+            condition = model.action_condition(self._batch(self.history), len(self.history) // self.r + 1)[:, -1:]
             latent = self.stream.next(condition)
             # The decoder is causal: decode behind the recent latent frames, keep the new frames.
             self.latents = (self.latents + [latent])[-model.model_cfg.context_window :]
