@@ -19,13 +19,11 @@ from worldforge.play.session import Player, PlayError
 CONTEXT = 3
 
 
-def test_stepping_one_frame_at_a_time_reproduces_the_rollout(package, held_out_dataset):
-    """The same context, actions and noise seed give the frames `rollout` gives (to uint8)."""
-    player = Player.open(package, held_out_dataset, context_frames=CONTEXT)
+def stepped_and_rolled_out(player: Player, actions: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Episode 1 played one frame at a time under `actions` (noise seed 3), and `rollout` of the
+    same context, recorded actions, actions and seed (uint8 frames, both)."""
     run = player.begin(episode=1, mode="play", seed=3)
-    actions = [4, 4, 1, 0, 5, 3]
     frames = np.stack([run.step(a).frame for a in actions])
-
     episode = player.episodes[1]
     recorded = torch.from_numpy(np.concatenate([episode.actions[: CONTEXT - 1], actions]))[None]
     expected = rollout(
@@ -35,7 +33,14 @@ def test_stepping_one_frame_at_a_time_reproduces_the_rollout(package, held_out_d
         horizon=len(actions),
         generator=torch.Generator().manual_seed(3),
     ).frames[0]
-    assert np.abs(frames.astype(int) - to_uint8(expected).astype(int)).max() <= 1
+    return frames, to_uint8(expected)
+
+
+def test_stepping_one_frame_at_a_time_reproduces_the_rollout(package, held_out_dataset):
+    """The same context, actions and noise seed give the frames `rollout` gives (to uint8)."""
+    player = Player.open(package, held_out_dataset, context_frames=CONTEXT)
+    frames, expected = stepped_and_rolled_out(player, [4, 4, 1, 0, 5, 3])
+    assert np.abs(frames.astype(int) - expected.astype(int)).max() <= 1
 
 
 def test_a_model_that_reads_earlier_actions_steps_as_its_rollout_does(tmp_path, make_world_model, held_out_dataset):
@@ -49,22 +54,8 @@ def test_a_model_that_reads_earlier_actions_steps_as_its_rollout_does(tmp_path, 
         model.dit.action_embed.embedding.weight.normal_(0, 1.0)
     package = save_package(tmp_path / "history", package_config(model), model)
     player = Player.open(package, held_out_dataset, context_frames=CONTEXT)
-    episode = player.episodes[1]
-
-    def played(actions):
-        run = player.begin(episode=1, mode="play", seed=3)
-        return np.stack([run.step(a).frame for a in actions])
-
-    actions = [4, 4, 1, 0, 5, 3]
-    recorded = torch.from_numpy(np.concatenate([episode.actions[: CONTEXT - 1], actions]))[None]
-    expected = rollout(
-        player.model,
-        to_model_frames(episode.frames[:CONTEXT])[None],
-        recorded,
-        horizon=len(actions),
-        generator=torch.Generator().manual_seed(3),
-    ).frames[0]
-    assert np.abs(played(actions).astype(int) - to_uint8(expected).astype(int)).max() <= 1
+    frames, expected = stepped_and_rolled_out(player, [4, 4, 1, 0, 5, 3])
+    assert np.abs(frames.astype(int) - expected.astype(int)).max() <= 1
 
 
 def test_replay_takes_the_recorded_actions_and_returns_the_recording_beside(package, held_out_dataset):
