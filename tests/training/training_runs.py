@@ -7,6 +7,10 @@ The tiny world model is trained through the real stage (`run_stage`: MLflow on r
 package, DVC) on clips indexed globally: micro-batch g of a run is the same clips whatever the
 number of processes (rank r's n-th draw is g = n * world_size + r), so one process with gradient
 accumulation k and k processes without it see the same clips in every optimizer step.
+
+The torchrun workers reduce over gloo without DeepSpeed's shared-memory all-reduce op: building
+that op is a C++ compile of 40-90 s on 2 cores, once per machine, and the tests are about what
+the processes compute, not how DeepSpeed moves their gradients (`launch.skip_shared_memory_op`).
 """
 
 from __future__ import annotations
@@ -121,6 +125,9 @@ def main() -> None:
     )
     parser.add_argument("-o", dest="overrides", action="append", default=[])
     args = parser.parse_args()
+    from worldforge.training.launch import skip_shared_memory_op
+
+    skip_shared_memory_op()
     if args.dmd_teacher:
         dmd_run(args.out, args.dataset, args.dmd_teacher, args.overrides)
     else:
