@@ -22,16 +22,15 @@ state, in pixels. Per package and key, the table gives:
 from __future__ import annotations
 
 import argparse
+import copy
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from worldforge.data.config import SimulatorConfig
 from worldforge.data.manifest import read_manifest
-from worldforge.data.sources.simulator import record_episode
 from worldforge.evaluation.config import EvalConfig
-from worldforge.evaluation.realism import read_positions
+from worldforge.evaluation.realism import read_positions, replay_episode
 from worldforge.evaluation.rollout_eval import load_clips
 from worldforge.models.streaming import rollout
 from worldforge.packages import load_package
@@ -51,12 +50,11 @@ def held(recorded: np.ndarray, context: int, frames: int, action: int) -> np.nda
 def simulator_moves(data: dict, episodes: list[int], actions: np.ndarray, context: int, axis: int) -> np.ndarray:
     """(N,) the agent's displacement along `axis` (normalised) from the last context frame to the
     last frame, each episode of the simulator dataset whose content config is `data`
-    (`manifest.config`) replayed under its `actions` (N, context + frames) (`simulator.record_episode`,
+    (`manifest.config`) replayed under its `actions` (N, context + frames) (`realism.replay_episode`,
     as `evaluation.long_play` continues it)."""
-    world = SimulatorConfig.model_validate(data.get("simulator", {}))
     moves = []
     for episode, played in zip(episodes, actions):
-        replay = record_episode(world, data["resolution"], len(played), data["seed"], episode, played)
+        replay = replay_episode(data, episode, played)
         moves.append(replay.state[-1, axis] - replay.state[context - 1, axis])
     return np.array(moves, dtype=np.float64)
 
@@ -107,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         model = load_package(path).build("cpu").eval()
         runs.append((path.name, model))
         if args.no_sprites and model.sampler_cfg.palette_sprites:
-            plain = load_package(path).build("cpu").eval()
+            plain = copy.deepcopy(model)
             plain.sampler_cfg = plain.sampler_cfg.model_copy(update={"palette_sprites": False})
             runs.append((f"{path.name} (no sprites)", plain))
 

@@ -5,7 +5,7 @@ the model plays `eval.play_frames` frames (256 by default: many times its traini
 the dataset's own behaviour policy: the episode's recorded actions, then the sticky-random policy
 continued past them (repeat the previous action with probability `simulator.action_repeat`, else
 draw one uniformly; drawn from `[seed, episode, 2]`, a stream recording never uses). The simulator
-plays the same episode under the same actions (`record_episode`, drawn from `[seed, episode, 0]`
+plays the same episode under the same actions (`realism.replay_episode`, drawn from `[seed, episode, 0]`
 like the recording), and its first frames must match the recorded ones: the continuation is the same
 world. Its frames are not a truth to match (the model's balls may rightly differ after a few dozen
 frames: bounces amplify small errors) but what a frame of this world looks like and holds. At steps
@@ -37,11 +37,11 @@ import torch
 from worldforge.data.config import SimulatorConfig
 from worldforge.data.manifest import read_manifest
 from worldforge.data.samples import iter_episodes
-from worldforge.data.sources.simulator import World, record_episode, sticky_random_actions
+from worldforge.data.sources.simulator import World, sticky_random_actions
 from worldforge.evaluation import metrics
 from worldforge.evaluation.config import EvalConfig
 from worldforge.evaluation.objects import Scene, compact_agent, compact_balls, read_scene
-from worldforge.evaluation.realism import clip_errors, episode_world, overall_psnr
+from worldforge.evaluation.realism import clip_errors, episode_world, overall_psnr, replay_episode
 from worldforge.evaluation.report import to_uint8
 from worldforge.evaluation.rollout_eval import EvaluationError, to_model_frames
 from worldforge.models.streaming import rollout
@@ -117,7 +117,7 @@ def load_play(dataset: str | Path, config: EvalConfig) -> PlayClips | None:
             )
         rng = np.random.default_rng([data["seed"], episode.episode, 2])
         played = continue_policy(episode.actions, length, world.action_repeat, rng)
-        replay = record_episode(world, data["resolution"], length, data["seed"], episode.episode, played)
+        replay = replay_episode(data, episode.episode, played)
         same = min(len(episode), length)
         if not np.array_equal(replay.frames[:same], episode.frames[:same]):
             differ = int(np.argmax((replay.frames[:same] != episode.frames[:same]).any(axis=(1, 2, 3))))

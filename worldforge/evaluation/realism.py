@@ -34,7 +34,8 @@ import math
 import numpy as np
 
 from worldforge.data.config import SimulatorConfig
-from worldforge.data.sources.simulator import AGENT_COLOR, AGENT_HALF, BALL_RADIUS, World
+from worldforge.data.episode import Episode
+from worldforge.data.sources.simulator import AGENT_COLOR, AGENT_HALF, BALL_RADIUS, World, record_episode
 from worldforge.evaluation.metrics import per_step
 from worldforge.evaluation.objects import Scene, as_pixels, centre, compact_balls, largest_blob
 
@@ -53,6 +54,13 @@ def episode_world(data_config: dict, index: int) -> World:
     simulator = SimulatorConfig.model_validate(data_config.get("simulator", {}))
     seed = data_config["seed"]
     return World(data_config["resolution"], simulator.objects, np.random.default_rng([seed, index, 0]))
+
+
+def replay_episode(data_config: dict, index: int, actions: np.ndarray) -> Episode:
+    """Episode `index` of a simulator dataset (its content config, as `episode_world`) played again
+    under `actions` ((length,) int): the same world, and what those actions make of it."""
+    simulator = SimulatorConfig.model_validate(data_config.get("simulator", {}))
+    return record_episode(simulator, data_config["resolution"], len(actions), data_config["seed"], index, actions)
 
 
 def dataset_worlds(data_config: dict, episodes: list, where: str) -> list[World] | None:
