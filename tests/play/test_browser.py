@@ -185,16 +185,22 @@ def test_holding_right_moves_the_agent_right_with_a_trained_model(
 )
 def test_holding_right_moves_the_agent_right_with_the_quickstart_model(browser, serve):
     """The same with the quickstart model `make demo` trains (not available to CI: it takes the
-    demo's 8 minutes of training), on 8 held-out episodes with the demo's 4 context frames."""
+    demo's 8 minutes of training), on 16 held-out episodes with the demo's 4 context frames. Its
+    agent answers a held key about half as far as the simulator's (2.15 pixels in 4 frames; block
+    21 of docs/world-model.md), and an episode's move is noisy (a wall, the speed it had), so the
+    test asks it of the mean: right on average, left on average, and apart by at least a pixel."""
     player = Player.open(
         os.environ["WORLDFORGE_PLAY_PACKAGE"],
         os.environ["WORLDFORGE_PLAY_DATASET"],
-        episodes=8,
+        episodes=16,
         context_frames=4,
     )
     right, left = agent_moves(browser, serve(player), player, context=4)
-    print(f"quickstart model: agent x moves right {right.round(3)}, left {left.round(3)}")
-    assert np.mean(right > 0) > 0.5 and np.mean(left < 0) > 0.5, (right, left)
+    size = player.episodes[0].frames.shape[2]
+    right, left = right * size, left * size  # pixels
+    print(f"quickstart model: agent moves (pixels) right {right.round(2)}, left {left.round(2)}")
+    assert np.nanmean(right) > 0 > np.nanmean(left), (right, left)
+    assert np.nanmean(right) - np.nanmean(left) > 1.0, (right, left)
 
 
 def test_continuous_actions_are_steered_with_sliders_and_arrows(
