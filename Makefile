@@ -72,7 +72,7 @@ gl:
 		|| echo "could not install EGL/OSMesa: the MuJoCo tests will be skipped"; \
 	else echo "no libEGL and no root apt-get: the MuJoCo tests will be skipped"; fi
 
-## test: the whole test suite, `slow` ones included (about 10 minutes on 2 slow cores after install)
+## test: the whole test suite, `slow` ones included (about 12 minutes on 2 cores after install)
 test: install-dev browser gl
 	$(PY) -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
