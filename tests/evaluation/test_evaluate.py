@@ -301,3 +301,26 @@ def test_a_longest_horizon_the_tokenizer_cannot_generate_is_refused_naming_the_f
     model = SimpleNamespace(frames_per_latent=4)  # a video tokenizer: 4 frames per latent frame
     with pytest.raises(EvaluationError, match="eval.long_horizon 14 .* multiple of 4"):
         long_horizon_scores(model, clips, small_eval, torch.device("cpu"))
+
+
+def test_several_seeds_give_the_mean_of_each_seeds_quality(project, sim_dataset, make_package, small_eval):
+    """eval.seeds 2: every quality number is the mean of seed 0's and seed 1's rollouts (the long
+    rollout's too), what both agree on (the baseline) is as it was, and the gate's
+    `beats_baseline` follows the mean."""
+    package = make_package()
+    config = small_eval.model_copy(update={"long_horizon": 8, "videos": 0})
+    one, other = (
+        evaluate_package(package, sim_dataset, config.model_copy(update={"seed": seed}), track=False)
+        for seed in (0, 1)
+    )
+    both = evaluate_package(package, sim_dataset, config.model_copy(update={"seeds": 2}), track=False)
+    assert one["psnr_mean"] != other["psnr_mean"]  # the seeds' noise differs
+    assert both["seeds"] == 2 and "seeds" not in one
+    for key in ("psnr_mean", "ssim_mean", "sharpness_mean", "agent_position_error", "long_h8_psnr_mean"):
+        assert both[key] == pytest.approx((one[key] + other[key]) / 2), key
+    assert both["psnr_per_step"] == pytest.approx(
+        [(a + b) / 2 for a, b in zip(one["psnr_per_step"], other["psnr_per_step"], strict=True)]
+    )
+    assert both["baseline_psnr_mean"] == one["baseline_psnr_mean"] == other["baseline_psnr_mean"]
+    assert both["psnr_gain_over_baseline"] == pytest.approx(both["psnr_mean"] - both["baseline_psnr_mean"])
+    assert both["beats_baseline"] == (both["psnr_gain_over_baseline"] > 0)

@@ -56,6 +56,13 @@ class EvalConfig(Section):
     )
     device: str = Field("auto", description="auto (cuda if present), cpu, cuda, cuda:N")
     seed: int = Field(0, description="seeds the rollouts' noise: model and reference see the same noise")
+    seeds: int = Field(
+        1,
+        ge=1,
+        description="the quality measures are the mean over this many rollouts of the same episodes, under "
+        "seeds eval.seed, eval.seed + 1, ...: near a bar or a gate's bound one seed's noise can decide "
+        "(docs/world-model.md block 23); each seed costs another rollout of every model (not of the long plays)",
+    )
 
     @property
     def long_horizons(self) -> list[int]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
+import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -156,6 +157,31 @@ def long_horizon_scores(model, clips: EvalClips, config: EvalConfig, device: tor
     return long
 
 
+def mean_over_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The metrics of several seeds' rollouts as one: each number the mean of its seeds' (a list of
+    numbers, step by step; NaN where no seed has a value), what every seed agrees on as it is (the
+    horizons, the baseline's and the truth's scores), and `seeds` how many there were."""
+    if len(runs) == 1:
+        return runs[0]
+
+    def mean(values: list) -> Any:
+        first = values[0]
+        if all(value == first for value in values[1:]):
+            return first
+        if isinstance(first, bool) or not all(isinstance(v, (int, float, list)) for v in values):
+            return first
+        if isinstance(first, list):
+            return [mean([value[index] for value in values]) for index in range(len(first))]
+        finite = [float(v) for v in values if not math.isnan(float(v))]
+        return sum(finite) / len(finite) if finite else math.nan
+
+    merged = {key: mean([run[key] for run in runs if key in run]) for key in runs[0]}
+    merged["psnr_gain_over_baseline"] = merged["psnr_mean"] - merged["baseline_psnr_mean"]
+    merged["beats_baseline"] = merged["psnr_gain_over_baseline"] > 0
+    merged["seeds"] = len(runs)
+    return merged
+
+
 def measure(
     subject: Subject,
     clips: EvalClips,
@@ -165,20 +191,28 @@ def measure(
     long_clips: EvalClips | None = None,
 ) -> tuple[dict, torch.Tensor]:
     """Quality and (with `cost`) cost of one model on `clips` (and the long rollouts of
-    `long_clips`): (metrics, its predictions (N, horizon, C, H, W)). Realism and survival are also
-    read at steps 8, 16 and 32 (`at_steps`: from the main rollout where it reaches them)."""
+    `long_clips`): (metrics, its predictions (N, horizon, C, H, W), those of `eval.seed`). Realism
+    and survival are also read at steps 8, 16 and 32 (`at_steps`: from the main rollout where it
+    reaches them). With `eval.seeds` > 1 the quality is the mean over that many seeds
+    (`mean_over_seeds`)."""
     model = subject.package.build(device)
     check_compatible(model, clips, config, str(subject.package.path))
-    prediction = predict(model, clips, config, device)
-    metrics = score(prediction, clips)
-    metrics.update(baseline_scores(clips))
-    metrics.update(detector_floor(clips))
-    metrics["psnr_gain_over_baseline"] = metrics["psnr_mean"] - metrics["baseline_psnr_mean"]
-    metrics["beats_baseline"] = metrics["psnr_gain_over_baseline"] > 0
-    metrics.update(model_sensitivity(model, clips, config, device, prediction))
-    if long_clips is not None:
-        metrics.update(long_horizon_scores(model, long_clips, config, device))
-    metrics.update(at_steps(metrics, REALISM_STEPS))
+    runs, predictions = [], []
+    for offset in range(config.seeds):
+        seeded = config.model_copy(update={"seed": config.seed + offset})
+        prediction = predict(model, clips, seeded, device)
+        metrics = score(prediction, clips)
+        metrics.update(baseline_scores(clips))
+        metrics.update(detector_floor(clips))
+        metrics["psnr_gain_over_baseline"] = metrics["psnr_mean"] - metrics["baseline_psnr_mean"]
+        metrics["beats_baseline"] = metrics["psnr_gain_over_baseline"] > 0
+        metrics.update(model_sensitivity(model, clips, seeded, device, prediction))
+        if long_clips is not None:
+            metrics.update(long_horizon_scores(model, long_clips, seeded, device))
+        metrics.update(at_steps(metrics, REALISM_STEPS))
+        runs.append(metrics)
+        predictions.append(prediction)
+    metrics, prediction = mean_over_seeds(runs), predictions[0]
     if cost:
         metrics.update(measure_cost(model, clips, config, device))
     del model
